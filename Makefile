@@ -1,0 +1,41 @@
+# gatefusion: `make test` and `make demo` each set up everything they need on a fresh machine.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA ?= data
+DEMO_WORLD ?= $(DATA)/synth-demo
+STAMP := $(VENV)/.setup-done
+
+.PHONY: setup test test-slow demo world clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@# open3d imports only with the system library libusb-1.0 present
+	@if ! ldconfig -p | grep -q libusb-1.0.so.0; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && apt-get install -y -qq libusb-1.0-0) || echo "warning: could not install libusb-1.0-0; open3d will not import"; \
+	  else echo "warning: libusb-1.0-0 is missing (apt-get install libusb-1.0-0); open3d will not import"; fi; \
+	fi
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	@# torch first, pinned, so that nothing pulls a multi-GB CUDA build
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow
+
+world: setup
+	@if [ -f $(DEMO_WORLD)/v1.0-synth/sample.json ]; then echo "demo world exists: $(DEMO_WORLD)"; \
+	else $(BIN)/python -m datasets.synthetic --out $(DEMO_WORLD) --preset demo; fi
+
+demo: world
+	$(BIN)/python -m datasets.inspect --dataroot $(DEMO_WORLD) --version v1.0-synth
+
+clean:
+	rm -rf $(VENV) $(DATA) runs

@@ -1,0 +1,218 @@
+"""Typed per-sensor containers for one frame (`Frame`) and a batch of frames (`Batch`), and `collate`.
+
+Conventions used everywhere inside gatefusion (the devkit's layouts appear only in datasets/):
+  * Everything is in the ego frame of the sample's LIDAR_TOP key frame: x forward, y left, z up, metres.
+  * Points are rows `(N, d)`; the meaning of each column is in LIDAR_DIMS / RADAR_DIMS.
+  * Boxes are rows `[x, y, z, l, w, h, yaw, vx, vy]` (BOX_DIMS): centre, length along the heading, width,
+    height, yaw about +z from +x, velocity in m/s (ego-frame axes).
+  * A missing or broken sensor is data: `present[s] = False` and empty/zero tensors, never an exception.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+
+import torch
+from torch import Tensor
+
+CLASSES = (
+    "car", "truck", "construction_vehicle", "bus", "trailer",
+    "barrier", "motorcycle", "bicycle", "pedestrian", "traffic_cone",
+)
+ATTRIBUTES = (
+    "vehicle.moving", "vehicle.parked", "vehicle.stopped",
+    "pedestrian.moving", "pedestrian.standing", "pedestrian.sitting_lying_down",
+    "cycle.with_rider", "cycle.without_rider",
+)
+SENSORS = ("camera", "lidar", "radar")
+CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_RIGHT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_FRONT_LEFT")
+RADARS = ("RADAR_FRONT", "RADAR_FRONT_LEFT", "RADAR_FRONT_RIGHT", "RADAR_BACK_LEFT", "RADAR_BACK_RIGHT")
+LIDAR = "LIDAR_TOP"
+
+LIDAR_DIMS = ("x", "y", "z", "intensity", "time_lag")
+RADAR_DIMS = ("x", "y", "z", "rcs", "vx", "vy", "time_lag")
+BOX_DIMS = ("x", "y", "z", "l", "w", "h", "yaw", "vx", "vy")
+
+
+def _to(obj, device):
+    """Copy of a dataclass with every tensor field moved to `device` (lists of tensors too)."""
+    changes = {}
+    for f in fields(obj):
+        v = getattr(obj, f.name)
+        if isinstance(v, Tensor):
+            changes[f.name] = v.to(device, non_blocking=True)
+        elif isinstance(v, list) and v and isinstance(v[0], Tensor):
+            changes[f.name] = [t.to(device, non_blocking=True) for t in v]
+        elif hasattr(v, "to") and hasattr(v, "__dataclass_fields__"):
+            changes[f.name] = v.to(device)
+    return replace(obj, **changes)
+
+
+@dataclass
+class CameraData:
+    """Images of the cameras (CAMERAS order). Frame: shapes below; Batch: a leading batch dim B.
+
+    images:     (N_cam, 3, H, W) float32 in [0, 1]
+    intrinsics: (N_cam, 3, 3) pixel intrinsics for this H, W
+    ego_T_cam:  (N_cam, 4, 4) maps camera coordinates into the key-frame ego frame
+    valid:      (N_cam,) bool, False for a camera whose image is missing or unreadable
+    """
+
+    images: Tensor
+    intrinsics: Tensor
+    ego_T_cam: Tensor
+    valid: Tensor
+
+    to = _to
+
+
+@dataclass
+class LidarData:
+    """LiDAR points accumulated over sweeps, in the key-frame ego frame.
+
+    points:      (N, 5) float32, columns LIDAR_DIMS (time_lag in seconds, >= 0)
+    batch_index: (N,) int64, which frame of the batch each point belongs to (zeros in a Frame)
+    """
+
+    points: Tensor
+    batch_index: Tensor
+
+    to = _to
+
+
+@dataclass
+class RadarData:
+    """Radar points of all radars accumulated over sweeps, in the key-frame ego frame.
+
+    points:      (M, 7) float32, columns RADAR_DIMS: position, rcs (dBsm), ego-motion compensated velocity
+                 rotated into the ego frame (m/s), time_lag (s)
+    batch_index: (M,) int64
+    """
+
+    points: Tensor
+    batch_index: Tensor
+
+    to = _to
+
+
+@dataclass
+class Boxes:
+    """Ground-truth boxes of the ten detection classes.
+
+    boxes:      (K, 9) float32, BOX_DIMS
+    labels:     (K,) int64 index into CLASSES
+    attributes: (K,) int64 index into ATTRIBUTES, -1 where the class has none (barrier, traffic_cone)
+    """
+
+    boxes: Tensor
+    labels: Tensor
+    attributes: Tensor
+
+    to = _to
+
+    @staticmethod
+    def empty() -> "Boxes":
+        return Boxes(torch.zeros(0, 9), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+
+
+@dataclass
+class Detections:
+    """Predicted boxes of one frame, in the ego frame (what the detector returns, what evaluation writes).
+
+    boxes:      (K, 9) float32, BOX_DIMS
+    scores:     (K,) float32 in [0, 1]
+    labels:     (K,) int64 index into CLASSES
+    attributes: (K,) int64 index into ATTRIBUTES, -1 where the class has none
+    """
+
+    boxes: Tensor
+    scores: Tensor
+    labels: Tensor
+    attributes: Tensor
+
+    to = _to
+
+
+@dataclass
+class FrameMeta:
+    """What a frame is, for bookkeeping and per-condition metrics (no tensors).
+
+    conditions: tags parsed from the scene description, one of day/dusk/night and one of clear/rain/fog
+                (plus e.g. "traffic-dense" where known)
+    faults:     sensors (SENSORS names) with a known fault event in this frame: read from the synthetic world's
+                ground truth, or found while loading (a sensor file missing or corrupt)
+    ego_pose:   (4, 4) global_T_ego of the key frame as nested lists, to write results in global coordinates
+    """
+
+    sample_token: str
+    scene_name: str
+    timestamp: int
+    conditions: tuple[str, ...] = ()
+    faults: tuple[str, ...] = ()
+    global_T_ego: tuple[tuple[float, ...], ...] = ()
+
+
+@dataclass
+class Frame:
+    """One key frame: every sensor (possibly not present), the ground truth and its metadata.
+
+    present: (3,) bool over SENSORS. A sensor that is not present still carries tensors of the right rank
+             (zero images, zero points) so that any subset of sensors collates and runs.
+    """
+
+    camera: CameraData
+    lidar: LidarData
+    radar: RadarData
+    gt: Boxes
+    present: Tensor
+    meta: FrameMeta
+
+    to = _to
+
+
+@dataclass
+class Batch:
+    """B frames. camera tensors gain a leading B; points are concatenated with `batch_index`;
+    ground truth stays a list (one Boxes per frame). present: (B, 3) bool over SENSORS."""
+
+    camera: CameraData
+    lidar: LidarData
+    radar: RadarData
+    gt: list[Boxes]
+    present: Tensor
+    meta: list[FrameMeta] = field(default_factory=list)
+
+    to = _to
+
+    def __len__(self) -> int:
+        return int(self.present.shape[0])
+
+    def gt_to(self, device) -> list[Boxes]:
+        return [b.to(device) for b in self.gt]
+
+
+def _cat_points(parts: list[Tensor], dim: int) -> tuple[Tensor, Tensor]:
+    if not parts:
+        return torch.zeros(0, dim), torch.zeros(0, dtype=torch.long)
+    points = torch.cat(parts, 0)
+    index = torch.cat([torch.full((len(p),), i, dtype=torch.long) for i, p in enumerate(parts)])
+    return points, index
+
+
+def collate(frames: list[Frame]) -> Batch:
+    """Stack frames into a Batch; point sets of different lengths are concatenated with a batch index."""
+    cam = CameraData(
+        images=torch.stack([f.camera.images for f in frames]),
+        intrinsics=torch.stack([f.camera.intrinsics for f in frames]),
+        ego_T_cam=torch.stack([f.camera.ego_T_cam for f in frames]),
+        valid=torch.stack([f.camera.valid for f in frames]),
+    )
+    lp, li = _cat_points([f.lidar.points for f in frames], len(LIDAR_DIMS))
+    rp, ri = _cat_points([f.radar.points for f in frames], len(RADAR_DIMS))
+    return Batch(
+        camera=cam,
+        lidar=LidarData(lp, li),
+        radar=RadarData(rp, ri),
+        gt=[f.gt for f in frames],
+        present=torch.stack([f.present for f in frames]),
+        meta=[f.meta for f in frames],
+    )
