@@ -1,0 +1,82 @@
+"""Benchmark of the data pipeline: index cache build time (cold, warm) and frames/s of a DataLoader over
+NuScenesDataset with 0/1/2 workers (batch 4, collate into Batch). Prints a table.
+
+    python -m bench.pipeline [--dataroot data/synth-demo] [--version v1.0-synth] [--split synth_train]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import datasets.nuscenes as nus  # noqa: E402
+from datasets.augment import GlobalAugment, SeededSampler  # noqa: E402
+from datasets.nuscenes import NuScenesDataset  # noqa: E402
+from sensors.frame import collate  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataroot", default="data/synth-demo")
+    ap.add_argument("--version", default="v1.0-synth")
+    ap.add_argument("--split", default="synth_train")
+    ap.add_argument("--batch_size", type=int, default=4)
+    ap.add_argument("--batches", type=int, default=10, help="batches timed per setting (after one warm-up)")
+    ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--index_workers", type=int, default=2)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+
+    from nuscenes.nuscenes import NuScenes  # noqa: F401  (import time is not cache build time)
+
+    rows = []
+    with tempfile.TemporaryDirectory() as cache:
+        nus._NUSC = None
+        t = time.perf_counter()
+        ds = NuScenesDataset(args.dataroot, args.version, args.split, cache_dir=cache, augment=GlobalAugment())
+        rows.append(("index cache, cold (1 process)", f"{time.perf_counter() - t:.2f} s", f"{len(ds)} samples"))
+    with tempfile.TemporaryDirectory() as cache:
+        nus._NUSC = None
+        t = time.perf_counter()
+        NuScenesDataset(args.dataroot, args.version, args.split, cache_dir=cache, index_workers=args.index_workers)
+        rows.append((f"index cache, cold ({args.index_workers} processes)", f"{time.perf_counter() - t:.2f} s", ""))
+        t = time.perf_counter()
+        ds = NuScenesDataset(args.dataroot, args.version, args.split, cache_dir=cache, augment=GlobalAugment())
+        rows.append(("index cache, warm", f"{time.perf_counter() - t:.3f} s", ""))
+
+    f = ds[0]
+    rows.append(("one frame", f"{len(f.lidar.points)} lidar pts", f"{len(f.radar.points)} radar pts, "
+                 f"images {tuple(f.camera.images.shape)}"))
+    for workers in args.workers:
+        loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, sampler=SeededSampler(len(ds)),
+                                             num_workers=workers, collate_fn=collate,
+                                             persistent_workers=workers > 0)
+        it = iter(loader)
+        next(it)
+        n, t = 0, time.perf_counter()
+        for _ in range(args.batches):
+            try:
+                batch = next(it)
+            except StopIteration:
+                it = iter(loader)
+                batch = next(it)
+            n += len(batch)
+        dt = time.perf_counter() - t
+        rows.append((f"DataLoader, {workers} workers, batch {args.batch_size}", f"{n / dt:.1f} frames/s",
+                     f"{1000 * dt / n:.0f} ms/frame"))
+        del it, loader
+
+    w = max(len(r[0]) for r in rows)
+    print(f"data pipeline on {args.dataroot} ({args.version}, {args.split})")
+    for a, b, c in rows:
+        print(f"  {a:<{w}}  {b:>18}  {c}")
+
+
+if __name__ == "__main__":
+    main()

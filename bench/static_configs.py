@@ -1,0 +1,78 @@
+"""Static sensor configurations of one trained detector on the demo world: NDS, mAP, GFLOPs and ms per frame,
+overall and per condition.
+
+    python bench/static_configs.py [--ckpt runs/demo/checkpoints/last.ckpt] [--train] [--dataroot data/synth-demo]
+
+The detector is trained once with random sensor dropout (configs/demo.yaml: `train_sensor_dropout`), so the same
+weights are evaluated under every static configuration: each row is what a fixed choice of sensors and resolutions
+gets and costs, which is the menu the gate chooses from. --train (re)trains it first with configs/demo.yaml.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+CONFIGS = {
+    "camera low": "camera=low,lidar=off,radar=off",
+    "camera high": "camera=high,lidar=off,radar=off",
+    "lidar coarse": "camera=off,lidar=coarse,radar=off",
+    "lidar fine": "camera=off,lidar=fine,radar=off",
+    "radar": "camera=off,lidar=off,radar=on",
+    "camera+lidar": "camera=high,lidar=fine,radar=off",
+    "lidar+radar": "camera=off,lidar=fine,radar=on",
+    "all low": "camera=low,lidar=coarse,radar=on",
+    "all high": "camera=high,lidar=fine,radar=on",
+}
+CONDITIONS = ("day", "dusk", "night", "clear", "rain", "fog", "fault")
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--ckpt", default="runs/demo/checkpoints/last.ckpt")
+    p.add_argument("--train", action="store_true", help="train configs/demo.yaml first")
+    p.add_argument("--dataroot", default="data/synth-demo")
+    p.add_argument("--version", default="v1.0-synth")
+    p.add_argument("--split", default="synth_val")
+    p.add_argument("--out", default="runs/static_configs")
+    p.add_argument("--limit", type=int, default=None, help="only the first N frames of the split")
+    p.add_argument("--only", nargs="*", default=None, help="names of CONFIGS to run")
+    args = p.parse_args(argv)
+
+    import eval as evaluate
+    if args.train or not Path(args.ckpt).exists():
+        import train
+        train.main(["fit", "--config", "configs/demo.yaml", "--data.dataroot", args.dataroot])
+    rows = {}
+    for name, sensors in CONFIGS.items():
+        if args.only and name not in args.only:
+            continue
+        cmd = ["--ckpt", args.ckpt, "--dataroot", args.dataroot, "--version", args.version, "--split", args.split,
+               "--out", str(Path(args.out) / name.replace(" ", "_").replace("+", "_")), "--sensors", sensors]
+        if args.limit:
+            cmd += ["--limit", str(args.limit)]
+        rows[name] = evaluate.main(cmd)
+    print()
+    print(format_table(rows))
+    return rows
+
+
+def format_table(rows: dict) -> str:
+    head = f"| {'configuration':<13} | NDS   | mAP   | GFLOPs | ms/frame | " + " | ".join(f"{c:<5}" for c in CONDITIONS) + " |"
+    sep = "|" + "|".join("-" * (len(c) + 2) for c in head.strip("|").split("|")) + "|"
+    lines = ["NDS overall and per condition (synth_val); GFLOPs counted by torch's FLOP counter; ms on this machine",
+             head, sep]
+    for name, m in rows.items():
+        cond = []
+        for c in CONDITIONS:
+            s = m["per_condition"].get(c)
+            cond.append(f"{s['nds']:.3f}" if s else "  -  ")
+        lines.append(f"| {name:<13} | {m['nds']:.3f} | {m['map']:.3f} | {m['gflops_per_frame']:6.2f} | "
+                     f"{m['latency_ms']['mean']:8.1f} | " + " | ".join(cond) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

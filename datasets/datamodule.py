@@ -1,0 +1,72 @@
+"""LightningDataModule over NuScenesDataset: train (augmented, seeded per item) / val / test / predict loaders
+that collate Frames into `sensors.frame.Batch`. Constructor arguments are the LightningCLI schema and are saved
+as hyperparameters (eval.py reads them back from checkpoints)."""
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from datasets.augment import GlobalAugment, SeededSampler
+from datasets.nuscenes import NuScenesDataset
+from sensors.frame import collate
+
+
+class NuScenesDataModule(pl.LightningDataModule):
+    """Train on `train_split`, validate/test/predict on `val_split` of a nuScenes-format dataroot."""
+
+    def __init__(self, dataroot: str, version: str = "v1.0-synth", train_split: str = "synth_train",
+                 val_split: str = "synth_val", batch_size: int = 4, num_workers: int = 2, lidar_sweeps: int = 3,
+                 radar_sweeps: int = 3, image_size: tuple[int, int] = (320, 180), augment: bool = True,
+                 cache_dir: str | None = None, seed: int = 0):
+        super().__init__()
+        self.save_hyperparameters()
+        self.train_set: NuScenesDataset | None = None
+        self.val_set: NuScenesDataset | None = None
+
+    def _dataset(self, split: str, augment: bool) -> NuScenesDataset:
+        h = self.hparams
+        return NuScenesDataset(
+            h.dataroot, h.version, split, lidar_sweeps=h.lidar_sweeps, radar_sweeps=h.radar_sweeps,
+            image_size=tuple(h.image_size), cache_dir=h.cache_dir,
+            augment=GlobalAugment() if augment else None, seed=h.seed,
+            index_workers=max(1, h.num_workers),
+        )
+
+    def prepare_data(self) -> None:
+        """Build the index caches once, in one process (before DDP ranks read them)."""
+        h = self.hparams
+        for split in {h.train_split, h.val_split}:
+            NuScenesDataset(h.dataroot, h.version, split, h.lidar_sweeps, h.radar_sweeps, tuple(h.image_size),
+                            h.cache_dir, index_workers=max(1, h.num_workers))
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and self.train_set is None:
+            self.train_set = self._dataset(self.hparams.train_split, self.hparams.augment)
+        if self.val_set is None:
+            self.val_set = self._dataset(self.hparams.val_split, False)
+
+    def _loader(self, dataset: NuScenesDataset, sampler=None, shuffle: bool = False) -> DataLoader:
+        h = self.hparams
+        generator = torch.Generator().manual_seed(h.seed) if shuffle else None
+        return DataLoader(
+            dataset, batch_size=h.batch_size, sampler=sampler, shuffle=shuffle if sampler is None else None,
+            generator=generator, num_workers=h.num_workers, collate_fn=collate,
+            persistent_workers=h.num_workers > 0, pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_set is None:
+            self.setup("fit")
+        return self._loader(self.train_set, sampler=SeededSampler(len(self.train_set), self.hparams.seed))
+
+    def val_dataloader(self) -> DataLoader:
+        if self.val_set is None:
+            self.setup("validate")
+        return self._loader(self.val_set)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.val_dataloader()

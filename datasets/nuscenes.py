@@ -1,0 +1,584 @@
+"""nuScenes-format dataset: devkit tables -> cached per-sample index ("info" file) -> `sensors.frame.Frame`.
+
+The devkit (`nuscenes.NuScenes`) is used once, to build the index of a split: per key frame the relative file
+paths of every sensor and its sweeps with their transforms into the key-frame ego frame, timestamps, intrinsics,
+ground-truth boxes already converted to project boxes ([x, y, z, l, w, h, yaw, vx, vy] in the key-frame ego frame,
+through `datasets.geometry.box_from_nuscenes` and the devkit's `box_velocity`) and the frame's metadata. The index
+is pickled under a cache directory keyed by a hash of the dataroot, version, split and the table files' sizes and
+mtimes, so it is rebuilt when any of them changes. Items are then read without any devkit query.
+
+Reading follows the devkit's readers: LiDAR `.pcd.bin` float32 rows (x, y, z, intensity, ring), points closer
+than 1 m to the sensor removed (as `from_file_multisweep`); radar PCD v0.7 with the devkit's default filters
+(parsed with numpy instead of the devkit's per-point struct loop: same header checks, same filters, same
+"NaN first point means empty" rule). Broken input never raises in `__getitem__`: the sensor (or camera) is
+marked not present, `warnings.warn` names the file and the problem, and the sensor goes into `meta.faults`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import pickle
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from datasets.geometry import apply, box_from_nuscenes, invert, rotate, transform
+from sensors.frame import (
+    ATTRIBUTES, CAMERAS, CLASSES, LIDAR, LIDAR_DIMS, RADAR_DIMS, RADARS, SENSORS,
+    Boxes, CameraData, Frame, FrameMeta, LidarData, RadarData,
+)
+
+INDEX_FORMAT = 1
+TABLES = (
+    "attribute", "calibrated_sensor", "category", "ego_pose", "instance", "log", "map", "sample",
+    "sample_annotation", "sample_data", "scene", "sensor", "visibility",
+)
+STORED_SWEEPS = 10
+LIDAR_MIN_DISTANCE = 1.0
+LIDAR_MAX_RING = 1024
+RADAR_FIELDS = ("x", "y", "z", "dyn_prop", "id", "rcs", "vx", "vy", "vx_comp", "vy_comp", "is_quality_valid",
+                "ambig_state", "x_rms", "y_rms", "invalid_state", "pdh0", "vx_rms", "vy_rms")
+RADAR_INVALID_STATES = (0,)
+RADAR_DYNPROP_STATES = tuple(range(7))
+RADAR_AMBIG_STATES = (3,)
+_PCD_TYPES = {"F": {2: "f2", 4: "f4", 8: "f8"}, "I": {1: "i1", 2: "i2", 4: "i4", 8: "i8"},
+              "U": {1: "u1", 2: "u2", 4: "u4", 8: "u8"}}
+
+
+class SensorFileError(ValueError):
+    """A sensor file that is missing, empty, truncated or otherwise unreadable."""
+
+
+# ----------------------------------------------------------------------------------------------- dataroot, splits
+
+def check_dataroot(dataroot: str | os.PathLike, version: str) -> Path:
+    """The absolute dataroot after checking that `<dataroot>/<version>/` holds the 13 devkit tables."""
+    root = Path(dataroot).expanduser().resolve()
+    table_dir = root / version
+    if not root.is_dir():
+        raise FileNotFoundError(f"nuScenes dataroot {root} does not exist (expected a folder holding {version}/)")
+    missing = [t for t in TABLES if not (table_dir / f"{t}.json").is_file()]
+    if missing:
+        found = sorted(p.name for p in root.iterdir() if (p / "sample.json").is_file())
+        hint = f"; versions found there: {found}" if found else ""
+        raise FileNotFoundError(
+            f"{root} is not a nuScenes dataroot for version {version!r}: expected the devkit tables "
+            f"{table_dir}/<table>.json, missing {', '.join(t + '.json' for t in missing)}{hint}")
+    return root
+
+
+def _predefined_splits() -> dict[str, list[str]]:
+    from nuscenes.utils.splits import create_splits_scenes
+    return create_splits_scenes()
+
+
+def _compatible(split: str, version: str) -> bool:
+    """The devkit's version suffix rule for its predefined splits."""
+    if split.startswith("mini_"):
+        return version.endswith("mini")
+    if split == "test":
+        return version.endswith("test")
+    return version.endswith("trainval")
+
+
+def _custom_splits(root: Path, version: str) -> dict[str, list[str]]:
+    path = root / version / "splits.json"
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a readable JSON file of custom splits ({e})") from e
+    if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
+        raise ValueError(f"{path}: expected {{split_name: [scene names]}}")
+    return data
+
+
+def available_splits(dataroot: str | os.PathLike, version: str) -> list[str]:
+    """Predefined splits compatible with `version` followed by the custom ones of `<version>/splits.json`."""
+    root = check_dataroot(dataroot, version)
+    names = [s for s in _predefined_splits() if _compatible(s, version)]
+    return names + [s for s in _custom_splits(root, version) if s not in names]
+
+
+def split_scenes(dataroot: str | os.PathLike, version: str, split: str) -> list[str]:
+    """Scene names of `split`: a predefined split (devkit's create_splits_scenes, version suffix rule) or a custom
+    one from `<dataroot>/<version>/splits.json` (as devkit 1.2.0 resolves them)."""
+    root = check_dataroot(dataroot, version)
+    predefined = _predefined_splits()
+    if split in predefined and _compatible(split, version):
+        return list(predefined[split])
+    custom = _custom_splits(root, version)
+    if split in custom and split not in predefined:
+        return [str(s) for s in custom[split]]
+    valid = available_splits(root, version)
+    why = f" ({split!r} is a predefined split for another version)" if split in predefined else ""
+    raise ValueError(f"unknown split {split!r} for {root / version}{why}; valid splits: {', '.join(valid)}")
+
+
+# ----------------------------------------------------------------------------------------------- conditions, faults
+
+def parse_conditions(description: str) -> tuple[str, ...]:
+    """Tags from a scene description, case-insensitive: lighting (day/dusk/night, default day), weather
+    (clear/rain/fog, default clear), then "traffic-<level>" where the description says "traffic <level>"."""
+    d = description.lower()
+    lighting = "night" if re.search(r"\bnight", d) else "dusk" if re.search(r"\bdusk", d) else "day"
+    weather = "rain" if re.search(r"\brain", d) else "fog" if re.search(r"\bfog", d) else "clear"
+    tags = [lighting, weather]
+    m = re.search(r"\btraffic[ _-]+([a-z]+)", d)
+    if m:
+        tags.append(f"traffic-{m.group(1)}")
+    return tuple(tags)
+
+
+def _read_faults(root: Path, version: str) -> dict[str, tuple[str, ...]]:
+    path = root / version / "synthetic_faults.json"
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not readable JSON ({e})") from e
+    out = {}
+    for token, sensors in data.items():
+        bad = [s for s in sensors if s not in SENSORS]
+        if bad:
+            raise ValueError(f"{path}: sample {token} names unknown sensors {bad}; expected some of {SENSORS}")
+        out[token] = tuple(s for s in SENSORS if s in sensors)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- index building
+
+_NUSC = None  # the devkit instance shared with forked index workers
+
+
+def _load_nusc(root: str, version: str):
+    global _NUSC
+    if _NUSC is None or _NUSC.dataroot != root or _NUSC.version != version:
+        from nuscenes.nuscenes import NuScenes
+        _NUSC = NuScenes(version=version, dataroot=root, verbose=False)
+    return _NUSC
+
+
+def _file_entry(nusc, sd: dict, ego_T_global_key: np.ndarray, key_time: int) -> dict:
+    cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
+    pose = nusc.get("ego_pose", sd["ego_pose_token"])
+    ego_T_sensor = transform(cs["rotation"], cs["translation"])
+    global_T_ego = transform(pose["rotation"], pose["translation"])
+    return {
+        "path": sd["filename"],
+        "timestamp": int(sd["timestamp"]),
+        "time_lag": 1e-6 * (key_time - int(sd["timestamp"])),
+        "ego_T_sensor": ego_T_sensor,
+        "global_T_ego": global_T_ego,
+        "key_T_sensor": ego_T_global_key @ global_T_ego @ ego_T_sensor,
+        "intrinsic": np.asarray(cs["camera_intrinsic"], dtype=np.float64) if cs["camera_intrinsic"] else None,
+        "width": int(sd.get("width") or 0),
+        "height": int(sd.get("height") or 0),
+    }
+
+
+def _sweeps(nusc, sd_token: str, n: int, ego_T_global_key: np.ndarray, key_time: int) -> list[dict]:
+    """The key-frame file of one channel and up to n-1 previous sweeps (following `prev`, like the devkit)."""
+    out = []
+    sd = nusc.get("sample_data", sd_token)
+    while len(out) < n:
+        out.append(_file_entry(nusc, sd, ego_T_global_key, key_time))
+        if not sd["prev"]:
+            break
+        sd = nusc.get("sample_data", sd["prev"])
+    return out
+
+
+def _sample_info(nusc, sample_token: str, scene: dict, faults: dict, n_sweeps: int) -> dict:
+    from nuscenes.eval.detection.utils import category_to_detection_name
+
+    sample = nusc.get("sample", sample_token)
+    if LIDAR not in sample["data"]:
+        raise ValueError(f"sample {sample_token} of {nusc.dataroot}/{nusc.version} has no {LIDAR} key frame")
+    lidar_sd = nusc.get("sample_data", sample["data"][LIDAR])
+    key_time = int(lidar_sd["timestamp"])
+    global_T_ego = transform(*(lambda p: (p["rotation"], p["translation"]))(nusc.get("ego_pose", lidar_sd["ego_pose_token"])))
+    ego_T_global = invert(global_T_ego)
+
+    boxes, labels, attrs, num_pts = [], [], [], []
+    for ann_token in sample["anns"]:
+        ann = nusc.get("sample_annotation", ann_token)
+        name = category_to_detection_name(ann["category_name"])
+        n = int(ann["num_lidar_pts"]) + int(ann["num_radar_pts"])
+        if name is None or n == 0:
+            continue
+        velocity = nusc.box_velocity(ann_token)[:2]
+        boxes.append(box_from_nuscenes(ann["translation"], ann["size"], ann["rotation"], velocity, ego_T_global))
+        labels.append(CLASSES.index(name))
+        names = [nusc.get("attribute", t)["name"] for t in ann["attribute_tokens"]]
+        attrs.append(next((ATTRIBUTES.index(a) for a in names if a in ATTRIBUTES), -1))
+        num_pts.append(n)
+
+    return {
+        "token": sample_token,
+        "scene_name": scene["name"],
+        "timestamp": key_time,
+        "conditions": parse_conditions(scene.get("description", "")),
+        "faults": faults.get(sample_token, ()),
+        "global_T_ego": global_T_ego,
+        "lidar": _sweeps(nusc, sample["data"][LIDAR], n_sweeps, ego_T_global, key_time),
+        "radar": {ch: _sweeps(nusc, sample["data"][ch], n_sweeps, ego_T_global, key_time)
+                  for ch in RADARS if ch in sample["data"]},
+        "cameras": {ch: _file_entry(nusc, nusc.get("sample_data", sample["data"][ch]), ego_T_global, key_time)
+                    for ch in CAMERAS if ch in sample["data"]},
+        "gt_boxes": np.asarray(boxes, dtype=np.float32).reshape(-1, 9),
+        "gt_labels": np.asarray(labels, dtype=np.int64),
+        "gt_attributes": np.asarray(attrs, dtype=np.int64),
+        "gt_num_pts": np.asarray(num_pts, dtype=np.int64),
+    }
+
+
+def _scene_infos(args) -> list[dict]:
+    root, version, scene_tokens, faults, n_sweeps = args
+    nusc = _load_nusc(root, version)
+    infos = []
+    for scene_token in scene_tokens:
+        scene = nusc.get("scene", scene_token)
+        token = scene["first_sample_token"]
+        while token:
+            infos.append(_sample_info(nusc, token, scene, faults, n_sweeps))
+            token = nusc.get("sample", token)["next"]
+    return infos
+
+
+def build_index(dataroot: str | os.PathLike, version: str, split: str, workers: int = 1,
+                n_sweeps: int = STORED_SWEEPS) -> list[dict]:
+    """Per key frame of `split` (scene order of the scene table, samples in time order) one info dict:
+    token, scene_name, timestamp, conditions, faults, global_T_ego (4, 4), lidar: [file entry] (key frame first,
+    then up to n_sweeps-1 previous sweeps), radar: {channel: [file entry]}, cameras: {channel: file entry},
+    gt_boxes (K, 9) float32, gt_labels (K,), gt_attributes (K,), gt_num_pts (K,).
+    A file entry holds path (relative), timestamp, time_lag (s), ego_T_sensor, global_T_ego, key_T_sensor
+    (sensor -> key-frame ego, through global) and intrinsic (3, 3) for cameras.
+    With workers > 1 the scenes are split across processes (forked, sharing the loaded tables)."""
+    root = check_dataroot(dataroot, version)
+    names = split_scenes(root, version, split)
+    faults = _read_faults(root, version)
+    nusc = _load_nusc(str(root), version)
+    by_name = {s["name"]: s["token"] for s in nusc.scene}
+    missing = [n for n in names if n not in by_name]
+    scene_tokens = [s["token"] for s in nusc.scene if s["name"] in set(names)]
+    if not scene_tokens:
+        raise ValueError(f"split {split!r} of {root / version}: none of its {len(names)} scenes are in scene.json "
+                         f"(e.g. {names[:3]})")
+    if missing:
+        warnings.warn(f"split {split!r}: {len(missing)} scenes are not in {root / version}/scene.json "
+                      f"(e.g. {missing[:3]}); using the {len(scene_tokens)} present")
+    workers = max(1, min(int(workers), len(scene_tokens)))
+    if workers == 1 or "fork" not in mp.get_all_start_methods():
+        return _scene_infos((str(root), version, scene_tokens, faults, n_sweeps))
+    chunks = [scene_tokens[i::workers] for i in range(workers)]
+    with mp.get_context("fork").Pool(workers) as pool:
+        parts = pool.map(_scene_infos, [(str(root), version, c, faults, n_sweeps) for c in chunks])
+    order = {t: i for i, t in enumerate(scene_tokens)}
+    by_scene: dict[str, list[dict]] = {}
+    for part in parts:
+        for info in part:
+            by_scene.setdefault(info["scene_name"], []).append(info)
+    token_of = {nusc.get("scene", t)["name"]: t for t in scene_tokens}
+    return [info for name in sorted(by_scene, key=lambda n: order[token_of[n]]) for info in by_scene[name]]
+
+
+def index_key(dataroot: str | os.PathLike, version: str, split: str, n_sweeps: int = STORED_SWEEPS) -> str:
+    """Hash of (absolute dataroot, version, split, sizes and mtimes of the tables, splits.json and
+    synthetic_faults.json, stored sweep count, index format)."""
+    root = check_dataroot(dataroot, version)
+    stats = []
+    for name in [f"{t}.json" for t in TABLES] + ["splits.json", "synthetic_faults.json"]:
+        p = root / version / name
+        if p.is_file():
+            st = p.stat()
+            stats.append((name, st.st_size, st.st_mtime_ns))
+    payload = json.dumps([str(root), version, split, stats, n_sweeps, INDEX_FORMAT])
+    return hashlib.sha1(payload.encode()).hexdigest()[:16]
+
+
+def default_cache_dir(dataroot: str | os.PathLike) -> Path:
+    """<dataroot>/.gatefusion_cache when the dataroot is writable, else a user cache dir."""
+    root = Path(dataroot).expanduser().resolve()
+    if os.access(root, os.W_OK):
+        return root / ".gatefusion_cache"
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "gatefusion"
+
+
+def load_index(dataroot: str | os.PathLike, version: str, split: str, cache_dir: str | os.PathLike | None = None,
+               workers: int = 1, n_sweeps: int = STORED_SWEEPS) -> tuple[list[dict], Path, bool]:
+    """(infos, cache file, built now?): the cached index of the split, built (and written atomically) if absent."""
+    key = index_key(dataroot, version, split, n_sweeps)
+    cache = Path(cache_dir) if cache_dir else default_cache_dir(dataroot)
+    path = cache / f"{version}-{split}-{key}.pkl"
+    if path.is_file():
+        try:
+            with open(path, "rb") as f:
+                return pickle.load(f), path, False
+        except (OSError, pickle.UnpicklingError, EOFError) as e:
+            warnings.warn(f"index cache {path} is unreadable ({e}); rebuilding it")
+    infos = build_index(dataroot, version, split, workers=workers, n_sweeps=n_sweeps)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        pickle.dump(infos, f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, path)
+    return infos, path, True
+
+
+# ----------------------------------------------------------------------------------------------- file readers
+
+def read_lidar(path: str | os.PathLike) -> np.ndarray:
+    """(N, 5) float32 rows (x, y, z, intensity, ring) of a nuScenes `.pcd.bin`, in the sensor frame.
+    Raises SensorFileError for a missing, empty, truncated (size not a multiple of 20 bytes) or implausible
+    file (ring column not small non-negative integers: e.g. a 4-float file read as 5 floats)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SensorFileError(f"LiDAR file {path} is missing")
+    size = path.stat().st_size
+    if size == 0:
+        raise SensorFileError(f"LiDAR file {path} is empty (0 bytes: silent LiDAR)")
+    if size % 20:
+        raise SensorFileError(f"LiDAR file {path} is truncated or not 5-float rows: {size} bytes is not a "
+                              f"multiple of 20")
+    points = np.fromfile(path, dtype=np.float32).reshape(-1, 5)
+    ring = points[:, 4]
+    finite = np.isfinite(ring)
+    if np.any((ring[finite] != np.round(ring[finite])) | (ring[finite] < 0) | (ring[finite] >= LIDAR_MAX_RING)):
+        raise SensorFileError(f"LiDAR file {path} has implausible ring indices (not integers in "
+                              f"[0, {LIDAR_MAX_RING})): not (x, y, z, intensity, ring) float32 rows")
+    return points
+
+
+def read_radar(path: str | os.PathLike) -> np.ndarray:
+    """(N, 18) float64 points (RADAR_FIELDS order) of a nuScenes radar PCD v0.7 file, sensor frame, after the
+    devkit's default filters. Same checks and semantics as `RadarPointCloud.from_file`, vectorized.
+    Raises SensorFileError for a missing, empty, broken-header or truncated file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SensorFileError(f"radar file {path} is missing")
+    data = path.read_bytes()
+    if not data:
+        raise SensorFileError(f"radar file {path} is empty (0 bytes)")
+    meta, pos = [], 0
+    while len(meta) < 20:
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            break
+        try:
+            line = data[pos:nl].strip().decode("utf-8")
+        except UnicodeDecodeError:
+            break
+        meta.append(line)
+        pos = nl + 1
+        if line.startswith("DATA"):
+            break
+    if not meta or not meta[-1].startswith("DATA"):
+        raise SensorFileError(f"radar file {path} has a broken PCD header (no DATA line)")
+    try:
+        if not (meta[0].startswith("#") and meta[1].startswith("VERSION")):
+            raise ValueError("first lines must be a comment and VERSION")
+        fields = meta[2].split()[1:]
+        sizes = [int(s) for s in meta[3].split()[1:]]
+        types = meta[4].split()[1:]
+        width, height = int(meta[6].split()[1]), int(meta[7].split()[1])
+        kind = meta[10].split()[1]
+        if not (meta[2].startswith("FIELDS") and meta[3].startswith("SIZE") and meta[4].startswith("TYPE")):
+            raise ValueError("FIELDS/SIZE/TYPE must be lines 3-5")
+        if tuple(fields) != RADAR_FIELDS or len(sizes) != len(fields) or len(types) != len(fields):
+            raise ValueError(f"expected the 18 nuScenes radar fields, got {fields}")
+        if width <= 0 or height != 1 or kind != "binary":
+            raise ValueError(f"WIDTH {width} HEIGHT {height} DATA {kind} (need WIDTH > 0, HEIGHT 1, binary)")
+        dtype = np.dtype([(f, "<" + _PCD_TYPES[t][s]) for f, t, s in zip(fields, types, sizes)])
+    except (IndexError, KeyError, ValueError) as e:
+        raise SensorFileError(f"radar file {path} has a broken PCD header: {e}") from e
+    payload = data[pos:]
+    if len(payload) < width * dtype.itemsize:
+        raise SensorFileError(f"radar file {path} is truncated: {len(payload)} data bytes for {width} points of "
+                              f"{dtype.itemsize} bytes")
+    rec = np.frombuffer(payload, dtype=dtype, count=width)
+    points = np.stack([rec[f].astype(np.float64) for f in fields], 1)
+    if np.any(np.isnan(points[0])):
+        return np.zeros((0, len(fields)))
+    keep = (np.isin(points[:, 14], RADAR_INVALID_STATES) & np.isin(points[:, 3], RADAR_DYNPROP_STATES)
+            & np.isin(points[:, 11], RADAR_AMBIG_STATES))
+    return points[keep]
+
+
+def read_image(path: str | os.PathLike) -> Image.Image:
+    """An RGB PIL image; SensorFileError if missing or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise SensorFileError(f"camera image {path} is missing")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.convert("RGB")
+    except Exception as e:  # PIL raises several types for corrupt files
+        raise SensorFileError(f"camera image {path} is unreadable: {e}") from e
+
+
+def _drop_nonfinite(points: np.ndarray, path: Path, kind: str) -> tuple[np.ndarray, bool]:
+    ok = np.all(np.isfinite(points), axis=1)
+    if ok.all():
+        return points, False
+    warnings.warn(f"{kind} file {path}: dropped {int((~ok).sum())} of {len(ok)} points with NaN/inf values")
+    return points[ok], True
+
+
+# ----------------------------------------------------------------------------------------------- the dataset
+
+class NuScenesDataset(torch.utils.data.Dataset):
+    """Key frames of one split of a nuScenes-format dataroot as `Frame`s (key-frame ego frame, float32).
+
+    lidar_sweeps / radar_sweeps: files accumulated per channel (key frame + previous sweeps).
+    image_size: (W, H) the six camera images are resized to; intrinsics are scaled to match.
+    cache_dir: where the index is cached (default <dataroot>/.gatefusion_cache, or a user cache dir).
+    augment: optional callable (frame, numpy Generator) -> frame applied to every item; an item's generator is
+    seeded from (seed, index) or from an explicit per-item seed when the key is an (index, seed) pair
+    (see datasets.augment.SeededSampler).
+    """
+
+    def __init__(self, dataroot: str, version: str, split: str, lidar_sweeps: int = 3, radar_sweeps: int = 3,
+                 image_size: tuple[int, int] = (320, 180), cache_dir: str | None = None,
+                 augment=None, seed: int = 0, index_workers: int = 1):
+        if lidar_sweeps < 1 or radar_sweeps < 1:
+            raise ValueError(f"lidar_sweeps and radar_sweeps must be >= 1, got {lidar_sweeps}, {radar_sweeps}")
+        self.root = check_dataroot(dataroot, version)
+        self.version, self.split = version, split
+        self.lidar_sweeps, self.radar_sweeps = int(lidar_sweeps), int(radar_sweeps)
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.augment, self.seed = augment, int(seed)
+        n = max(STORED_SWEEPS, self.lidar_sweeps, self.radar_sweeps)
+        self.infos, self.cache_path, self.cache_built = load_index(
+            self.root, version, split, cache_dir, workers=index_workers, n_sweeps=n)
+
+    def __len__(self) -> int:
+        return len(self.infos)
+
+    def __getitem__(self, key) -> Frame:
+        index, item_seed = (key if isinstance(key, tuple) else (key, None))
+        frame = self.load(int(index))
+        if self.augment is not None:
+            rng = np.random.default_rng([self.seed, int(index)] if item_seed is None else [self.seed, int(item_seed)])
+            frame = self.augment(frame, rng)
+        return frame
+
+    def load(self, index: int) -> Frame:
+        """The frame `index`, unaugmented."""
+        info = self.infos[index]
+        faults = set(info["faults"])
+        lidar, lidar_ok = self._load_lidar(info, faults)
+        radar, radar_ok = self._load_radar(info, faults)
+        camera = self._load_cameras(info, faults)
+        present = torch.tensor([bool(camera.valid.any()), lidar_ok, radar_ok])
+        gt = Boxes(torch.from_numpy(info["gt_boxes"]).float(), torch.from_numpy(info["gt_labels"]).long(),
+                   torch.from_numpy(info["gt_attributes"]).long())
+        meta = FrameMeta(
+            sample_token=info["token"], scene_name=info["scene_name"], timestamp=info["timestamp"],
+            conditions=tuple(info["conditions"]), faults=tuple(s for s in SENSORS if s in faults),
+            global_T_ego=tuple(tuple(float(v) for v in row) for row in info["global_T_ego"]),
+        )
+        return Frame(camera=camera, lidar=lidar, radar=radar, gt=gt, present=present, meta=meta)
+
+    def _load_lidar(self, info: dict, faults: set) -> tuple[LidarData, bool]:
+        parts, ok = [], True
+        for i, entry in enumerate(info["lidar"][:self.lidar_sweeps]):
+            path = self.root / entry["path"]
+            try:
+                raw = read_lidar(path)
+            except SensorFileError as e:
+                warnings.warn(str(e))
+                faults.add("lidar")
+                if i == 0:
+                    ok = False
+                    break
+                continue
+            raw, bad = _drop_nonfinite(raw, path, "LiDAR")
+            if bad:
+                faults.add("lidar")
+            raw = raw[np.hypot(raw[:, 0], raw[:, 1]) >= LIDAR_MIN_DISTANCE]
+            xyz = apply(entry["key_T_sensor"], raw[:, :3])
+            lag = np.full((len(raw), 1), entry["time_lag"])
+            parts.append(np.concatenate([xyz, raw[:, 3:4], lag], 1))
+        points = np.concatenate(parts, 0) if (ok and parts) else np.zeros((0, len(LIDAR_DIMS)))
+        points = torch.from_numpy(points.astype(np.float32))
+        return LidarData(points, torch.zeros(len(points), dtype=torch.long)), ok
+
+    def _load_radar(self, info: dict, faults: set) -> tuple[RadarData, bool]:
+        parts, any_ok = [], False
+        for channel, entries in info["radar"].items():
+            for i, entry in enumerate(entries[:self.radar_sweeps]):
+                path = self.root / entry["path"]
+                try:
+                    raw = read_radar(path)
+                except SensorFileError as e:
+                    warnings.warn(str(e))
+                    faults.add("radar")
+                    if i == 0:
+                        break
+                    continue
+                any_ok = any_ok or i == 0
+                raw, bad = _drop_nonfinite(raw, path, "radar")
+                if bad:
+                    faults.add("radar")
+                T = entry["key_T_sensor"]
+                xyz = apply(T, raw[:, :3])
+                vel = rotate(T, np.stack([raw[:, 8], raw[:, 9], np.zeros(len(raw))], 1))[:, :2]
+                lag = np.full((len(raw), 1), entry["time_lag"])
+                parts.append(np.concatenate([xyz, raw[:, 5:6], vel, lag], 1))
+        points = np.concatenate(parts, 0) if (any_ok and parts) else np.zeros((0, len(RADAR_DIMS)))
+        points = torch.from_numpy(points.astype(np.float32))
+        return RadarData(points, torch.zeros(len(points), dtype=torch.long)), any_ok
+
+    def _load_cameras(self, info: dict, faults: set) -> CameraData:
+        W, H = self.image_size
+        n = len(CAMERAS)
+        images = torch.zeros(n, 3, H, W)
+        intrinsics = torch.eye(3).repeat(n, 1, 1)
+        ego_T_cam = torch.eye(4).repeat(n, 1, 1)
+        valid = torch.zeros(n, dtype=torch.bool)
+        for i, channel in enumerate(CAMERAS):
+            entry = info["cameras"].get(channel)
+            if entry is None:
+                continue
+            K = entry["intrinsic"]
+            ego_T_cam[i] = torch.from_numpy(entry["key_T_sensor"]).float()
+            try:
+                image = read_image(self.root / entry["path"])
+            except SensorFileError as e:
+                warnings.warn(str(e))
+                faults.add("camera")
+                continue
+            w, h = image.size
+            if K is None or np.asarray(K).shape != (3, 3):
+                warnings.warn(f"camera {channel} of sample {info['token']} has no 3x3 intrinsic")
+                faults.add("camera")
+                continue
+            if (w, h) != (W, H):
+                image = image.resize((W, H), Image.BILINEAR)
+            images[i] = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
+            intrinsics[i] = torch.from_numpy(scale_intrinsic(K, (w, h), (W, H))).float()
+            valid[i] = True
+        return CameraData(images=images, intrinsics=intrinsics, ego_T_cam=ego_T_cam, valid=valid)
+
+
+def scale_intrinsic(K, size: tuple[int, int], new_size: tuple[int, int]) -> np.ndarray:
+    """(3, 3) intrinsic of an image resized from size (w, h) to new_size (W, H), pixel centres at +0.5 (PIL)."""
+    K = np.asarray(K, dtype=np.float64).copy()
+    sx, sy = new_size[0] / size[0], new_size[1] / size[1]
+    K[0, 0] *= sx
+    K[0, 1] *= sx
+    K[1, 1] *= sy
+    K[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
+    K[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
+    return K

@@ -1,0 +1,137 @@
+"""Evaluate a gatefusion checkpoint on any nuScenes-format dataroot.
+
+    python eval.py --ckpt runs/demo/checkpoints/last.ckpt --dataroot data/synth-demo --version v1.0-synth \
+        --split synth_val --out runs/demo/eval [--sensors camera=high,lidar=fine,radar=on]
+
+Writes into --out: results.json (official nuScenes results format), metrics.json (NDS, mAP, per-class AP and TP
+errors from the devkit's DetectionEval, overall and per condition; GFLOPs per frame counted by torch's FLOP counter;
+latency mean/p50/p95 and frames/s on this device) and records.jsonl (per frame: which branches ran, their cost,
+latency, conditions).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import sys
+import zipfile
+from pathlib import Path
+
+import torch
+
+
+def load_checkpoint(path: str | Path, map_location="cpu"):
+    """A GateFusionModule from a Lightning checkpoint (weights_only loading), and the data settings it was trained
+    with. Raises ValueError naming the file when it is missing, corrupt or not a gatefusion checkpoint."""
+    from fusion.module import GateFusionModule
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"checkpoint {path}: no such file")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError) as e:
+        raise ValueError(f"checkpoint {path}: cannot be read as a torch checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
+        raise ValueError(f"checkpoint {path}: not a Lightning checkpoint (no state_dict / hyper_parameters)")
+    try:
+        model = GateFusionModule(**ckpt["hyper_parameters"])
+        model.load_state_dict(ckpt["state_dict"])
+    except (TypeError, RuntimeError) as e:
+        raise ValueError(f"checkpoint {path}: not a gatefusion checkpoint or from another version ({e})") from None
+    return model, dict(ckpt.get("datamodule_hyper_parameters") or {})
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--ckpt", required=True, help="Lightning checkpoint written by train.py")
+    p.add_argument("--dataroot", required=True, help="nuScenes-format dataroot (real or synthetic)")
+    p.add_argument("--version", default="v1.0-synth", help="e.g. v1.0-mini, v1.0-trainval, v1.0-synth")
+    p.add_argument("--split", default="synth_val", help="official (mini_val, val) or custom from splits.json")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--sensors", default=None, help="static sensor configuration, e.g. camera=low,lidar=off,radar=on "
+                                                   "(default: the checkpoint's)")
+    p.add_argument("--batch-size", type=int, default=1, help="frames per forward (latency is per frame)")
+    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N frames of the split")
+    p.add_argument("--flop-frames", type=int, default=8, help="frames counted with the FLOP counter")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--cache-dir", default=None, help="where the dataset index cache goes")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    from nuscenes import NuScenes
+    from torch.utils.data import DataLoader, Subset
+
+    from datasets.evaluation import (condition_subsets, count_gflops, detections_to_results, latency_stats,
+                                     official_eval, run_model, write_json, write_results)
+    from datasets.nuscenes import NuScenesDataset
+    from fusion.detector import SensorConfig
+    from sensors.frame import collate
+
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)
+    model, data_hp = load_checkpoint(args.ckpt)
+    model = model.to(device).eval()
+    sensors = SensorConfig.parse(args.sensors) if args.sensors else None
+    dataset = NuScenesDataset(
+        args.dataroot, args.version, args.split,
+        lidar_sweeps=data_hp.get("lidar_sweeps", 3), radar_sweeps=data_hp.get("radar_sweeps", 3),
+        image_size=tuple(data_hp.get("image_size", (320, 180))), cache_dir=args.cache_dir,
+    )
+    if args.limit is not None:
+        dataset = Subset(dataset, range(min(args.limit, len(dataset))))
+    loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers, collate_fn=collate)
+
+    detections, records, metas, latencies = run_model(model, loader, sensors, device)
+    out = Path(args.out)
+    used = sensors or SensorConfig.parse(model.hparams.sensors)
+    result_path = write_results(out / "results.json", detections_to_results(detections, metas),
+                                {"camera": used.camera != "off", "lidar": used.lidar != "off",
+                                 "radar": used.radar != "off"})
+    nusc = NuScenes(version=args.version, dataroot=args.dataroot, verbose=False)
+    official = official_eval(nusc, result_path, args.split, out / "devkit", condition_subsets(metas))
+    gflops = count_gflops(model, loader, sensors, device, frames=args.flop_frames)
+
+    metrics = {
+        **official["overall"],
+        "per_condition": official["subsets"],
+        "gflops_per_frame": gflops,
+        "gflops_per_frame_records": sum(r.gflops for r in records) / max(len(records), 1),
+        "latency_ms": latency_stats(latencies),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "sensors": {"camera": used.camera, "lidar": used.lidar, "radar": used.radar},
+        "checkpoint": str(args.ckpt), "dataroot": str(args.dataroot), "version": args.version,
+        "split": args.split, "frames": len(metas),
+    }
+    write_json(out / "metrics.json", metrics)
+    with open(out / "records.jsonl", "w") as f:
+        for rec, meta, ms, det in zip(records, metas, latencies, detections):
+            f.write(json.dumps({"sample_token": meta.sample_token, "scene": meta.scene_name,
+                                "camera": rec.camera, "lidar": rec.lidar, "radar": rec.radar,
+                                "gflops": rec.gflops, "latency_ms": ms, "detections": int(len(det.scores)),
+                                "conditions": list(meta.conditions), "faults": list(meta.faults)}) + "\n")
+    print(format_metrics(metrics))
+    return metrics
+
+
+def format_metrics(m: dict) -> str:
+    lines = [f"sensors {m['sensors']}  frames {m['frames']}  device {m['device']}",
+             f"NDS {m['nds']:.4f}  mAP {m['map']:.4f}  GFLOPs/frame {m['gflops_per_frame']:.2f}  "
+             f"latency {m['latency_ms']['mean']:.1f} ms (p50 {m['latency_ms']['p50']:.1f}, "
+             f"p95 {m['latency_ms']['p95']:.1f})  {m['latency_ms']['fps']:.1f} frames/s",
+             "  ".join(f"{k} {v:.3f}" for k, v in m["tp_errors"].items()),
+             "per class AP: " + "  ".join(f"{k} {v:.3f}" for k, v in m["per_class_ap"].items())]
+    for name, s in m["per_condition"].items():
+        if s:
+            lines.append(f"  {name:<9} NDS {s['nds']:.4f}  mAP {s['map']:.4f}  ({s['frames']} frames)")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except ValueError as e:
+        sys.exit(f"eval.py: error: {e}")

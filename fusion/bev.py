@@ -1,0 +1,93 @@
+"""The shared bird's-eye-view (BEV) grid that every sensor encoder writes onto.
+
+Layout: a BEV tensor is (B, C, H, W) with rows along +y and columns along +x of the key-frame ego frame:
+cell (row i, col j) covers x in [x_min + j * cell, x_min + (j + 1) * cell), y likewise with i. Metric points map
+to continuous cell coordinates (col, row) where integer + 0.5 is a cell centre.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class BEVGrid:
+    """x/y range (m), cell size (m) and the z range (m) that camera lifting samples heights from."""
+
+    x_range: tuple[float, float] = (-51.2, 51.2)
+    y_range: tuple[float, float] = (-51.2, 51.2)
+    cell: float = 0.8
+    z_range: tuple[float, float] = (-2.0, 4.0)
+
+    def __post_init__(self):
+        for name, (lo, hi) in (("x_range", self.x_range), ("y_range", self.y_range), ("z_range", self.z_range)):
+            if not hi > lo:
+                raise ValueError(f"BEVGrid: {name} must be increasing, got {(lo, hi)}")
+        if self.cell <= 0:
+            raise ValueError(f"BEVGrid: cell must be > 0, got {self.cell}")
+        for name, (lo, hi) in (("x_range", self.x_range), ("y_range", self.y_range)):
+            n = (hi - lo) / self.cell
+            if abs(n - round(n)) > 1e-6:
+                raise ValueError(f"BEVGrid: {name} {(lo, hi)} is not a whole number of {self.cell} m cells")
+
+    @property
+    def W(self) -> int:
+        return int(round((self.x_range[1] - self.x_range[0]) / self.cell))
+
+    @property
+    def H(self) -> int:
+        return int(round((self.y_range[1] - self.y_range[0]) / self.cell))
+
+    def scaled(self, factor: float) -> "BEVGrid":
+        """The same extent with cells `factor` times larger (factor 0.5: twice as fine)."""
+        return BEVGrid(self.x_range, self.y_range, self.cell * factor, self.z_range)
+
+    def to_cell(self, xy: Tensor) -> Tensor:
+        """(..., 2) metric x, y -> (..., 2) continuous (col, row)."""
+        origin = xy.new_tensor([self.x_range[0], self.y_range[0]])
+        return (xy - origin) / self.cell
+
+    def to_metric(self, colrow: Tensor) -> Tensor:
+        """(..., 2) continuous (col, row) -> (..., 2) metric x, y."""
+        origin = colrow.new_tensor([self.x_range[0], self.y_range[0]])
+        return colrow * self.cell + origin
+
+    def cell_index(self, xy: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(N, 2) metric x, y -> (col (N,) long, row (N,) long, inside (N,) bool)."""
+        cr = torch.floor(self.to_cell(xy)).long()
+        col, row = cr[:, 0], cr[:, 1]
+        inside = (col >= 0) & (col < self.W) & (row >= 0) & (row < self.H)
+        return col, row, inside
+
+    def cell_centers(self, device=None) -> Tensor:
+        """(H, W, 2) metric x, y of every cell centre."""
+        rows = torch.arange(self.H, device=device, dtype=torch.float32) + 0.5
+        cols = torch.arange(self.W, device=device, dtype=torch.float32) + 0.5
+        r, c = torch.meshgrid(rows, cols, indexing="ij")
+        return self.to_metric(torch.stack([c, r], -1))
+
+    def sample_points(self, heights: int, device=None) -> Tensor:
+        """(Z, H, W, 3) ego-frame 3D points: every cell centre at `heights` heights spread over z_range
+        (the centres of `heights` equal slices)."""
+        xy = self.cell_centers(device)
+        lo, hi = self.z_range
+        z = lo + (torch.arange(heights, device=device, dtype=torch.float32) + 0.5) * (hi - lo) / heights
+        xy = xy.expand(heights, -1, -1, -1)
+        zz = z[:, None, None, None].expand(-1, self.H, self.W, 1)
+        return torch.cat([xy, zz], -1)
+
+
+def norm2d(channels: int) -> torch.nn.GroupNorm:
+    """GroupNorm: independent of the (sub-)batch size, so per-frame branch selection trains like inference."""
+    return torch.nn.GroupNorm(max(1, min(8, channels // 4)), channels)
+
+
+def conv_block(cin: int, cout: int, stride: int = 1, kernel: int = 3) -> torch.nn.Sequential:
+    """conv (no bias) -> GroupNorm -> ReLU; (B, cin, H, W) -> (B, cout, H / stride, W / stride)."""
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False),
+        norm2d(cout),
+        torch.nn.ReLU(inplace=True),
+    )

@@ -1,0 +1,179 @@
+"""CenterPoint-style detection head on the shared BEV grid: targets, losses and decoding.
+
+Outputs (dict of tensors, all (B, *, H, W) on the grid of fusion/bev.py):
+  heatmap (B, 10, H, W) logits per CLASSES; regression (B, 10, H, W) = REG_DIMS; attribute (B, 8, H, W) logits.
+Targets: a gaussian per box on its class heatmap (CenterPoint radius, min_overlap 0.1, at least `min_radius`
+cells), regression and attribute targets at the box's centre cell. Losses: penalty-reduced focal loss,
+masked L1, attribute cross-entropy among the attributes valid for the class. Decoding: 3x3 max-pool peak NMS,
+top-k, score threshold, at most `max_detections` per frame -> sensors.frame.Detections.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fusion.bev import BEVGrid, conv_block
+from sensors.frame import ATTRIBUTES, CLASSES, Boxes, Detections
+
+REG_DIMS = ("dx", "dy", "z", "log_l", "log_w", "log_h", "sin", "cos", "vx", "vy")
+REG_WEIGHTS = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.2, 0.2)
+
+
+def valid_attributes() -> Tensor:
+    """(10, 8) bool: which ATTRIBUTES a class of CLASSES can have (none for barrier and traffic_cone)."""
+    prefix = {"car": "vehicle.", "truck": "vehicle.", "construction_vehicle": "vehicle.", "bus": "vehicle.",
+              "trailer": "vehicle.", "motorcycle": "cycle.", "bicycle": "cycle.", "pedestrian": "pedestrian."}
+    return torch.tensor([[c in prefix and a.startswith(prefix[c]) for a in ATTRIBUTES] for c in CLASSES])
+
+
+def gaussian_radius(length: Tensor, width: Tensor, min_overlap: float = 0.1) -> Tensor:
+    """CenterNet/CenterPoint radius (in cells) of a gaussian for boxes of size (length, width) in cells."""
+    b1 = length + width
+    c1 = width * length * (1 - min_overlap) / (1 + min_overlap)
+    r1 = (b1 + torch.sqrt(b1 ** 2 - 4 * c1)) / 2
+    b2 = 2 * (length + width)
+    c2 = (1 - min_overlap) * width * length
+    r2 = (b2 + torch.sqrt(b2 ** 2 - 16 * c2)) / 2
+    a3 = 4 * min_overlap
+    b3 = -2 * min_overlap * (length + width)
+    c3 = (min_overlap - 1) * width * length
+    r3 = (b3 + torch.sqrt(b3 ** 2 - 4 * a3 * c3)) / 2
+    return torch.minimum(torch.minimum(r1, r2), r3)
+
+
+class CenterHead(nn.Module):
+    """(B, in_channels, H, W) BEV features -> dict of heatmap / regression / attribute maps."""
+
+    def __init__(self, grid: BEVGrid, in_channels: int, channels: int = 32, min_radius: int = 2,
+                 heatmap_weight: float = 1.0, regression_weight: float = 0.25, attribute_weight: float = 0.2,
+                 score_threshold: float = 0.05, max_detections: int = 500):
+        super().__init__()
+        self.grid = grid
+        self.min_radius = min_radius
+        self.weights = (heatmap_weight, regression_weight, attribute_weight)
+        self.score_threshold = score_threshold
+        self.max_detections = max_detections
+        self.shared = conv_block(in_channels, channels)
+        self.heatmap = nn.Sequential(conv_block(channels, channels), nn.Conv2d(channels, len(CLASSES), 1))
+        self.regression = nn.Sequential(conv_block(channels, channels), nn.Conv2d(channels, len(REG_DIMS), 1))
+        self.attribute = nn.Conv2d(channels, len(ATTRIBUTES), 1)
+        nn.init.constant_(self.heatmap[-1].bias, -math.log((1 - 0.01) / 0.01))
+        self.register_buffer("valid_attr", valid_attributes(), persistent=False)
+        self.register_buffer("reg_weights", torch.tensor(REG_WEIGHTS), persistent=False)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        x = self.shared(x)
+        return {"heatmap": self.heatmap(x), "regression": self.regression(x), "attribute": self.attribute(x)}
+
+    # targets -------------------------------------------------------------------------------------------------
+    def targets(self, gt: list[Boxes], device=None) -> dict[str, Tensor]:
+        """Dense targets of B frames: heatmap (B, 10, H, W), regression (B, 10, H, W), mask (B, H, W) bool
+        (centre cells), label (B, H, W) long and attribute (B, H, W) long (-1: none / ignore)."""
+        g, B = self.grid, len(gt)
+        H, W = g.H, g.W
+        device = device if device is not None else (gt[0].boxes.device if gt else None)
+        heat = torch.zeros(B, len(CLASSES), H * W, device=device)
+        reg = torch.zeros(B, len(REG_DIMS), H * W, device=device)
+        mask = torch.zeros(B, H * W, dtype=torch.bool, device=device)
+        label = torch.zeros(B, H * W, dtype=torch.long, device=device)
+        attr = torch.full((B, H * W), -1, dtype=torch.long, device=device)
+        rows = torch.arange(H, device=device, dtype=torch.float32)
+        cols = torch.arange(W, device=device, dtype=torch.float32)
+        for b, boxes in enumerate(gt):
+            bx = boxes.boxes.to(device).float()
+            if bx.ndim != 2 or bx.shape[1] != 9:
+                raise ValueError(f"CenterHead.targets: frame {b} boxes must be (K, 9), got {tuple(bx.shape)}")
+            labels, attributes = boxes.labels.to(device).long(), boxes.attributes.to(device).long()
+            col, row, inside = g.cell_index(bx[:, :2])
+            inside &= torch.isfinite(bx).all(1) & (labels >= 0) & (labels < len(CLASSES))
+            bx, labels, attributes, col, row = bx[inside], labels[inside], attributes[inside], col[inside], row[inside]
+            if len(bx) == 0:
+                continue
+            radius = gaussian_radius(bx[:, 3] / g.cell, bx[:, 4] / g.cell).floor().clamp(min=self.min_radius)
+            sigma = (2 * radius + 1) / 6
+            dr = rows[None, :, None] - row[:, None, None].float()
+            dc = cols[None, None, :] - col[:, None, None].float()
+            gauss = torch.exp(-(dr ** 2 + dc ** 2) / (2 * sigma[:, None, None] ** 2))
+            near = (dr.abs() <= radius[:, None, None]) & (dc.abs() <= radius[:, None, None])
+            gauss = (gauss * near).flatten(1)
+            heat[b] = heat[b].scatter_reduce(0, labels[:, None].expand(-1, H * W), gauss, "amax")
+            flat = row * W + col
+            cr = g.to_cell(bx[:, :2])
+            values = torch.stack([
+                cr[:, 0] - col, cr[:, 1] - row, bx[:, 2],
+                bx[:, 3].clamp(min=1e-3).log(), bx[:, 4].clamp(min=1e-3).log(), bx[:, 5].clamp(min=1e-3).log(),
+                torch.sin(bx[:, 6]), torch.cos(bx[:, 6]), bx[:, 7], bx[:, 8]], 0)
+            reg[b][:, flat] = values
+            mask[b, flat] = True
+            label[b, flat] = labels
+            attr[b, flat] = torch.where(self.valid_attr[labels, attributes.clamp(min=0)] & (attributes >= 0),
+                                        attributes, -1)
+        shape = (B, H, W)
+        return {"heatmap": heat.view(B, -1, H, W), "regression": reg.view(B, -1, H, W), "mask": mask.view(shape),
+                "label": label.view(shape), "attribute": attr.view(shape)}
+
+    # losses --------------------------------------------------------------------------------------------------
+    def loss(self, outputs: dict[str, Tensor], gt: list[Boxes]) -> dict[str, Tensor]:
+        """Scalar losses: heatmap (focal), regression (L1), attribute (CE) and their weighted sum "loss".
+        Finite for frames without boxes."""
+        t = self.targets(gt, outputs["heatmap"].device)
+        logits = outputs["heatmap"].float()
+        target = t["heatmap"]
+        pos = target.eq(1).float()
+        num_pos = pos.sum().clamp(min=1.0)
+        pred = torch.sigmoid(logits)
+        pos_loss = F.logsigmoid(logits) * (1 - pred) ** 2 * pos
+        neg_loss = F.logsigmoid(-logits) * pred ** 2 * (1 - target) ** 4 * (1 - pos)
+        heatmap = -(pos_loss.sum() + neg_loss.sum()) / num_pos
+
+        mask = t["mask"]
+        reg_pred = outputs["regression"].float().permute(0, 2, 3, 1)[mask]
+        reg_target = t["regression"].permute(0, 2, 3, 1)[mask]
+        regression = ((reg_pred - reg_target).abs() * self.reg_weights).sum() / max(int(mask.sum()), 1)
+
+        attr_logits = outputs["attribute"].float().permute(0, 2, 3, 1)[mask]
+        attr_target, labels = t["attribute"][mask], t["label"][mask]
+        has = attr_target >= 0
+        if bool(has.any()):
+            masked = attr_logits[has].masked_fill(~self.valid_attr[labels[has]], -1e4)
+            attribute = F.cross_entropy(masked, attr_target[has])
+        else:
+            attribute = attr_logits.sum() * 0.0
+        wh, wr, wa = self.weights
+        return {"loss": wh * heatmap + wr * regression + wa * attribute, "heatmap": heatmap,
+                "regression": regression, "attribute": attribute}
+
+    # decoding ------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def decode(self, outputs: dict[str, Tensor], score_threshold: float | None = None,
+               max_detections: int | None = None) -> list[Detections]:
+        """Peaks of the class heatmaps -> one Detections per frame (ego frame, best first)."""
+        thr = self.score_threshold if score_threshold is None else score_threshold
+        k_max = self.max_detections if max_detections is None else max_detections
+        g = self.grid
+        heat = torch.sigmoid(outputs["heatmap"].float())
+        B, C, H, W = heat.shape
+        peaks = heat * (F.max_pool2d(heat, 3, 1, 1) == heat)
+        k = min(k_max, C * H * W)
+        scores, idx = peaks.flatten(1).topk(k, dim=1)
+        labels = idx // (H * W)
+        pix = idx % (H * W)
+        row, col = (pix // W).float(), (pix % W).float()
+        reg = outputs["regression"].float().flatten(2).gather(2, pix[:, None].expand(-1, len(REG_DIMS), -1))
+        reg = reg.transpose(1, 2)  # (B, k, 10)
+        xy = g.to_metric(torch.stack([col + reg[..., 0], row + reg[..., 1]], -1))
+        size = reg[..., 3:6].clamp(max=6.0).exp()
+        yaw = torch.atan2(reg[..., 6], reg[..., 7])
+        boxes = torch.cat([xy, reg[..., 2:3], size, yaw[..., None], reg[..., 8:10]], -1)
+        attr_logits = outputs["attribute"].float().flatten(2).gather(2, pix[:, None].expand(-1, len(ATTRIBUTES), -1))
+        valid = self.valid_attr[labels]  # (B, k, 8)
+        attrs = attr_logits.transpose(1, 2).masked_fill(~valid, -torch.inf).argmax(-1)
+        attrs = torch.where(valid.any(-1), attrs, -1)
+        out = []
+        for b in range(B):
+            keep = scores[b] > thr
+            out.append(Detections(boxes[b][keep], scores[b][keep], labels[b][keep], attrs[b][keep]))
+        return out

@@ -1,0 +1,131 @@
+"""GateFusionModule: the LightningModule that trains and runs the fusion detector.
+
+Training uses the static sensor configuration (`sensors`), except that with probability `train_sensor_dropout`
+per frame a random subset of the present sensors at random resolutions is used instead (at least one sensor
+on), so that one model can be evaluated under every static configuration. Validation and `detect` use the static
+configuration (or the one given). Hyperparameters are plain values (save_hyperparameters), so
+`GateFusionModule.load_from_checkpoint(path, map_location="cpu")` rebuilds it.
+"""
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor
+
+from fusion.cost import branch_gflops, config_gflops
+from fusion.detector import MODES, FrameRecord, SensorConfig, build_detector
+from sensors.frame import SENSORS, Batch, Detections
+
+
+def random_decisions(present: Tensor, static: Tensor, p: float, generator: torch.Generator | None = None) -> Tensor:
+    """(B, 3) bool present, (B, 3) long static decisions -> (B, 3) long: each frame with probability p gets a
+    random mode per present sensor (uniform over MODES, "off" included) with at least one present sensor on."""
+    B, device = present.shape[0], present.device
+    out = static.clone()
+    pick = torch.rand(B, generator=generator) < p
+    for b in torch.nonzero(pick).flatten().tolist():
+        avail = [i for i in range(len(SENSORS)) if bool(present[b, i])]
+        if not avail:
+            continue
+        row = [int(torch.randint(len(MODES[s]), (1,), generator=generator)) if bool(present[b, i]) else 0
+               for i, s in enumerate(SENSORS)]
+        if not any(row):
+            i = avail[int(torch.randint(len(avail), (1,), generator=generator))]
+            row[i] = int(torch.randint(1, len(MODES[SENSORS[i]]), (1,), generator=generator))
+        out[b] = torch.tensor(row, device=device)
+    return out
+
+
+class GateFusionModule(pl.LightningModule):
+    """Detector (fusion/detector.py) + losses + optimisation. Arguments are build_detector's plus the ones below.
+
+    sensors:              static configuration for validation / inference, e.g. "camera=high,lidar=fine,radar=on"
+    train_sensor_dropout: per-frame probability of training with a random sensor subset / resolution
+    lr, weight_decay:     AdamW; OneCycle schedule (peak lr, warm-up fraction pct_start) over all training steps
+    """
+
+    def __init__(self, sensors: str = "camera=high,lidar=fine,radar=on", train_sensor_dropout: float = 0.5,
+                 lr: float = 2e-3, weight_decay: float = 1e-2, pct_start: float = 0.2,
+                 bev_range: float = 51.2, bev_cell: float = 0.8, z_min: float = -2.0, z_max: float = 4.0,
+                 camera_width: int = 16, camera_channels: int = 32, camera_heights: int = 4,
+                 camera_bev_factor: int = 2, lidar_channels: int = 32, lidar_coarse_points: int = 16384,
+                 lidar_fine_points: int = 65536, radar_channels: int = 16, radar_points: int = 4096,
+                 fusion_channels: int = 32, bev_channels: int = 32, head_channels: int = 32,
+                 score_threshold: float = 0.05, max_detections: int = 500, heatmap_weight: float = 1.0,
+                 regression_weight: float = 0.25, attribute_weight: float = 0.2):
+        super().__init__()
+        self.save_hyperparameters()
+        self.static = SensorConfig.parse(sensors)
+        if self.static.indices() == (0, 0, 0):
+            raise ValueError(f"GateFusionModule: sensors {sensors!r} turns every sensor off")
+        if not 0.0 <= train_sensor_dropout <= 1.0:
+            raise ValueError(f"GateFusionModule: train_sensor_dropout must be in [0, 1], got {train_sensor_dropout}")
+        self.detector = build_detector(
+            bev_range, bev_cell, z_min, z_max, camera_width, camera_channels, camera_heights, camera_bev_factor,
+            lidar_channels, lidar_coarse_points, lidar_fine_points, radar_channels, radar_points, fusion_channels,
+            bev_channels, head_channels, score_threshold, max_detections, heatmap_weight, regression_weight,
+            attribute_weight)
+        self._cost_table: dict | None = None
+
+    def forward(self, batch: Batch, decisions: Tensor) -> dict[str, Tensor]:
+        return self.detector(batch, decisions)
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        return batch.to(device) if isinstance(batch, Batch) else super().transfer_batch_to_device(batch, device,
+                                                                                                  dataloader_idx)
+
+    def training_decisions(self, batch: Batch) -> Tensor:
+        static = self.static.decisions(batch.present)
+        return random_decisions(batch.present, static, self.hparams.train_sensor_dropout)
+
+    def _step(self, batch: Batch, decisions: Tensor, stage: str) -> Tensor:
+        losses = self.detector.head.loss(self(batch, decisions), batch.gt)
+        self.log_dict({f"{stage}/{k}": v.detach() for k, v in losses.items() if k != "loss"}, batch_size=len(batch),
+                      prog_bar=False, sync_dist=stage != "train")
+        self.log(f"{stage}_loss", losses["loss"].detach(), batch_size=len(batch), prog_bar=True,
+                 sync_dist=stage != "train")
+        return losses["loss"]
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        return self._step(batch, self.training_decisions(batch), "train")
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        return self._step(batch, self.static.decisions(batch.present), "val")
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.hparams.lr, total_steps=total,
+                                                    pct_start=self.hparams.pct_start)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def cost_table(self, batch: Batch) -> dict:
+        """GFLOPs per (sensor, mode) (fusion/cost.py), counted once on the first frame seen and cached."""
+        if self._cost_table is None:
+            try:  # never count inside an outer FlopCounterMode (e.g. evaluation's own count)
+                from torch.utils._python_dispatch import _disable_current_modes
+            except ImportError:  # pragma: no cover
+                from contextlib import nullcontext as _disable_current_modes
+            with _disable_current_modes():
+                self._cost_table = branch_gflops(self.detector, batch)
+        return self._cost_table
+
+    @torch.no_grad()
+    def detect(self, batch: Batch, sensors: SensorConfig | None = None) -> tuple[list[Detections], list[FrameRecord]]:
+        """Eval-mode detections of a batch under a static configuration (default: `sensors` of the
+        hyperparameters), sensors not present in a frame turned off; one FrameRecord per frame."""
+        config = sensors if sensors is not None else self.static
+        was_training = self.training
+        self.eval()
+        try:
+            decisions = config.decisions(batch.present)
+            detections = self.detector.head.decode(self.detector(batch, decisions))
+        finally:
+            self.train(was_training)
+        table = self.cost_table(batch)
+        records = []
+        for b, row in enumerate(decisions.tolist()):
+            used = SensorConfig.from_indices(row)
+            token = batch.meta[b].sample_token if b < len(batch.meta) else ""
+            records.append(FrameRecord(token, used.camera, used.lidar, used.radar, config_gflops(table, used)))
+        return detections, records

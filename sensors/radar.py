@@ -1,0 +1,49 @@
+"""Radar point encoder: per point (x, y, z, rcs, vx, vy, time_lag, offset to the cell centre (2)) -> MLP -> max per
+BEV cell (scatter_reduce) on the shared grid -> two conv blocks (radar is sparse; the convs spread it)."""
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from fusion.bev import BEVGrid, conv_block
+from sensors.frame import RadarData
+from sensors.lidar import budget_points, scatter_max
+
+POINT_FEATURES = 9
+
+
+class RadarEncoder(nn.Module):
+    """RadarData -> (B, channels, H, W) on the shared grid (one mode: "on")."""
+
+    def __init__(self, grid: BEVGrid, channels: int = 16, max_points: int = 4096):
+        super().__init__()
+        self.grid = grid
+        self.channels = channels
+        self.max_points = max_points
+        self.point_net = nn.Sequential(
+            nn.Linear(POINT_FEATURES, channels, bias=False), nn.LayerNorm(channels), nn.ReLU(inplace=True),
+            nn.Linear(channels, channels, bias=False), nn.LayerNorm(channels), nn.ReLU(inplace=True),
+        )
+        self.bev = nn.Sequential(conv_block(channels, channels), conv_block(channels, channels))
+        extent = max(abs(v) for v in (*grid.x_range, *grid.y_range))
+        self.register_buffer("scale", torch.tensor([extent, extent, 4.0, 20.0, 10.0, 10.0, 1.0, grid.cell, grid.cell]),
+                             persistent=False)
+
+    def forward(self, data: RadarData, batch_size: int, mode: str = "on") -> Tensor:
+        if mode != "on":
+            raise ValueError(f"RadarEncoder: unknown mode {mode!r}; expected 'on'")
+        if data.points.ndim != 2 or data.points.shape[1] < 7:
+            raise ValueError(f"RadarEncoder: points must be (M, 7), got {tuple(data.points.shape)}")
+        g = self.grid
+        points, batch_index = data.points.float(), data.batch_index.long()
+        keep = budget_points(batch_index, batch_size, self.max_points, self.training)
+        points, batch_index = points[keep], batch_index[keep]
+        col, row, inside = g.cell_index(points[:, :2])
+        inside &= torch.isfinite(points).all(1)
+        points, batch_index, col, row = points[inside], batch_index[inside], col[inside], row[inside]
+        centre = g.to_metric(torch.stack([col, row], -1).to(points.dtype) + 0.5)
+        feats = torch.cat([points[:, :7], points[:, :2] - centre], -1) / self.scale
+        flat = (batch_index * g.H + row) * g.W + col
+        canvas = scatter_max(self.point_net(feats), flat, batch_size * g.H * g.W)
+        return self.bev(rearrange(canvas, "(b h w) c -> b c h w", b=batch_size, h=g.H))

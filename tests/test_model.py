@@ -1,0 +1,339 @@
+"""Tests of the encoders, fusion detector, head, cost table and module on hand-made random batches."""
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from fusion.bev import BEVGrid
+from fusion.cost import SHARED, branch_gflops, config_gflops, decisions_gflops
+from fusion.detector import CAMERA_MODES, LIDAR_MODES, MODES, RADAR_MODES, SensorConfig, build_detector
+from fusion.module import GateFusionModule, random_decisions
+from sensors.frame import SENSORS, Batch, Boxes, CameraData, FrameMeta, LidarData, RadarData
+
+TINY = dict(bev_range=25.6, bev_cell=1.6, camera_width=4, camera_channels=8, camera_heights=2, camera_bev_factor=2,
+            lidar_channels=8, lidar_coarse_points=4096, lidar_fine_points=8192, radar_channels=8, radar_points=512,
+            fusion_channels=8, bev_channels=8, head_channels=8)
+ALL_CONFIGS = [SensorConfig(c, l, r) for c, l, r in itertools.product(CAMERA_MODES, LIDAR_MODES, RADAR_MODES)]
+
+
+def camera_rig(B: int, H: int, W: int, gen: torch.Generator | None = None) -> CameraData:
+    """Six cameras at the ego origin looking outwards every 60 degrees (x right, y down, z forward)."""
+    f = W / 2
+    K = torch.tensor([[f, 0, W / 2], [0, f, H / 2], [0, 0, 1.0]])
+    ego_T_cam = []
+    for i in range(6):
+        yaw = math.radians(60 * i)
+        fwd = torch.tensor([math.cos(yaw), math.sin(yaw), 0.0])
+        right = torch.tensor([math.sin(yaw), -math.cos(yaw), 0.0])
+        down = torch.tensor([0.0, 0.0, -1.0])
+        T = torch.eye(4)
+        T[:3, :3] = torch.stack([right, down, fwd], 1)
+        T[:3, 3] = torch.tensor([0.0, 0.0, 1.5])
+        ego_T_cam.append(T)
+    return CameraData(torch.rand(B, 6, 3, H, W, generator=gen), K.expand(B, 6, 3, 3).clone(),
+                      torch.stack(ego_T_cam).expand(B, 6, 4, 4).clone(), torch.ones(B, 6, dtype=torch.bool))
+
+
+def random_boxes(k: int, extent: float, gen: torch.Generator) -> Boxes:
+    """k boxes on distinct, well separated positions within +-extent."""
+    cells = torch.randperm(int((2 * extent / 6) ** 2), generator=gen)[:k]
+    n = int(2 * extent / 6)
+    xy = torch.stack([cells % n, cells // n], 1).float() * 6 - extent + 3 + torch.rand(k, 2, generator=gen)
+    size = torch.rand(k, 3, generator=gen) * torch.tensor([3.0, 1.5, 1.5]) + torch.tensor([1.0, 0.6, 0.8])
+    z = torch.rand(k, 1, generator=gen) * 0.5 + 0.5
+    yaw = torch.rand(k, 1, generator=gen) * 2 * math.pi - math.pi
+    vel = torch.randn(k, 2, generator=gen)
+    labels = torch.randint(0, 10, (k,), generator=gen)
+    attrs = torch.tensor([{0: 0, 1: 1, 2: 2, 3: 0, 4: 1, 6: 6, 7: 7, 8: 3}.get(int(c), -1) for c in labels],
+                         dtype=torch.long)
+    return Boxes(torch.cat([xy, z, size, yaw, vel], 1), labels, attrs)
+
+
+def points_in(boxes: Boxes, n: int, dims: int, gen: torch.Generator) -> torch.Tensor:
+    """(len(boxes) * n, dims) points uniformly inside each box (extra columns random)."""
+    if len(boxes.boxes) == 0:
+        return torch.zeros(0, dims)
+    b = boxes.boxes.repeat_interleave(n, 0)
+    local = (torch.rand(len(b), 3, generator=gen) - 0.5) * b[:, 3:6]
+    c, s = torch.cos(b[:, 6]), torch.sin(b[:, 6])
+    xyz = torch.stack([c * local[:, 0] - s * local[:, 1], s * local[:, 0] + c * local[:, 1], local[:, 2]], 1) + b[:, :3]
+    return torch.cat([xyz, torch.rand(len(b), dims - 3, generator=gen)], 1)
+
+
+def make_batch(B: int = 2, k: int = 4, extent: float = 20.0, hw=(32, 56), seed: int = 0,
+               empty: tuple[int, ...] = ()) -> Batch:
+    """A random Batch: boxes with lidar (40 each) and radar (3 each) points inside; frames in `empty` have
+    no boxes and no points."""
+    gen = torch.Generator().manual_seed(seed)
+    gts = [Boxes.empty() if b in empty else random_boxes(k, extent, gen) for b in range(B)]
+    lidar = [points_in(g, 40, 5, gen) for g in gts]
+    radar = [points_in(g, 3, 7, gen) for g in gts]
+    idx = lambda parts: torch.cat([torch.full((len(p),), i, dtype=torch.long) for i, p in enumerate(parts)])
+    return Batch(camera_rig(B, *hw, gen=gen), LidarData(torch.cat(lidar), idx(lidar)), RadarData(torch.cat(radar), idx(radar)),
+                 gts, torch.ones(B, 3, dtype=torch.bool),
+                 [FrameMeta(f"token{b}", "scene", 0) for b in range(B)])
+
+
+@pytest.fixture(scope="module")
+def detector():
+    torch.manual_seed(0)
+    return build_detector(**TINY)
+
+
+def test_bev_grid():
+    g = BEVGrid(cell=0.8)
+    assert (g.H, g.W) == (128, 128)
+    xy = torch.tensor([[0.1, -51.0], [51.19, 51.19]])
+    assert torch.allclose(g.to_metric(g.to_cell(xy)), xy, atol=1e-5)
+    col, row, inside = g.cell_index(torch.tensor([[-51.2, -51.2], [0.0, 0.0], [60.0, 0.0]]))
+    assert col.tolist()[:2] == [0, 64] and inside.tolist() == [True, True, False]
+    assert g.sample_points(3).shape == (3, 128, 128, 3)
+    with pytest.raises(ValueError, match="whole number"):
+        BEVGrid(cell=0.7)
+
+
+def test_output_shapes_no_nan(detector):
+    batch = make_batch()
+    out = detector(batch, SensorConfig().decisions(batch.present))
+    H = W = detector.grid.H
+    assert out["heatmap"].shape == (2, 10, H, W)
+    assert out["regression"].shape == (2, 10, H, W)
+    assert out["attribute"].shape == (2, 8, H, W)
+    assert all(torch.isfinite(v).all() for v in out.values())
+    losses = detector.head.loss(out, batch.gt)
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+def _grad_state(module: torch.nn.Module) -> bool:
+    return any(p.grad is not None and p.grad.abs().sum() > 0 for p in module.parameters())
+
+
+@pytest.mark.parametrize("config", ["camera=low,radar=on", "lidar=fine", "camera=high,lidar=coarse",
+                                    "camera=low,lidar=fine,radar=on"])
+def test_gradients_reach_selected_only(config):
+    torch.manual_seed(0)
+    det = build_detector(**TINY)
+    batch = make_batch()
+    cfg = SensorConfig.parse(config)
+    det.head.loss(det(batch, cfg.decisions(batch.present)), batch.gt)["loss"].backward()
+    assert _grad_state(det.camera) == (cfg.camera != "off")
+    assert _grad_state(det.radar) == (cfg.radar == "on")
+    for mode, net in det.lidar.modes.items():
+        assert _grad_state(net) == (cfg.lidar == mode), (config, mode)
+    assert _grad_state(det.backbone) and _grad_state(det.head)
+
+
+def test_every_subset_and_resolution_runs(detector):
+    batch = make_batch()
+    for cfg in ALL_CONFIGS:
+        out = detector(batch, cfg.decisions(batch.present))
+        assert torch.isfinite(out["heatmap"]).all(), cfg
+
+
+def test_mixed_per_frame_decisions_equal_single_runs(detector):
+    """One batch with a different configuration per frame gives each frame what it gets alone (eval mode;
+    GroupNorm makes every frame independent of its sub-batch)."""
+    batch = make_batch(B=4, seed=3)
+    batch.present[3, 0] = False
+    decisions = torch.tensor([[1, 0, 1], [2, 1, 0], [0, 2, 1], [2, 2, 1]])
+    detector.eval()
+    with torch.no_grad():
+        mixed = detector(batch, decisions)["heatmap"]
+        for b in range(4):
+            one = make_batch(B=4, seed=3)
+            one.present[3, 0] = False
+            row = decisions[b].expand(4, 3).clone()
+            alone = detector(one, row)["heatmap"][b]
+            assert torch.allclose(mixed[b], alone, atol=1e-5), b
+        # the frame without a camera ran camera-off
+        cam_off = detector(batch, torch.tensor([[1, 0, 1], [2, 1, 0], [0, 2, 1], [0, 2, 1]]))["heatmap"][3]
+        assert torch.allclose(mixed[3], cam_off, atol=1e-5)
+    detector.train()
+
+
+def test_unselected_branch_not_computed(detector, monkeypatch):
+    calls = []
+    for s in SENSORS:
+        enc = getattr(detector, s)
+        orig = enc.forward
+        monkeypatch.setattr(enc, "forward", lambda *a, _s=s, _o=orig, **k: (calls.append(_s), _o(*a, **k))[1])
+    batch = make_batch()
+    detector(batch, SensorConfig.parse("lidar=coarse").decisions(batch.present))
+    assert calls == ["lidar"]
+
+
+def test_empty_frame_gives_finite_loss(detector):
+    batch = make_batch(B=2, empty=(0, 1))
+    assert len(batch.lidar.points) == 0 and len(batch.radar.points) == 0
+    out = detector(batch, SensorConfig().decisions(batch.present))
+    losses = detector.head.loss(out, batch.gt)
+    assert all(torch.isfinite(v) for v in losses.values())
+    losses["loss"].backward()
+    mixed = make_batch(B=2, empty=(1,))
+    assert torch.isfinite(detector.head.loss(detector(mixed, SensorConfig().decisions(mixed.present)), mixed.gt)["loss"])
+    # nothing present at all still runs
+    mixed.present[:] = False
+    out = detector(mixed, SensorConfig().decisions(mixed.present))
+    assert torch.isfinite(detector.head.loss(out, mixed.gt)["loss"])
+
+
+def test_sensor_config_parse():
+    assert SensorConfig.parse("camera=high,lidar=fine,radar=on") == SensorConfig()
+    assert SensorConfig.parse(" lidar = coarse ") == SensorConfig("off", "coarse", "off")
+    cfg = SensorConfig.parse("camera=low,radar=on")
+    assert SensorConfig.parse(str(cfg)) == cfg and cfg.indices() == (1, 0, 1)
+    assert SensorConfig.from_indices(cfg.indices()) == cfg
+    present = torch.tensor([[True, True, True], [False, True, True]])
+    assert cfg.decisions(present).tolist() == [[1, 0, 1], [0, 0, 1]]
+    for bad, msg in [("camera=ultra", "unknown camera mode"), ("sonar=on", "unknown sensor"),
+                     ("camera", "not sensor=mode"), ("camera=low,camera=high", "given twice"), ("", "empty"),
+                     ("lidar=on", "unknown lidar mode")]:
+        with pytest.raises(ValueError, match=msg):
+            SensorConfig.parse(bad)
+    with pytest.raises(ValueError, match="unknown radar mode"):
+        SensorConfig(radar="high")
+
+
+def test_head_target_decode_round_trip(detector):
+    head = detector.head
+    gen = torch.Generator().manual_seed(1)
+    gt = [random_boxes(6, 20.0, gen), Boxes.empty()]
+    t = head.targets(gt)
+    assert t["mask"].sum() == 6
+    logit = lambda p: torch.log(p.clamp(1e-6, 1 - 1e-6)) - torch.log1p(-p.clamp(1e-6, 1 - 1e-6))
+    attr = torch.nn.functional.one_hot(t["attribute"].clamp(min=0), 8).permute(0, 3, 1, 2).float() * 10
+    outputs = {"heatmap": logit(t["heatmap"]), "regression": t["regression"], "attribute": attr}
+    dets = head.decode(outputs, score_threshold=0.5)
+    assert len(dets[1].scores) == 0 and len(dets[0].scores) == 6
+    order_p = torch.argsort(dets[0].boxes[:, 0])
+    order_g = torch.argsort(gt[0].boxes[:, 0])
+    pb, gb = dets[0].boxes[order_p], gt[0].boxes[order_g]
+    assert torch.allclose(pb[:, :6], gb[:, :6], atol=1e-4)
+    assert torch.allclose(torch.remainder(pb[:, 6] - gb[:, 6] + math.pi, 2 * math.pi) - math.pi,
+                          torch.zeros(6), atol=1e-4)
+    assert torch.allclose(pb[:, 7:], gb[:, 7:], atol=1e-4)
+    assert torch.equal(dets[0].labels[order_p], gt[0].labels[order_g])
+    assert torch.equal(dets[0].attributes[order_p], gt[0].attributes[order_g])
+    # at most max_detections per frame even with a flat heatmap
+    flat = {k: torch.zeros_like(v) for k, v in outputs.items()}
+    assert len(head.decode(flat, score_threshold=0.0, max_detections=500)[0].scores) <= 500
+
+
+def test_overfit_one_batch():
+    torch.manual_seed(0)
+    det = build_detector(**{**TINY, "bev_cell": 0.8, "bev_channels": 16, "head_channels": 16, "fusion_channels": 16,
+                            "lidar_channels": 16})
+    batch = make_batch(B=2, k=3, extent=18.0, seed=5)
+    decisions = SensorConfig.parse("lidar=coarse,radar=on").decisions(batch.present)
+    opt = torch.optim.AdamW(det.parameters(), lr=5e-3)
+    first = None
+    for step in range(300):
+        loss = det.head.loss(det(batch, decisions), batch.gt)["loss"]
+        first = first if first is not None else float(loss.detach())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss.detach()) < 0.1 * first, (first, float(loss.detach()))
+    det.eval()
+    with torch.no_grad():
+        dets = det.head.decode(det(batch, decisions), score_threshold=0.3)
+    for d, g in zip(dets, batch.gt):
+        assert len(d.scores) == len(g.labels)
+        dist = torch.cdist(d.boxes[:, :2], g.boxes[:, :2])
+        j = dist.argmin(1)
+        assert (dist.min(1).values < 0.5).all()
+        assert torch.equal(d.labels, g.labels[j])
+        assert torch.allclose(d.boxes[:, 3:6], g.boxes[j, 3:6], rtol=0.2)
+
+
+def test_cost_table_monotonic(detector):
+    batch = make_batch(B=1)
+    table = branch_gflops(detector, batch)
+    for s in SENSORS:
+        assert table[(s, "off")] == 0.0
+    assert table[("camera", "high")] > table[("camera", "low")] > 0
+    assert table[("lidar", "fine")] > table[("lidar", "coarse")] > 0
+    assert table[("radar", "on")] > 0 and table[SHARED] > 0
+    assert config_gflops(table, SensorConfig()) > config_gflops(table, SensorConfig("low", "coarse", "on"))
+    d = torch.tensor([[2, 2, 1], [0, 1, 0]])
+    per = decisions_gflops(table, d)
+    assert torch.allclose(per, torch.tensor([config_gflops(table, SensorConfig.from_indices(r)) for r in d.tolist()],
+                                            dtype=per.dtype))
+
+
+def test_module_detect_and_random_decisions():
+    torch.manual_seed(0)
+    m = GateFusionModule(sensors="camera=low,lidar=fine,radar=on", **TINY)
+    batch = make_batch(B=3)
+    batch.present[1, 1] = False
+    dets, records = m.detect(batch)
+    assert len(dets) == 3 and len(records) == 3 and m.training
+    assert [r.lidar for r in records] == ["fine", "off", "fine"]
+    assert records[0].sample_token == "token0" and records[0].gflops > records[1].gflops > 0
+    for d in dets:
+        assert d.boxes.shape[1] == 9 and len(d.scores) <= 500
+        assert ((d.attributes == -1) == torch.isin(d.labels, torch.tensor([5, 9]))).all()
+    _, recs = m.detect(batch, SensorConfig.parse("radar=on"))
+    assert all((r.camera, r.lidar, r.radar) == ("off", "off", "on") for r in recs)
+    present = torch.tensor([[1, 1, 1], [0, 1, 0], [1, 0, 1], [0, 0, 0]], dtype=torch.bool).repeat(25, 1)
+    static = SensorConfig().decisions(present)
+    dec = random_decisions(present, static, 1.0, torch.Generator().manual_seed(0))
+    assert ((dec > 0) <= present).all()
+    assert (dec[present.any(1)] > 0).any(1).all()
+    assert not torch.equal(dec, static)
+    assert torch.equal(random_decisions(present, static, 0.0), static)
+    with pytest.raises(ValueError, match="every sensor off"):
+        GateFusionModule(sensors="camera=off")
+
+
+def test_record_gflops_match_flop_counter():
+    """FrameRecord.gflops (the cached cost table) equals what FlopCounterMode counts around detect itself."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    m = GateFusionModule(**TINY)
+    batch = make_batch(B=1)
+    for cfg in ("camera=high,lidar=fine,radar=on", "camera=low", "lidar=coarse,radar=on"):
+        m.detect(batch, SensorConfig.parse(cfg))  # fills the cost table outside the counter
+        counter = FlopCounterMode(display=False)
+        with counter:
+            _, records = m.detect(batch, SensorConfig.parse(cfg))
+        assert records[0].gflops == pytest.approx(counter.get_total_flops() / 1e9, rel=1e-6), cfg
+    m2 = GateFusionModule(**TINY)
+    counter = FlopCounterMode(display=False)
+    with counter:  # first detect inside an outer counter: the cost table is not counted into it
+        _, records = m2.detect(batch)
+    assert records[0].gflops == pytest.approx(counter.get_total_flops() / 1e9, rel=1e-6)
+
+
+def test_camera_projection_geometry():
+    from sensors.camera import project_to_images, rigid_inverse
+
+    cam = camera_rig(1, 32, 56)
+    T = cam.ego_T_cam[0, 1]
+    assert torch.allclose(rigid_inverse(T) @ T, torch.eye(4), atol=1e-6)
+    pts = torch.tensor([[10.0, 0.0, 1.5], [-10.0, 0.0, 1.5], [10.0, 0.0, 5.0]])
+    norm, visible = project_to_images(pts, cam.ego_T_cam, cam.intrinsics, (32, 56))
+    assert visible[0, 0].tolist() == [True, False, True]  # camera 0 looks along +x
+    assert torch.allclose(norm[0, 0, 0], torch.zeros(2), atol=1e-5)  # straight ahead -> image centre
+    assert norm[0, 0, 2, 1] < 0  # higher -> up in the image
+    assert visible[0, 3, 1] and not visible[0, 3, 0]  # camera 3 looks backwards
+
+
+def test_camera_bev_responds_where_cameras_see():
+    """Only BEV cells seen by a valid camera get camera features (before the refining conv)."""
+    from sensors.camera import CameraEncoder
+
+    grid = BEVGrid((-25.6, 25.6), (-25.6, 25.6), 1.6)
+    enc = CameraEncoder(grid, width=4, channels=8, heights=2, bev_factor=1)
+    data = camera_rig(1, 32, 56)
+    data.valid[0, 1:] = False
+    enc.refine = torch.nn.Identity()
+    with torch.no_grad():
+        bev = enc(data, "low")[0].abs().sum(0)
+    xy = grid.cell_centers()
+    ahead = (xy[..., 0] > 3) & (xy[..., 1].abs() < 0.3 * xy[..., 0])
+    behind = xy[..., 0] < -1
+    assert (bev[ahead] > 0).all() and (bev[behind] == 0).all()

@@ -1,0 +1,336 @@
+"""Tests of the synthetic world generator: devkit loading/reading/evaluation, physics, conditions, faults, determinism."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from nuscenes import NuScenes
+from nuscenes.eval.common.config import config_factory
+from nuscenes.eval.detection.evaluate import DetectionEval
+from nuscenes.eval.detection.utils import category_to_detection_name
+from nuscenes.utils.data_classes import LidarPointCloud, RadarPointCloud
+from nuscenes.utils.geometry_utils import points_in_box
+from PIL import Image
+
+from datasets.geometry import apply, invert, quaternion_yaw, transform
+from datasets.synthetic import (
+    CONDITION_CYCLE, LIGHTINGS, PRESETS, TABLES, WEATHERS, WorldConfig, generate, main, plan_world,
+)
+from sensors.frame import CAMERAS, CLASSES, LIDAR, RADARS, SENSORS
+
+VERSION = "v1.0-synth"
+DESC = re.compile(r"^(day|dusk|night), (clear|rain|fog), traffic (light|medium|dense); synthetic scene, \d+ objects$")
+
+
+@pytest.fixture(scope="module")
+def nusc(tiny_world) -> NuScenes:
+    return NuScenes(VERSION, str(tiny_world), verbose=False)
+
+
+def _tree_hash(root: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(root)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def condition_worlds(tmp_path_factory) -> dict[str, Path]:
+    """One-scene worlds with the same seed that differ only by one condition (no faults)."""
+    base = replace(PRESETS["tiny"], scenes=1, samples_per_scene=4, fault_fraction=0.0, traffic="medium", seed=3)
+    out = {}
+    for key, lighting, weather in (("day-clear", "day", "clear"), ("night-clear", "night", "clear"),
+                                   ("day-fog", "day", "fog")):
+        root = tmp_path_factory.mktemp(key) / "world"
+        generate(root, replace(base, lighting=lighting, weather=weather))
+        out[key] = root
+    return out
+
+
+def test_devkit_loads_tables_and_conventions(tiny_world, nusc):
+    for t in TABLES:
+        assert (tiny_world / VERSION / f"{t}.json").is_file()
+    assert len(nusc.scene) == 4 and len(nusc.sample) == 16
+    assert len(nusc.category) == 23 and len(nusc.attribute) == 8 and len(nusc.sensor) == 12
+    assert len(nusc.calibrated_sensor) == 12 * len(nusc.log)
+    assert all(DESC.match(s["description"]) for s in nusc.scene)
+    assert len(nusc.ego_pose) == len(nusc.sample_data)
+    ego = {e["token"]: e for e in nusc.ego_pose}
+    for sd in nusc.sample_data:
+        assert ego[sd["ego_pose_token"]]["timestamp"] == sd["timestamp"]
+        assert ego[sd["ego_pose_token"]]["translation"][2] == 0.0
+    for sample in nusc.sample:
+        assert sample["timestamp"] == nusc.get("sample_data", sample["data"][LIDAR])["timestamp"]
+        assert set(sample["data"]) == {*CAMERAS, LIDAR, *RADARS}
+    # Per-channel chains in time order; sweeps carry the next key frame's sample.
+    for sample in (s for s in nusc.sample if s["next"]):
+        nxt = nusc.get("sample", sample["next"])
+        for channel in (LIDAR, RADARS[0]):
+            sd = nusc.get("sample_data", sample["data"][channel])
+            chain = []
+            while sd["next"]:
+                sd = nusc.get("sample_data", sd["next"])
+                chain.append(sd)
+                if sd["is_key_frame"]:
+                    break
+            assert chain[-1]["token"] == nxt["data"][channel]
+            assert all(c["sample_token"] == nxt["token"] for c in chain)
+            assert [c["timestamp"] for c in chain] == sorted(c["timestamp"] for c in chain)
+            assert sum(not c["is_key_frame"] for c in chain) == (2 if channel == LIDAR else 1)
+            assert all(c["filename"].startswith("sweeps/" if not c["is_key_frame"] else "samples/") for c in chain)
+    lidar_calib = nusc.get("calibrated_sensor", nusc.get("sample_data", nusc.sample[0]["data"][LIDAR])[
+        "calibrated_sensor_token"])
+    assert quaternion_yaw(lidar_calib["rotation"]) == pytest.approx(-np.pi / 2)
+    for inst in nusc.instance:
+        assert inst["nbr_annotations"] >= 2
+    for ann in nusc.sample_annotation:
+        name = category_to_detection_name(ann["category_name"])
+        assert name in CLASSES
+        assert len(ann["attribute_tokens"]) == (0 if name in ("barrier", "traffic_cone") else 1)
+
+
+def test_sensor_files_readable(tiny_world, nusc):
+    faults = json.loads((tiny_world / VERSION / "synthetic_faults.json").read_text())
+    assert faults and all(set(v) <= set(SENSORS) and v for v in faults.values())
+    n_points = []
+    for sd in nusc.sample_data:
+        path = str(tiny_world / sd["filename"])
+        if sd["channel"] == LIDAR:
+            raw = np.fromfile(path, dtype=np.float32).reshape(-1, 5)
+            assert np.all(np.isin(raw[:, 4], np.arange(32)))
+            pc = LidarPointCloud.from_file(path)
+            assert pc.points.shape == (4, len(raw))
+            if sd["is_key_frame"]:
+                n_points.append(len(raw))
+        elif sd["channel"] in RADARS:
+            pc = RadarPointCloud.from_file(path)
+            raw_n = int(Path(path).read_bytes().split(b"\nPOINTS ")[1].split(b"\n")[0])
+            assert pc.points.shape[0] == 18
+            assert pc.points.shape[1] in (raw_n, 0)  # every point passes the default filters; empty = dropout
+            if pc.points.shape[1]:
+                assert np.all(pc.points[2] == 0)
+        else:
+            with Image.open(path) as im:
+                assert im.size == (sd["width"], sd["height"]) == PRESETS["tiny"].image_size
+                im.load()
+    assert 1000 < np.median(n_points) < 10000
+
+
+def test_ground_truth_as_predictions_scores_one(tiny_world, nusc, tmp_path):
+    splits = json.loads((tiny_world / VERSION / "splits.json").read_text())
+    assert set(splits) == {"synth_train", "synth_val", "synth_all"}
+    assert not set(splits["synth_train"]) & set(splits["synth_val"])
+    assert sorted(splits["synth_train"] + splits["synth_val"]) == sorted(splits["synth_all"])
+    val_names = set(splits["synth_val"])
+    results, val_classes = {}, set()
+    val_samples = {s["token"] for s in nusc.sample if nusc.get("scene", s["scene_token"])["name"] in val_names}
+    for s in nusc.sample:
+        results[s["token"]] = []
+    for ann in nusc.sample_annotation:
+        name = category_to_detection_name(ann["category_name"])
+        if ann["sample_token"] in val_samples and ann["num_lidar_pts"] + ann["num_radar_pts"] > 0:
+            val_classes.add(name)
+        if ann["num_lidar_pts"] + ann["num_radar_pts"] == 0:
+            continue  # the evaluation drops such ground truth; as a prediction it would be a false positive
+        attr = nusc.get("attribute", ann["attribute_tokens"][0])["name"] if ann["attribute_tokens"] else ""
+        vel = nusc.box_velocity(ann["token"])[:2]
+        results[ann["sample_token"]].append({
+            "sample_token": ann["sample_token"], "translation": ann["translation"], "size": ann["size"],
+            "rotation": ann["rotation"], "velocity": np.nan_to_num(vel).tolist(), "detection_name": name,
+            "detection_score": 1.0, "attribute_name": attr})
+    assert val_classes == set(CLASSES)
+    path = tmp_path / "results.json"
+    meta = {"use_camera": True, "use_lidar": True, "use_radar": True, "use_map": False, "use_external": False}
+    path.write_text(json.dumps({"meta": meta, "results": results}))
+    ev = DetectionEval(nusc, config_factory("detection_cvpr_2019"), str(path), eval_set="synth_val",
+                       output_dir=str(tmp_path / "eval"), verbose=False)
+    metrics, _ = ev.evaluate()
+    assert metrics.mean_ap >= 0.99
+    assert metrics.nd_score >= 0.99
+
+
+def test_lidar_points_inside_annotated_boxes(tiny_world, nusc):
+    checked = 0
+    for sample in nusc.sample:
+        sd_tok = sample["data"][LIDAR]
+        path, boxes, _ = nusc.get_sample_data(sd_tok)
+        pts = LidarPointCloud.from_file(path).points[:3]
+        for box in boxes:
+            ann = nusc.get("sample_annotation", box.token)
+            inside = int(points_in_box(box, pts).sum())
+            if ann["num_lidar_pts"] > 0:
+                assert inside >= 0.9 * ann["num_lidar_pts"] and inside > 0
+                checked += 1
+            else:
+                assert inside <= 1
+    assert checked > 50
+
+
+def test_split_stratified_over_conditions():
+    plans = plan_world(replace(PRESETS["demo"], scenes=20))
+    val = [p for p in plans if p.split == "val"]
+    assert len(val) == 5
+    assert {p.lighting for p in val} == set(LIGHTINGS) and {p.weather for p in val} == set(WEATHERS)
+    assert {(p.lighting, p.weather) for p in plans} == set(CONDITION_CYCLE)
+    mini = plan_world(replace(PRESETS["tiny"], version="v1.0-mini", scene_name_prefix="scene-"))
+    assert {p.name for p in mini if p.split == "val"} <= {"scene-0103", "scene-0916"}
+    with pytest.raises(ValueError, match="mini"):
+        plan_world(replace(PRESETS["tiny"], version="v1.0-mini", scenes=11))
+
+
+def test_mini_version_works_with_predefined_split(tmp_path):
+    cfg = replace(PRESETS["tiny"], scenes=2, samples_per_scene=2, image_size=(64, 36), lidar_sweeps=3,
+                  version="v1.0-mini", scene_name_prefix="scene-", lidar_azimuth_steps=64)
+    generate(tmp_path / "w", cfg)
+    nusc = NuScenes("v1.0-mini", str(tmp_path / "w"), verbose=False)
+    from nuscenes.utils.splits import create_splits_scenes
+    names = {s["name"] for s in nusc.scene}
+    assert names & set(create_splits_scenes()["mini_val"]) and names <= set(create_splits_scenes()["mini_train"] + create_splits_scenes()["mini_val"])
+    with Image.open(tmp_path / "w" / nusc.get("sample_data", nusc.sample[0]["data"]["CAM_FRONT"])["filename"]) as im:
+        assert im.size == (64, 36)
+
+
+def _mean_image(root: Path, channels=("CAM_FRONT", "CAM_BACK")) -> float:
+    files = [p for c in channels for p in (root / "samples" / c).glob("*.jpg")]
+    return float(np.mean([np.asarray(Image.open(p), dtype=np.float64).mean() for p in files]))
+
+
+def _lidar_keyframes(root: Path) -> list[np.ndarray]:
+    return [np.fromfile(p, dtype=np.float32).reshape(-1, 5) for p in sorted((root / "samples" / LIDAR).glob("*"))]
+
+
+def _radar_count(root: Path) -> int:
+    return sum(RadarPointCloud.from_file(str(p)).points.shape[1] for c in RADARS
+               for p in (root / "samples" / c).glob("*.pcd"))
+
+
+def _annotations(root: Path) -> list[dict]:
+    anns = json.loads((root / VERSION / "sample_annotation.json").read_text())
+    inst = {i["token"]: i["category_token"] for i in json.loads((root / VERSION / "instance.json").read_text())}
+    cats = {c["token"]: c["name"] for c in json.loads((root / VERSION / "category.json").read_text())}
+    for a in anns:
+        a["detection_name"] = category_to_detection_name(cats[inst[a["instance_token"]]])
+    return anns
+
+
+def test_conditions_change_sensors(condition_worlds):
+    day, night, fog = condition_worlds["day-clear"], condition_worlds["night-clear"], condition_worlds["day-fog"]
+    for root, want in ((day, "day, clear"), (night, "night, clear"), (fog, "day, fog")):
+        assert json.loads((root / VERSION / "scene.json").read_text())[0]["description"].startswith(want)
+    # Same objects in every world of the pair (only the condition differs).
+    boxes = [[a["translation"] for a in json.loads((r / VERSION / "sample_annotation.json").read_text())]
+             for r in (day, night, fog)]
+    assert boxes[0] == boxes[1] == boxes[2]
+    assert _mean_image(night) < 0.5 * _mean_image(day)
+    far = [sum(int((np.linalg.norm(p[:, :2], axis=1) > 30).sum()) for p in _lidar_keyframes(r)) for r in (day, fog)]
+    assert far[1] < 0.2 * far[0]
+    radar = [_radar_count(r) for r in (day, fog)]
+    assert abs(radar[0] - radar[1]) <= 0.15 * radar[0]
+
+
+def test_world_is_a_fusion_problem(condition_worlds, tiny_world):
+    """Each sensor wins somewhere and loses somewhere, measured on the annotations' point counts."""
+    clear, fog = _annotations(condition_worlds["day-clear"]), _annotations(condition_worlds["day-fog"])
+    anns = clear + _annotations(tiny_world)
+    vehicles = ("car", "truck", "bus", "trailer", "construction_vehicle")
+
+    def rate(rows, key):
+        return np.mean([r[key] > 0 for r in rows]) if rows else np.nan
+
+    small = [a for a in anns if a["detection_name"] in ("pedestrian", "traffic_cone", "bicycle")]
+    big = [a for a in anns if a["detection_name"] in vehicles]
+    assert rate(big, "num_radar_pts") > 2 * rate(small, "num_radar_pts")  # radar: vehicles, not small classes
+    assert rate(small, "num_lidar_pts") > 0.7  # LiDAR sees small objects
+    fog_veh = [a for a in fog if a["detection_name"] in vehicles]
+    clear_veh = [a for a in clear if a["detection_name"] in vehicles]
+    assert np.mean([a["num_lidar_pts"] for a in fog_veh]) < 0.5 * np.mean([a["num_lidar_pts"] for a in clear_veh])
+    assert rate(fog_veh, "num_radar_pts") > 0.6 * rate(clear_veh, "num_radar_pts")  # radar: all weather
+    # Density: LiDAR points per annotation fall steeply with range; radar has no height.
+    near = [a["num_lidar_pts"] for a in clear if a["detection_name"] == "car"
+            and np.hypot(*np.subtract(a["translation"][:2], clear[0]["translation"][:2])) >= 0]
+    assert max(near) > 50
+
+
+def test_camera_sees_far_objects_lidar_barely(tmp_path):
+    """A car at 70 m covers pixels in CAM_FRONT while its LiDAR return count is tiny."""
+    from datasets.synthetic import Objects, make_camera, render_camera, lidar_directions, simulate_lidar
+
+    cfg = PRESETS["demo"]
+    objs = Objects(p0=np.array([[70.0, 0.0]]), vel=np.zeros((1, 2)), size=np.array([[4.6, 1.95, 1.73]]),
+                   yaw=np.zeros(1), cls=np.array([CLASSES.index("car")]), attribute=np.array([1]),
+                   span=np.array([[0, 1]]), category=["vehicle.car"], colour=np.array([[60.0, 90, 160]]))
+    cam = make_camera("CAM_FRONT", cfg.image_size)
+    boxes = objs.boxes(0.0)
+    rng = np.random.default_rng(0)
+    with_car = render_camera(rng, cam, np.eye(4), boxes, objs, "day", "clear", None).astype(float)
+    empty = Objects(**{**objs.__dict__, "p0": np.array([[1e4, 0.0]])})
+    without = render_camera(np.random.default_rng(0), cam, np.eye(4), empty.boxes(0.0), empty, "day", "clear", None)
+    changed = (np.abs(with_car - without).sum(-1) > 60).sum()
+    assert changed > 40
+    dirs, ring = lidar_directions(cfg.lidar_azimuth_steps)
+    lidar_T_ego = invert(transform([0.7071068, 0, 0, -0.7071068], [0.94, 0, 1.84]))
+    from datasets.synthetic import boxes_in_frame
+    pts, _ = simulate_lidar(np.random.default_rng(0), dirs, ring, boxes_in_frame(boxes, lidar_T_ego), objs.cls, 1.84,
+                            cfg, "clear", None)
+    on_car = np.linalg.norm(apply(invert(lidar_T_ego), pts[:, :3].astype(float))[:, :2] - [70, 0], axis=1) < 3
+    assert on_car.sum() < 0.2 * changed
+
+
+def test_faults_ground_truth_and_files(tiny_world, nusc):
+    faults = json.loads((tiny_world / VERSION / "synthetic_faults.json").read_text())
+    for sample_token, sensors in faults.items():
+        sample = nusc.get("sample", sample_token)
+        if "lidar" in sensors:
+            raw = np.fromfile(tiny_world / nusc.get("sample_data", sample["data"][LIDAR])["filename"], np.float32)
+            assert raw.size % 5 == 0
+        if "radar" in sensors:
+            counts = [RadarPointCloud.from_file(str(tiny_world / nusc.get("sample_data", sample["data"][c])[
+                "filename"])).points.shape[1] for c in RADARS]
+            assert 0 in counts
+        if "camera" in sensors:
+            means = [np.asarray(Image.open(tiny_world / nusc.get("sample_data", sample["data"][c])["filename"])).mean()
+                     for c in CAMERAS]
+            assert min(means) < 60
+
+
+def test_deterministic_by_seed(tiny_world, tmp_path):
+    again = tmp_path / "again"
+    generate(again, PRESETS["tiny"], workers=2)
+    assert _tree_hash(again) == _tree_hash(tiny_world)
+    other = tmp_path / "other"
+    generate(other, replace(PRESETS["tiny"], seed=1))
+    assert _tree_hash(other) != _tree_hash(tiny_world)
+
+
+def test_refuses_to_overwrite_and_bad_arguments(tmp_path, capsys):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="refusing"):
+        generate(tmp_path / "full", PRESETS["tiny"])
+    assert (tmp_path / "full" / "x.txt").read_text() == "keep me"
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "full"), "--preset", "tiny"])
+    assert "refusing" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="samples_per_scene"):
+        generate(tmp_path / "a", replace(PRESETS["tiny"], samples_per_scene=1))
+    with pytest.raises(ValueError, match="weather"):
+        generate(tmp_path / "b", replace(PRESETS["tiny"], weather="snow"))
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "c"), "--preset", "huge"])
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "d"), "--scenes", "0"])
+    assert "scenes" in capsys.readouterr().err
+
+
+def test_cli_prints_summary(tmp_path, capsys):
+    assert main(["--out", str(tmp_path / "w"), "--preset", "tiny", "--scenes", "1", "--samples-per-scene", "2",
+                 "--workers", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "1 scenes, 2 samples" in text and "camera 12" in text and "annotations: car" in text
