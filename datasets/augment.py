@@ -24,7 +24,8 @@ def augment_matrix(theta: float, scale: float, flip: bool) -> np.ndarray:
     """(4, 4) A = S @ R_z(theta) @ F, F = diag(1, -1, 1) when flip."""
     c, s = math.cos(theta), math.sin(theta)
     A = np.eye(4)
-    A[:3, :3] = scale * np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) @ np.diag([1.0, -1.0 if flip else 1.0, 1.0])
+    R = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    A[:3, :3] = scale * R @ np.diag([1.0, -1.0 if flip else 1.0, 1.0])
     return A
 
 

@@ -7,11 +7,15 @@ through `datasets.geometry.box_from_nuscenes` and the devkit's `box_velocity`) a
 is pickled under a cache directory keyed by a hash of the dataroot, version, split and the table files' sizes and
 mtimes, so it is rebuilt when any of them changes. Items are then read without any devkit query.
 
-Reading follows the devkit's readers: LiDAR `.pcd.bin` float32 rows (x, y, z, intensity, ring), points closer
-than 1 m to the sensor removed (as `from_file_multisweep`); radar PCD v0.7 with the devkit's default filters
-(parsed with numpy instead of the devkit's per-point struct loop: same header checks, same filters, same
-"NaN first point means empty" rule). Broken input never raises in `__getitem__`: the sensor (or camera) is
-marked not present, `warnings.warn` names the file and the problem, and the sensor goes into `meta.faults`.
+Reading follows the devkit's readers: LiDAR `.pcd.bin` float32 rows (x, y, z, intensity, ring), points within
+1 m of the sensor in |x| and |y| removed (`from_file_multisweep`'s remove_close); radar PCD v0.7 with the devkit's
+default filters (parsed with numpy instead of the devkit's per-point struct loop: same header checks, same
+filters, same "NaN first point means empty" rule). Sweeps follow each channel's `prev` chain back over earlier
+key frames, as the devkit does; time_lag = key LIDAR_TOP timestamp - file timestamp (s).
+
+Broken input never raises in `__getitem__`: the sensor (or camera: CameraData.valid) is marked not present,
+`warnings.warn` names the file and the problem, and the sensor goes into `meta.faults`. LiDAR is present when its
+key-frame file loads, radar when any radar's key-frame file loads, camera when any camera's image loads.
 """
 from __future__ import annotations
 
@@ -39,7 +43,7 @@ TABLES = (
     "attribute", "calibrated_sensor", "category", "ego_pose", "instance", "log", "map", "sample",
     "sample_annotation", "sample_data", "scene", "sensor", "visibility",
 )
-STORED_SWEEPS = 10
+DEFAULT_SWEEPS = 3
 LIDAR_MIN_DISTANCE = 1.0
 LIDAR_MAX_RING = 1024
 RADAR_FIELDS = ("x", "y", "z", "dyn_prop", "id", "rcs", "vx", "vy", "vx_comp", "vy_comp", "is_quality_valid",
@@ -167,34 +171,48 @@ def _load_nusc(root: str, version: str):
     return _NUSC
 
 
-def _file_entry(nusc, sd: dict, ego_T_global_key: np.ndarray, key_time: int) -> dict:
-    cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
-    pose = nusc.get("ego_pose", sd["ego_pose_token"])
-    ego_T_sensor = transform(cs["rotation"], cs["translation"])
-    global_T_ego = transform(pose["rotation"], pose["translation"])
-    return {
-        "path": sd["filename"],
-        "timestamp": int(sd["timestamp"]),
-        "time_lag": 1e-6 * (key_time - int(sd["timestamp"])),
-        "ego_T_sensor": ego_T_sensor,
-        "global_T_ego": global_T_ego,
-        "key_T_sensor": ego_T_global_key @ global_T_ego @ ego_T_sensor,
-        "intrinsic": np.asarray(cs["camera_intrinsic"], dtype=np.float64) if cs["camera_intrinsic"] else None,
-        "width": int(sd.get("width") or 0),
-        "height": int(sd.get("height") or 0),
-    }
+def _file_set(nusc, sds: list[dict], ego_T_global_key: np.ndarray, key_time: int) -> dict:
+    """n sample_data records -> stacked arrays: path [n] (relative), channel [n], timestamp (n,), time_lag (n,) s,
+    ego_T_sensor, global_T_ego, key_T_sensor (n, 4, 4) (sensor -> key-frame ego, through global),
+    intrinsic (n, 3, 3) (identity for non-cameras), width, height (n,)."""
+    out = {k: [] for k in ("path", "channel", "timestamp", "ego_T_sensor", "global_T_ego", "intrinsic", "width",
+                           "height")}
+    for sd in sds:
+        cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
+        pose = nusc.get("ego_pose", sd["ego_pose_token"])
+        out["path"].append(sd["filename"])
+        out["channel"].append(nusc.get("sensor", cs["sensor_token"])["channel"])
+        out["timestamp"].append(int(sd["timestamp"]))
+        out["ego_T_sensor"].append(transform(cs["rotation"], cs["translation"]))
+        out["global_T_ego"].append(transform(pose["rotation"], pose["translation"]))
+        K = np.asarray(cs["camera_intrinsic"] or np.eye(3), dtype=np.float64)
+        if K.shape != (3, 3):
+            raise ValueError(f"{nusc.dataroot}/{nusc.version}/calibrated_sensor.json: token {cs['token']} has a "
+                             f"camera_intrinsic of shape {K.shape}, expected 3x3")
+        out["intrinsic"].append(K)
+        out["width"].append(int(sd.get("width") or 0))
+        out["height"].append(int(sd.get("height") or 0))
+    fs = {k: (v if k in ("path", "channel") else np.asarray(v)) for k, v in out.items()}
+    fs["time_lag"] = 1e-6 * (key_time - fs["timestamp"])
+    fs["key_T_sensor"] = ego_T_global_key @ fs["global_T_ego"] @ fs["ego_T_sensor"]
+    return fs
 
 
-def _sweeps(nusc, sd_token: str, n: int, ego_T_global_key: np.ndarray, key_time: int) -> list[dict]:
-    """The key-frame file of one channel and up to n-1 previous sweeps (following `prev`, like the devkit)."""
-    out = []
-    sd = nusc.get("sample_data", sd_token)
-    while len(out) < n:
-        out.append(_file_entry(nusc, sd, ego_T_global_key, key_time))
-        if not sd["prev"]:
-            break
-        sd = nusc.get("sample_data", sd["prev"])
-    return out
+def _sweeps(nusc, sd_tokens: list[str], n: int, ego_T_global_key: np.ndarray, key_time: int) -> dict:
+    """One file set over channels: per channel its key-frame file and up to n-1 previous sweeps (following
+    `prev`, like the devkit), channel by channel; `sweep` (n,) numbers them along each chain (0: key frame)."""
+    sds, sweep = [], []
+    for token in sd_tokens:
+        sd = nusc.get("sample_data", token)
+        for k in range(n):
+            sds.append(sd)
+            sweep.append(k)
+            if not sd["prev"]:
+                break
+            sd = nusc.get("sample_data", sd["prev"])
+    fs = _file_set(nusc, sds, ego_T_global_key, key_time)
+    fs["sweep"] = np.asarray(sweep, dtype=np.int64)
+    return fs
 
 
 def _sample_info(nusc, sample_token: str, scene: dict, faults: dict, n_sweeps: int) -> dict:
@@ -205,7 +223,8 @@ def _sample_info(nusc, sample_token: str, scene: dict, faults: dict, n_sweeps: i
         raise ValueError(f"sample {sample_token} of {nusc.dataroot}/{nusc.version} has no {LIDAR} key frame")
     lidar_sd = nusc.get("sample_data", sample["data"][LIDAR])
     key_time = int(lidar_sd["timestamp"])
-    global_T_ego = transform(*(lambda p: (p["rotation"], p["translation"]))(nusc.get("ego_pose", lidar_sd["ego_pose_token"])))
+    pose = nusc.get("ego_pose", lidar_sd["ego_pose_token"])
+    global_T_ego = transform(pose["rotation"], pose["translation"])
     ego_T_global = invert(global_T_ego)
 
     boxes, labels, attrs, num_pts = [], [], [], []
@@ -229,11 +248,11 @@ def _sample_info(nusc, sample_token: str, scene: dict, faults: dict, n_sweeps: i
         "conditions": parse_conditions(scene.get("description", "")),
         "faults": faults.get(sample_token, ()),
         "global_T_ego": global_T_ego,
-        "lidar": _sweeps(nusc, sample["data"][LIDAR], n_sweeps, ego_T_global, key_time),
-        "radar": {ch: _sweeps(nusc, sample["data"][ch], n_sweeps, ego_T_global, key_time)
-                  for ch in RADARS if ch in sample["data"]},
-        "cameras": {ch: _file_entry(nusc, nusc.get("sample_data", sample["data"][ch]), ego_T_global, key_time)
-                    for ch in CAMERAS if ch in sample["data"]},
+        "lidar": _sweeps(nusc, [sample["data"][LIDAR]], n_sweeps, ego_T_global, key_time),
+        "radar": _sweeps(nusc, [sample["data"][ch] for ch in RADARS if ch in sample["data"]], n_sweeps,
+                         ego_T_global, key_time),
+        "cameras": _file_set(nusc, [nusc.get("sample_data", sample["data"][ch]) for ch in CAMERAS
+                                    if ch in sample["data"]], ego_T_global, key_time),
         "gt_boxes": np.asarray(boxes, dtype=np.float32).reshape(-1, 9),
         "gt_labels": np.asarray(labels, dtype=np.int64),
         "gt_attributes": np.asarray(attrs, dtype=np.int64),
@@ -255,21 +274,29 @@ def _scene_infos(args) -> list[dict]:
 
 
 def build_index(dataroot: str | os.PathLike, version: str, split: str, workers: int = 1,
-                n_sweeps: int = STORED_SWEEPS) -> list[dict]:
+                n_sweeps: int = DEFAULT_SWEEPS) -> list[dict]:
     """Per key frame of `split` (scene order of the scene table, samples in time order) one info dict:
-    token, scene_name, timestamp, conditions, faults, global_T_ego (4, 4), lidar: [file entry] (key frame first,
-    then up to n_sweeps-1 previous sweeps), radar: {channel: [file entry]}, cameras: {channel: file entry},
-    gt_boxes (K, 9) float32, gt_labels (K,), gt_attributes (K,), gt_num_pts (K,).
-    A file entry holds path (relative), timestamp, time_lag (s), ego_T_sensor, global_T_ego, key_T_sensor
-    (sensor -> key-frame ego, through global) and intrinsic (3, 3) for cameras.
+    token, scene_name, timestamp, conditions, faults, global_T_ego (4, 4), lidar: file set (key frame first, then
+    up to n_sweeps-1 previous sweeps), radar: file set (RADARS order, each with its sweeps), cameras: file set
+    (CAMERAS order),
+    gt_boxes (K, 9) float32, gt_labels (K,), gt_attributes (K,), gt_num_pts (K,) (see _file_set).
     With workers > 1 the scenes are split across processes (forked, sharing the loaded tables)."""
+    global _NUSC
+    try:
+        return _build_index(dataroot, version, split, workers, n_sweeps)
+    finally:
+        _NUSC = None  # the devkit tables of a large version are GBs: do not keep them in the training process
+
+
+def _build_index(dataroot, version: str, split: str, workers: int, n_sweeps: int) -> list[dict]:
     root = check_dataroot(dataroot, version)
     names = split_scenes(root, version, split)
     faults = _read_faults(root, version)
     nusc = _load_nusc(str(root), version)
     by_name = {s["name"]: s["token"] for s in nusc.scene}
     missing = [n for n in names if n not in by_name]
-    scene_tokens = [s["token"] for s in nusc.scene if s["name"] in set(names)]
+    wanted = set(names)
+    scene_tokens = [s["token"] for s in nusc.scene if s["name"] in wanted]
     if not scene_tokens:
         raise ValueError(f"split {split!r} of {root / version}: none of its {len(names)} scenes are in scene.json "
                          f"(e.g. {names[:3]})")
@@ -279,19 +306,14 @@ def build_index(dataroot: str | os.PathLike, version: str, split: str, workers: 
     workers = max(1, min(int(workers), len(scene_tokens)))
     if workers == 1 or "fork" not in mp.get_all_start_methods():
         return _scene_infos((str(root), version, scene_tokens, faults, n_sweeps))
-    chunks = [scene_tokens[i::workers] for i in range(workers)]
+    bounds = np.linspace(0, len(scene_tokens), workers + 1).round().astype(int)
+    chunks = [scene_tokens[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:])]  # contiguous: order is kept
     with mp.get_context("fork").Pool(workers) as pool:
         parts = pool.map(_scene_infos, [(str(root), version, c, faults, n_sweeps) for c in chunks])
-    order = {t: i for i, t in enumerate(scene_tokens)}
-    by_scene: dict[str, list[dict]] = {}
-    for part in parts:
-        for info in part:
-            by_scene.setdefault(info["scene_name"], []).append(info)
-    token_of = {nusc.get("scene", t)["name"]: t for t in scene_tokens}
-    return [info for name in sorted(by_scene, key=lambda n: order[token_of[n]]) for info in by_scene[name]]
+    return [info for part in parts for info in part]
 
 
-def index_key(dataroot: str | os.PathLike, version: str, split: str, n_sweeps: int = STORED_SWEEPS) -> str:
+def index_key(dataroot: str | os.PathLike, version: str, split: str, n_sweeps: int = DEFAULT_SWEEPS) -> str:
     """Hash of (absolute dataroot, version, split, sizes and mtimes of the tables, splits.json and
     synthetic_faults.json, stored sweep count, index format)."""
     root = check_dataroot(dataroot, version)
@@ -315,7 +337,7 @@ def default_cache_dir(dataroot: str | os.PathLike) -> Path:
 
 
 def load_index(dataroot: str | os.PathLike, version: str, split: str, cache_dir: str | os.PathLike | None = None,
-               workers: int = 1, n_sweeps: int = STORED_SWEEPS) -> tuple[list[dict], Path, bool]:
+               workers: int = 1, n_sweeps: int = DEFAULT_SWEEPS) -> tuple[list[dict], Path, bool]:
     """(infos, cache file, built now?): the cached index of the split, built (and written atomically) if absent."""
     key = index_key(dataroot, version, split, n_sweeps)
     cache = Path(cache_dir) if cache_dir else default_cache_dir(dataroot)
@@ -350,7 +372,10 @@ def read_lidar(path: str | os.PathLike) -> np.ndarray:
     if size % 20:
         raise SensorFileError(f"LiDAR file {path} is truncated or not 5-float rows: {size} bytes is not a "
                               f"multiple of 20")
-    points = np.fromfile(path, dtype=np.float32).reshape(-1, 5)
+    try:
+        points = np.fromfile(path, dtype=np.float32).reshape(-1, 5)
+    except OSError as e:
+        raise SensorFileError(f"LiDAR file {path} is unreadable: {e}") from e
     ring = points[:, 4]
     finite = np.isfinite(ring)
     if np.any((ring[finite] != np.round(ring[finite])) | (ring[finite] < 0) | (ring[finite] >= LIDAR_MAX_RING)):
@@ -366,7 +391,10 @@ def read_radar(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise SensorFileError(f"radar file {path} is missing")
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise SensorFileError(f"radar file {path} is unreadable: {e}") from e
     if not data:
         raise SensorFileError(f"radar file {path} is empty (0 bytes)")
     meta, pos = [], 0
@@ -414,15 +442,22 @@ def read_radar(path: str | os.PathLike) -> np.ndarray:
     return points[keep]
 
 
-def read_image(path: str | os.PathLike) -> Image.Image:
-    """An RGB PIL image; SensorFileError if missing or unreadable."""
+def read_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """(H, W, 3) uint8 RGB array (resized to size=(W, H) if given) and the original (w, h) of the file.
+    JPEGs are DCT-downscaled while decoding where possible (same pixel-centre mapping as a resize).
+    SensorFileError if the file is missing or unreadable."""
     path = Path(path)
     if not path.is_file():
         raise SensorFileError(f"camera image {path} is missing")
     try:
         with Image.open(path) as im:
-            im.load()
-            return im.convert("RGB")
+            original = im.size
+            if size is not None and im.format == "JPEG":
+                im.draft("RGB", size)
+            im = im.convert("RGB")
+            if size is not None and im.size != tuple(size):
+                im = im.resize(tuple(size), Image.BILINEAR)
+            return np.asarray(im, dtype=np.uint8), original
     except Exception as e:  # PIL raises several types for corrupt files
         raise SensorFileError(f"camera image {path} is unreadable: {e}") from e
 
@@ -458,7 +493,7 @@ class NuScenesDataset(torch.utils.data.Dataset):
         self.lidar_sweeps, self.radar_sweeps = int(lidar_sweeps), int(radar_sweeps)
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.augment, self.seed = augment, int(seed)
-        n = max(STORED_SWEEPS, self.lidar_sweeps, self.radar_sweeps)
+        n = max(self.lidar_sweeps, self.radar_sweeps)
         self.infos, self.cache_path, self.cache_built = load_index(
             self.root, version, split, cache_dir, workers=index_workers, n_sweeps=n)
 
@@ -492,8 +527,9 @@ class NuScenesDataset(torch.utils.data.Dataset):
 
     def _load_lidar(self, info: dict, faults: set) -> tuple[LidarData, bool]:
         parts, ok = [], True
-        for i, entry in enumerate(info["lidar"][:self.lidar_sweeps]):
-            path = self.root / entry["path"]
+        fs = info["lidar"]
+        for i, rel in enumerate(fs["path"][:self.lidar_sweeps]):
+            path = self.root / rel
             try:
                 raw = read_lidar(path)
             except SensorFileError as e:
@@ -506,36 +542,38 @@ class NuScenesDataset(torch.utils.data.Dataset):
             raw, bad = _drop_nonfinite(raw, path, "LiDAR")
             if bad:
                 faults.add("lidar")
-            raw = raw[np.hypot(raw[:, 0], raw[:, 1]) >= LIDAR_MIN_DISTANCE]
-            xyz = apply(entry["key_T_sensor"], raw[:, :3])
-            lag = np.full((len(raw), 1), entry["time_lag"])
+            raw = raw[~((np.abs(raw[:, 0]) < LIDAR_MIN_DISTANCE) & (np.abs(raw[:, 1]) < LIDAR_MIN_DISTANCE))]
+            xyz = apply(fs["key_T_sensor"][i], raw[:, :3])
+            lag = np.full((len(raw), 1), fs["time_lag"][i])
             parts.append(np.concatenate([xyz, raw[:, 3:4], lag], 1))
         points = np.concatenate(parts, 0) if (ok and parts) else np.zeros((0, len(LIDAR_DIMS)))
         points = torch.from_numpy(points.astype(np.float32))
         return LidarData(points, torch.zeros(len(points), dtype=torch.long)), ok
 
     def _load_radar(self, info: dict, faults: set) -> tuple[RadarData, bool]:
-        parts, any_ok = [], False
-        for channel, entries in info["radar"].items():
-            for i, entry in enumerate(entries[:self.radar_sweeps]):
-                path = self.root / entry["path"]
-                try:
-                    raw = read_radar(path)
-                except SensorFileError as e:
-                    warnings.warn(str(e))
-                    faults.add("radar")
-                    if i == 0:
-                        break
-                    continue
-                any_ok = any_ok or i == 0
-                raw, bad = _drop_nonfinite(raw, path, "radar")
-                if bad:
-                    faults.add("radar")
-                T = entry["key_T_sensor"]
-                xyz = apply(T, raw[:, :3])
-                vel = rotate(T, np.stack([raw[:, 8], raw[:, 9], np.zeros(len(raw))], 1))[:, :2]
-                lag = np.full((len(raw), 1), entry["time_lag"])
-                parts.append(np.concatenate([xyz, raw[:, 5:6], vel, lag], 1))
+        parts, any_ok, broken = [], False, set()
+        fs = info["radar"]
+        for i, (rel, channel, sweep) in enumerate(zip(fs["path"], fs["channel"], fs["sweep"])):
+            if sweep >= self.radar_sweeps or channel in broken:
+                continue
+            path = self.root / rel
+            try:
+                raw = read_radar(path)
+            except SensorFileError as e:
+                warnings.warn(str(e))
+                faults.add("radar")
+                if sweep == 0:
+                    broken.add(channel)
+                continue
+            any_ok = any_ok or sweep == 0
+            raw, bad = _drop_nonfinite(raw, path, "radar")
+            if bad:
+                faults.add("radar")
+            T = fs["key_T_sensor"][i]
+            xyz = apply(T, raw[:, :3])
+            vel = rotate(T, np.stack([raw[:, 8], raw[:, 9], np.zeros(len(raw))], 1))[:, :2]
+            lag = np.full((len(raw), 1), fs["time_lag"][i])
+            parts.append(np.concatenate([xyz, raw[:, 5:6], vel, lag], 1))
         points = np.concatenate(parts, 0) if (any_ok and parts) else np.zeros((0, len(RADAR_DIMS)))
         points = torch.from_numpy(points.astype(np.float32))
         return RadarData(points, torch.zeros(len(points), dtype=torch.long)), any_ok
@@ -543,32 +581,24 @@ class NuScenesDataset(torch.utils.data.Dataset):
     def _load_cameras(self, info: dict, faults: set) -> CameraData:
         W, H = self.image_size
         n = len(CAMERAS)
-        images = torch.zeros(n, 3, H, W)
+        images = np.zeros((n, H, W, 3), dtype=np.uint8)
         intrinsics = torch.eye(3).repeat(n, 1, 1)
         ego_T_cam = torch.eye(4).repeat(n, 1, 1)
         valid = torch.zeros(n, dtype=torch.bool)
-        for i, channel in enumerate(CAMERAS):
-            entry = info["cameras"].get(channel)
-            if entry is None:
-                continue
-            K = entry["intrinsic"]
-            ego_T_cam[i] = torch.from_numpy(entry["key_T_sensor"]).float()
+        fs = info["cameras"]
+        for j, channel in enumerate(fs["channel"]):
+            i = CAMERAS.index(channel)
+            ego_T_cam[i] = torch.from_numpy(fs["key_T_sensor"][j]).float()
             try:
-                image = read_image(self.root / entry["path"])
+                images[i], original = read_image(self.root / fs["path"][j], (W, H))
             except SensorFileError as e:
                 warnings.warn(str(e))
                 faults.add("camera")
                 continue
-            w, h = image.size
-            if K is None or np.asarray(K).shape != (3, 3):
-                warnings.warn(f"camera {channel} of sample {info['token']} has no 3x3 intrinsic")
-                faults.add("camera")
-                continue
-            if (w, h) != (W, H):
-                image = image.resize((W, H), Image.BILINEAR)
-            images[i] = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
-            intrinsics[i] = torch.from_numpy(scale_intrinsic(K, (w, h), (W, H))).float()
+            intrinsics[i] = torch.from_numpy(scale_intrinsic(fs["intrinsic"][j], original, (W, H))).float()
             valid[i] = True
+        images = torch.from_numpy(images).permute(0, 3, 1, 2)
+        images = images.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
         return CameraData(images=images, intrinsics=intrinsics, ego_T_cam=ego_T_cam, valid=valid)
 
 

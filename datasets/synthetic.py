@@ -35,7 +35,7 @@ import sys
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -564,39 +564,54 @@ def lidar_directions(azimuth_steps: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def ray_cast(dirs: np.ndarray, boxes: np.ndarray, height: float, max_range: float):
-    """First hits of rays from the origin against the ground plane z = -height and (K, >=7) boxes (sensor frame).
+    """First hits of the lidar_directions() rays (32 beams x A azimuths, row-major) from the origin against the
+    ground plane z = -height and (K, >=7) boxes (sensor frame). Each box is tested only against the rays inside
+    its azimuth/elevation window (slab test), so the cost grows with the boxes' angular size, not R * K.
 
     Returns range (R,) (inf: no hit), hit (R,) int (-1 ground, -2 nothing, k box), and per box the number of rays
     that would hit it without occlusion (K,) and that do hit it first (K,)."""
     R, K = len(dirs), len(boxes)
+    n_az = R // len(LIDAR_ELEVATIONS)
+    step = 2 * np.pi / n_az
     with np.errstate(divide="ignore"):
         t_ground = np.where(dirs[:, 2] < -1e-9, -height / dirs[:, 2], np.inf)
     potential = np.zeros(K, np.int64)
-    if K == 0:
-        t_box, k_best = np.full(R, np.inf), np.zeros(R, np.int64)
-    else:
-        reach = np.linalg.norm(boxes[:, :2], axis=1) - 0.5 * np.hypot(boxes[:, 3], boxes[:, 4]) < max_range
-        idx = np.flatnonzero(reach)
-        b = boxes[idx].astype(np.float32)
-        c, s = np.cos(b[:, 6]), np.sin(b[:, 6])
-        o = np.stack([-(c * b[:, 0] + s * b[:, 1]), -(-s * b[:, 0] + c * b[:, 1]), -b[:, 2]], 0)  # (3, k)
-        d32 = dirs.astype(np.float32)
-        d = np.stack([d32[:, :1] * c + d32[:, 1:2] * s, -d32[:, :1] * s + d32[:, 1:2] * c,
-                      np.broadcast_to(d32[:, 2:3], (R, len(idx)))], 0)  # (3, R, k)
-        d = np.where(np.abs(d) < 1e-9, np.float32(1e-9), d)
-        half = np.stack([b[:, 3], b[:, 4], b[:, 5]], 0)[:, None, :] / 2
-        inv = 1.0 / d
-        t1 = (-half - o[:, None, :]) * inv
-        t2 = (half - o[:, None, :]) * inv
-        t_near = np.minimum(t1, t2).max(0)
-        t_far = np.maximum(t1, t2).min(0)
+    t_box = np.full(R, np.inf)
+    k_best = np.full(R, -1, np.int64)
+    corners = box_corners(boxes[:, :7]) if K else np.zeros((0, 8, 3))
+    for k in range(K):
+        cx, cy, cz, l, w, h, yaw = boxes[k, :7]
+        radius = 0.5 * math.hypot(l, w)
+        d = math.hypot(cx, cy)
+        if d - radius > max_range or d <= radius:
+            continue
+        bc = math.atan2(cy, cx)
+        rel = (np.arctan2(corners[k, :4, 1], corners[k, :4, 0]) - bc + np.pi) % (2 * np.pi) - np.pi
+        j0, j1 = int(math.floor((bc + rel.min()) / step)) - 1, int(math.ceil((bc + rel.max()) / step)) + 1
+        cols = np.arange(j0, j1 + 1) % n_az
+        dmin, dmax = d - radius, d + radius
+        els = [math.atan2(z, dd) for z in (cz - h / 2, cz + h / 2) for dd in (dmin, dmax)]
+        beams = np.flatnonzero((LIDAR_ELEVATIONS >= min(els) - 0.01) & (LIDAR_ELEVATIONS <= max(els) + 0.01))
+        if len(beams) == 0:
+            continue
+        idx = (beams[:, None] * n_az + cols[None]).ravel()
+        dr = dirs[idx]
+        c, s_ = math.cos(yaw), math.sin(yaw)
+        o = np.array([-(c * cx + s_ * cy), -(-s_ * cx + c * cy), -cz])
+        dl = np.stack([dr[:, 0] * c + dr[:, 1] * s_, -dr[:, 0] * s_ + dr[:, 1] * c, dr[:, 2]], 1)
+        dl = np.where(np.abs(dl) < 1e-12, 1e-12, dl)
+        half = np.array([l, w, h]) / 2
+        t1 = (-half - o) / dl
+        t2 = (half - o) / dl
+        t_near = np.minimum(t1, t2).max(1)
+        t_far = np.maximum(t1, t2).min(1)
         hit = (t_near <= t_far) & (t_near > 0) & (t_near < max_range)
-        potential[idx] = hit.sum(0)
-        t_sub = np.where(hit, t_near, np.inf)
-        k_sub = np.argmin(t_sub, axis=1) if len(idx) else np.zeros(R, np.int64)
-        t_box = t_sub[np.arange(R), k_sub] if len(idx) else np.full(R, np.inf)
-        k_best = idx[k_sub] if len(idx) else np.zeros(R, np.int64)
-    rng_ = np.minimum(t_box, t_ground).astype(np.float64)
+        potential[k] = int(hit.sum())
+        idx, t_near = idx[hit], t_near[hit]
+        better = t_near < t_box[idx]
+        t_box[idx[better]] = t_near[better]
+        k_best[idx[better]] = k
+    rng_ = np.minimum(t_box, t_ground)
     hit_id = np.where(t_box < t_ground, k_best, -1)
     hit_id = np.where(rng_ < max_range, hit_id, -2)
     rng_ = np.where(hit_id == -2, np.inf, rng_)
@@ -604,14 +619,41 @@ def ray_cast(dirs: np.ndarray, boxes: np.ndarray, height: float, max_range: floa
     return rng_, hit_id, potential, first
 
 
+def count_own_hits(points: np.ndarray, hit: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """(K,) number of LiDAR points that hit each box and lie inside it (as stored, float32); only a box's own
+    returns can be inside it, since rays reach the ground under a box only through the box."""
+    sel = np.flatnonzero(hit >= 0)
+    b = boxes[hit[sel]]
+    d = points[sel, :3].astype(np.float64) - b[:, :3]
+    c, s = np.cos(b[:, 6]), np.sin(b[:, 6])
+    inside = ((np.abs(c * d[:, 0] + s * d[:, 1]) <= b[:, 3] / 2) & (np.abs(-s * d[:, 0] + c * d[:, 1]) <= b[:, 4] / 2)
+              & (np.abs(d[:, 2]) <= b[:, 5] / 2))
+    return np.bincount(hit[sel][inside], minlength=len(boxes))
+
+
+def count_in_boxes(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """(N, >=3) points, (K, >=7) boxes -> (K,) number of points inside each box (points_in_boxes per box, after a
+    cheap distance prefilter)."""
+    counts = np.zeros(len(boxes), np.int64)
+    if len(points) == 0:
+        return counts
+    xy = points[:, :2].astype(np.float64)
+    for k, box in enumerate(boxes):
+        near = np.flatnonzero(np.abs(xy - box[:2]).max(1) <= 0.5 * math.hypot(box[3], box[4]) + 1e-3)
+        if len(near):
+            counts[k] = int(points_in_boxes(points[near], box[None]).sum())
+    return counts
+
+
 def simulate_lidar(rng: np.random.Generator, dirs, ring, boxes_s, cls, height, config: WorldConfig, weather: str,
-                   fault) -> tuple[np.ndarray, np.ndarray]:
-    """One LiDAR sweep in the sensor frame: (N, 5) float32 rows (x, y, z, intensity, ring) and the per-box
-    visibility (K,) in [0, 1] from occlusion (1 where no ray reaches the box)."""
+                   fault) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One LiDAR sweep in the sensor frame: (N, 5) float32 rows (x, y, z, intensity, ring), the per-box
+    visibility (K,) in [0, 1] from occlusion (1 where no ray reaches the box) and the box each point hit (N,)
+    (-1: ground or spurious)."""
     dist, hit, potential, first = ray_cast(dirs, boxes_s, height, config.lidar_max_range)
     visibility = np.where(potential > 0, first / np.maximum(potential, 1), 1.0)
     if fault == "silent":
-        return np.zeros((0, 5), np.float32), visibility
+        return np.zeros((0, 5), np.float32), visibility, np.zeros(0, np.int64)
     valid = hit != -2
     r = np.where(valid, dist, 0.0)
     p_keep = 0.97 * (1.0 - 0.25 * (r / config.lidar_max_range) ** 2)
@@ -644,7 +686,8 @@ def simulate_lidar(rng: np.random.Generator, dirs, ring, boxes_s, cls, height, c
         if isinstance(fault, tuple):
             spur = spur[~np.isin(ring[ids], fault[1])]
         pts = np.concatenate([pts, spur], 0)
-    return pts.astype(np.float32), visibility
+        h = np.concatenate([h, np.full(len(spur), -1)])
+    return pts.astype(np.float32), visibility, np.where(h >= 0, h, -1)
 
 
 # ------------------------------------------------------------------------------------------------------------ radar
@@ -782,6 +825,7 @@ class Camera:
     ego_T_cam: np.ndarray
     K: np.ndarray
     rays_ego: np.ndarray  # (H, W, 3) unit rays of every pixel in ego axes
+    cache: dict = field(default_factory=dict)
 
 
 def make_camera(channel: str, image_size: tuple[int, int]) -> Camera:
@@ -795,6 +839,34 @@ def make_camera(channel: str, image_size: tuple[int, int]) -> Camera:
     d = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], -1)
     d = d / np.linalg.norm(d, axis=-1, keepdims=True)
     return Camera(channel, T, K, d @ R.T)
+
+
+def _background_terms(cam: Camera, lighting: str, weather: str, fog_colour: np.ndarray):
+    """Static parts of a camera's background: ground points (H, W, 2) in ego xy, and per-pixel scale and offset
+    (H, W, 3) so that background = road_texture[..., None] * scale + offset (sky: scale 0)."""
+    light, tint = LIGHT[lighting], TINT[lighting]
+    cam_pos = cam.ego_T_cam[:3, 3]
+    d = cam.rays_ego
+    dz = d[..., 2]
+    ground = dz < -1e-4
+    t = np.where(ground, -cam_pos[2] / np.where(ground, dz, -1.0), 1e4)
+    pe = cam_pos + d * np.where(ground, t, 0.0)[..., None]
+    illum = np.full(dz.shape, light)
+    if lighting != "day":
+        ang = np.arctan2(pe[..., 1], pe[..., 0])
+        head = 0.85 * np.exp(-t / 18.0) * np.exp(-(ang / 0.45) ** 2) * (pe[..., 0] > 0)
+        illum = light + (1 - light) * np.maximum(head, 0.25 * np.exp(-t / 6.0))
+    a = np.exp(-t / FOG_DISTANCE[weather])[..., None]
+    scale = a * illum[..., None] * tint * np.array([1.0, 1.0, 1.03])
+    top, horizon = SKY[lighting]
+    e = np.clip(dz, 0, 1)[..., None] ** 0.5
+    sky = (1 - e) * horizon + e * top
+    if weather != "clear":
+        k = 0.85 if weather == "fog" else 0.45
+        sky = (1 - k) * sky + k * fog_colour
+    g = ground[..., None]
+    return (pe[..., :2].astype(np.float32), np.where(g, scale, 0.0).astype(np.float32),
+            np.where(g, (1 - a) * fog_colour, sky).astype(np.float32))
 
 
 def _clip_near(poly: np.ndarray, near: float = 0.2) -> np.ndarray:
@@ -823,31 +895,15 @@ def render_camera(rng: np.random.Generator, cam: Camera, global_T_ego: np.ndarra
     fog_colour = np.array([175.0, 175.0, 180.0]) * max(light, 0.1) * tint
     cam_pos = cam.ego_T_cam[:3, 3]
     front = abs(math.degrees(math.atan2(cam.ego_T_cam[1, 2], cam.ego_T_cam[0, 2]))) < 60
-    # Background: textured road below the horizon, sky gradient above.
-    d = cam.rays_ego
-    dz = d[..., 2]
-    ground = dz < -1e-4
-    t = np.where(ground, -cam_pos[2] / np.where(ground, dz, -1.0), np.inf)
-    pe = cam_pos + d * np.where(ground, t, 0.0)[..., None]
-    pg = pe @ global_T_ego[:3, :3].T + global_T_ego[:3, 3]
-    tile = ((np.floor(pg[..., 0] / 4.0) + np.floor(pg[..., 1] / 4.0)) % 2)
+    # Background: textured road below the horizon, sky gradient above (static terms cached per camera).
+    key = (lighting, weather)
+    if key not in cam.cache:
+        cam.cache[key] = _background_terms(cam, lighting, weather, fog_colour)
+    pe_xy, scale, offset = cam.cache[key]
+    pg = pe_xy @ global_T_ego[:2, :2].T.astype(np.float32) + global_T_ego[:2, 3].astype(np.float32)
+    tile = (np.floor(pg[..., 0] / 4.0) + np.floor(pg[..., 1] / 4.0)) % 2
     base = 92.0 + 12.0 * tile + 6.0 * np.sin(pg[..., 0] * 0.7) * np.sin(pg[..., 1] * 0.9)
-    road = base[..., None] * np.array([1.0, 1.0, 1.03])
-    illum = light
-    if lighting != "day":
-        ang = np.arctan2(pe[..., 1], pe[..., 0])
-        head = 0.85 * np.exp(-t / 18.0) * np.exp(-(ang / 0.45) ** 2) * (pe[..., 0] > 0)
-        illum = light + (1 - light) * np.maximum(head, 0.25 * np.exp(-t / 6.0))
-    road = road * (np.asarray(illum)[..., None] if np.ndim(illum) else illum) * tint
-    a = np.exp(-np.where(ground, t, 1e4) / fog_d)[..., None]
-    road = a * road + (1 - a) * fog_colour
-    top, horizon = SKY[lighting]
-    e = np.clip(dz, 0, 1)[..., None] ** 0.5
-    sky = (1 - e) * horizon + e * top
-    if weather != "clear":
-        k = 0.85 if weather == "fog" else 0.45
-        sky = (1 - k) * sky + k * fog_colour
-    img = np.where(ground[..., None], road, sky)
+    img = base[..., None] * scale + offset
     image = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(image)
     # Objects, far to near (painter's algorithm), faces far to near within an object.
@@ -885,19 +941,30 @@ def render_camera(rng: np.random.Generator, cam: Camera, global_T_ego: np.ndarra
         for _, fname, idx, n_e in sorted(faces, key=lambda f: -f[0]):
             shade = 0.6 + 0.4 * max(0.0, float(n_e @ SUN))
             quads = [((0.0, 1.0, 0.0, 1.0), objects.colour[k], False)]
-            quads += [(reg, np.array(col, dtype=np.float64), emi) for fs, reg, col, emi in decals if fname in fs]
-            a0, b0, b1, a1 = (cc[i] for i in idx)
-            for (u0, u1, v0, v1), colour, emissive in quads:
-                def at(uu, vv):
-                    return (1 - vv) * ((1 - uu) * a0 + uu * b0) + vv * ((1 - uu) * a1 + uu * b1)
-                poly = _clip_near(np.array([at(u0, v0), at(u1, v0), at(u1, v1), at(u0, v1)]))
-                if len(poly) < 3:
-                    continue
-                pu = poly[:, 0] / poly[:, 2] * cam.K[0, 0] + cam.K[0, 2]
-                pv = poly[:, 1] / poly[:, 2] * cam.K[1, 1] + cam.K[1, 2]
-                col = colour * (1.0 if emissive else shade * obj_light) * (1.0 if emissive else tint)
-                col = fog_a * col + (1 - fog_a) * fog_colour
-                draw.polygon(list(zip(pu.tolist(), pv.tolist())), fill=tuple(int(x) for x in np.clip(col, 0, 255)))
+            quads += [(reg, col, emi) for fs, reg, col, emi in decals if fname in fs]
+            reg = np.array([q[0] for q in quads])  # (Q, 4) u0, u1, v0, v1
+            uu = reg[:, [0, 1, 1, 0]]
+            vv = reg[:, [2, 2, 3, 3]]
+            weights = np.stack([(1 - vv) * (1 - uu), (1 - vv) * uu, vv * uu, vv * (1 - uu)], -1)  # (Q, 4, 4)
+            polys = weights @ cc[list(idx)]  # (Q, 4, 3) corners a0, b0, b1, a1
+            colours = np.array([q[1] for q in quads], dtype=np.float64)
+            emissive = np.array([q[2] for q in quads])[:, None]
+            colours = np.where(emissive, colours, colours * shade * obj_light * tint)
+            colours = np.clip(fog_a * colours + (1 - fog_a) * fog_colour, 0, 255).astype(int).tolist()
+            clipped = bool((polys[..., 2] < 0.2).any())
+            z = np.maximum(polys[..., 2], 0.2)
+            pu = (polys[..., 0] / z * cam.K[0, 0] + cam.K[0, 2]).tolist()
+            pv = (polys[..., 1] / z * cam.K[1, 1] + cam.K[1, 2]).tolist()
+            for q in range(len(quads)):
+                if clipped:
+                    poly = _clip_near(polys[q])
+                    if len(poly) < 3:
+                        continue
+                    xy = list(zip((poly[:, 0] / poly[:, 2] * cam.K[0, 0] + cam.K[0, 2]).tolist(),
+                                  (poly[:, 1] / poly[:, 2] * cam.K[1, 1] + cam.K[1, 2]).tolist()))
+                else:
+                    xy = list(zip(pu[q], pv[q]))
+                draw.polygon(xy, fill=tuple(colours[q]))
     if weather == "rain":
         for _ in range(W * H // 400):
             x, y = rng.uniform(0, W), rng.uniform(0, H)
@@ -910,7 +977,10 @@ def render_camera(rng: np.random.Generator, cam: Camera, global_T_ego: np.ndarra
     if weather in ("rain", "fog"):
         k = 0.85 if weather == "rain" else 0.7
         out = out.mean() + k * (out - out.mean())
-    out = out + rng.standard_normal(out.shape, dtype=np.float32) * NOISE_SIGMA[lighting]
+    if "noise" not in cam.cache:
+        cam.cache["noise"] = rng.standard_normal(out.size + 4099, dtype=np.float32)
+    start = int(rng.integers(4099))
+    out = out + cam.cache["noise"][start:start + out.size].reshape(out.shape) * NOISE_SIGMA[lighting]
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
@@ -1007,12 +1077,12 @@ def generate_scene(out: Path, config: WorldConfig, plan: ScenePlan) -> dict:
         sensor_T_global = invert(global_T_ego @ ego_T_sensor[LIDAR])
         boxes_s = boxes_in_frame(objects.boxes(t_s), sensor_T_global)
         fault = faults.get(k, {}).get("lidar")
-        pts, vis = simulate_lidar(streams["lidar"], dirs, ring, boxes_s, objects.cls, lidar_h, config, plan.weather,
-                                  fault)
+        pts, vis, hit = simulate_lidar(streams["lidar"], dirs, ring, boxes_s, objects.cls, lidar_h, config,
+                                       plan.weather, fault)
         write_lidar_bin(path, pts)
         if key:
             vis_key[k] = vis
-            lidar_counts[k] = points_in_boxes(pts[:, :3], boxes_s).sum(0) if len(objects.cls) else np.zeros(0)
+            lidar_counts[k] = count_own_hits(pts[:, :3], hit, boxes_s)
         return (0, 0)
 
     def make_produce_radar(channel):
@@ -1036,7 +1106,7 @@ def generate_scene(out: Path, config: WorldConfig, plan: ScenePlan) -> dict:
                 flat[:, 2] = 0.0
                 boxes_e = boxes_in_frame(objects.boxes(t_s), invert(global_T_ego))
                 boxes_e[:, 2], boxes_e[:, 5] = 0.0, 1e3
-                radar_counts[k] += points_in_boxes(flat, boxes_e).sum(0)
+                radar_counts[k] += count_in_boxes(flat, boxes_e)
             return (0, 0)
         return produce
 
@@ -1141,7 +1211,9 @@ def generate(out: str | Path, config: WorldConfig, workers: int = 1) -> dict:
     if workers == 1 or len(plans) == 1:
         results = [_generate_scene_job(j) for j in jobs]
     else:
-        ctx = multiprocessing.get_context("spawn")
+        # fork: workers need no re-import (sensors.frame pulls in torch, seconds per spawned process)
+        methods = multiprocessing.get_all_start_methods()
+        ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         with ProcessPoolExecutor(max_workers=min(workers, len(plans)), mp_context=ctx) as pool:
             results = list(pool.map(_generate_scene_job, jobs))
     tables = _static_tables()

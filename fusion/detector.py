@@ -6,7 +6,7 @@ no frame is not computed at all. `SensorConfig` is one static choice ("camera=hi
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn

@@ -8,6 +8,8 @@ configuration (or the one given). Hyperparameters are plain values (save_hyperpa
 """
 from __future__ import annotations
 
+import math
+
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
@@ -36,12 +38,23 @@ def random_decisions(present: Tensor, static: Tensor, p: float, generator: torch
     return out
 
 
+def one_cycle(step: int, total: int, pct_start: float = 0.2, div: float = 25.0, final_div: float = 1e4) -> float:
+    """Learning-rate factor of OneCycleLR's cosine schedule: lr/div -> lr over the first pct_start of `total`
+    steps, then down to lr/(div * final_div)."""
+    warm = max(1, int(pct_start * total))
+    if step < warm:
+        return 1 / div + (1 - 1 / div) * (1 - math.cos(math.pi * step / warm)) / 2
+    p = min(1.0, (step - warm) / max(1, total - warm))
+    low = 1 / (div * final_div)
+    return low + (1 - low) * (1 + math.cos(math.pi * p)) / 2
+
+
 class GateFusionModule(pl.LightningModule):
     """Detector (fusion/detector.py) + losses + optimisation. Arguments are build_detector's plus the ones below.
 
     sensors:              static configuration for validation / inference, e.g. "camera=high,lidar=fine,radar=on"
     train_sensor_dropout: per-frame probability of training with a random sensor subset / resolution
-    lr, weight_decay:     AdamW; OneCycle schedule (peak lr, warm-up fraction pct_start) over all training steps
+    lr, weight_decay:     AdamW; one-cycle schedule (peak lr, warm-up fraction pct_start) over all training steps
     """
 
     def __init__(self, sensors: str = "camera=high,lidar=fine,radar=on", train_sensor_dropout: float = 0.5,
@@ -93,10 +106,13 @@ class GateFusionModule(pl.LightningModule):
         return self._step(batch, self.static.decisions(batch.present), "val")
 
     def configure_optimizers(self):
+        """AdamW + a one-cycle schedule over trainer.estimated_stepping_batches. The schedule is a LambdaLR of the
+        step (nothing of it is in the checkpoint), so a run resumed with a larger max_epochs stretches it to the
+        new length instead of failing like OneCycleLR, whose saved total_steps would be exceeded."""
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         total = max(int(self.trainer.estimated_stepping_batches), 1)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.hparams.lr, total_steps=total,
-                                                    pct_start=self.hparams.pct_start)
+        pct = self.hparams.pct_start
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: one_cycle(step, total, pct))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def cost_table(self, batch: Batch) -> dict:

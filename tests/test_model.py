@@ -9,7 +9,7 @@ import torch
 
 from fusion.bev import BEVGrid
 from fusion.cost import SHARED, branch_gflops, config_gflops, decisions_gflops
-from fusion.detector import CAMERA_MODES, LIDAR_MODES, MODES, RADAR_MODES, SensorConfig, build_detector
+from fusion.detector import CAMERA_MODES, LIDAR_MODES, RADAR_MODES, SensorConfig, build_detector
 from fusion.module import GateFusionModule, random_decisions
 from sensors.frame import SENSORS, Batch, Boxes, CameraData, FrameMeta, LidarData, RadarData
 

@@ -252,10 +252,42 @@ def test_world_is_a_fusion_problem(condition_worlds, tiny_world):
     clear_veh = [a for a in clear if a["detection_name"] in vehicles]
     assert np.mean([a["num_lidar_pts"] for a in fog_veh]) < 0.5 * np.mean([a["num_lidar_pts"] for a in clear_veh])
     assert rate(fog_veh, "num_radar_pts") > 0.6 * rate(clear_veh, "num_radar_pts")  # radar: all weather
-    # Density: LiDAR points per annotation fall steeply with range; radar has no height.
-    near = [a["num_lidar_pts"] for a in clear if a["detection_name"] == "car"
-            and np.hypot(*np.subtract(a["translation"][:2], clear[0]["translation"][:2])) >= 0]
-    assert max(near) > 50
+
+
+def test_lidar_density_falls_with_range_and_radar_doppler(condition_worlds):
+    nusc = NuScenes(VERSION, str(condition_worlds["day-clear"]), verbose=False)
+    near, far = [], []
+    doppler_err, n_inside = [], 0
+    for sample in nusc.sample:
+        ego = nusc.get("ego_pose", nusc.get("sample_data", sample["data"][LIDAR])["ego_pose_token"])
+        for ann_tok in sample["anns"]:
+            ann = nusc.get("sample_annotation", ann_tok)
+            if category_to_detection_name(ann["category_name"]) == "car":
+                d = np.hypot(*np.subtract(ann["translation"][:2], ego["translation"][:2]))
+                (near if d < 20 else far if d > 40 else []).append(ann["num_lidar_pts"])
+        for channel in RADARS:
+            sd = nusc.get("sample_data", sample["data"][channel])
+            cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
+            pose = nusc.get("ego_pose", sd["ego_pose_token"])
+            sensor_T_global = invert(transform(pose["rotation"], pose["translation"])
+                                     @ transform(cs["rotation"], cs["translation"]))
+            path, boxes, _ = nusc.get_sample_data(sd["token"])
+            pc = RadarPointCloud.from_file(path).points
+            for box in boxes:
+                box.velocity = sensor_T_global[:3, :3] @ np.nan_to_num(nusc.box_velocity(box.token))
+                flat = box.copy()
+                flat.center[2], flat.wlh[2] = 0.0, 100.0
+                inside = points_in_box(flat, pc[:3])
+                if not inside.any() or np.linalg.norm(box.velocity[:2]) < 1.0:
+                    continue
+                xy = pc[:2, inside]
+                los = xy / np.linalg.norm(xy, axis=0)
+                measured = (pc[8:10, inside] * los).sum(0)
+                expected = (box.velocity[:2, None] * los).sum(0)
+                doppler_err += list(np.abs(measured - expected))
+                n_inside += int(inside.sum())
+    assert near and far and np.mean(near) > 8 * np.mean(far)
+    assert n_inside > 5 and np.median(doppler_err) < 0.3
 
 
 def test_camera_sees_far_objects_lidar_barely(tmp_path):
@@ -277,7 +309,7 @@ def test_camera_sees_far_objects_lidar_barely(tmp_path):
     dirs, ring = lidar_directions(cfg.lidar_azimuth_steps)
     lidar_T_ego = invert(transform([0.7071068, 0, 0, -0.7071068], [0.94, 0, 1.84]))
     from datasets.synthetic import boxes_in_frame
-    pts, _ = simulate_lidar(np.random.default_rng(0), dirs, ring, boxes_in_frame(boxes, lidar_T_ego), objs.cls, 1.84,
+    pts, _, _ = simulate_lidar(np.random.default_rng(0), dirs, ring, boxes_in_frame(boxes, lidar_T_ego), objs.cls, 1.84,
                             cfg, "clear", None)
     on_car = np.linalg.norm(apply(invert(lidar_T_ego), pts[:, :3].astype(float))[:, :2] - [70, 0], axis=1) < 3
     assert on_car.sum() < 0.2 * changed
