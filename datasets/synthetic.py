@@ -7,7 +7,7 @@ constant-velocity objects of the ten detection classes, sensed by
   * LIDAR_TOP: 32 beams (HDL-32E elevations), a vectorised ray cast against the ground plane and the object boxes
     (slab test, first hit wins, so objects occlude), intensity from material and range, ring index, `.pcd.bin`;
   * five radars: Doppler returns mostly from vehicles (rcs by size), weak/rare for small classes, range up to 100 m,
-    raw radial velocity (vx, vy) and its ego-motion compensated version (vx_comp, vy_comp), clutter, real 18-field `.pcd`;
+    raw radial velocity (vx, vy) and its ego-motion compensated version (vx_comp, vy_comp), clutter, 18-field `.pcd`;
   * six cameras with nuScenes mounting and scaled intrinsics, rendered with PIL (painter's algorithm), class-specific
     colours and patterns, sky/road background with a horizon, `.jpg`.
 
@@ -204,7 +204,8 @@ CATEGORIES = (
     ("vehicle.emergency.police", "All types of police vehicles."),
     ("vehicle.motorcycle", "Gasoline or electric powered 2-wheeled vehicle designed to move rapidly."),
     ("vehicle.trailer", "Any vehicle trailer, both for trucks, cars and bikes."),
-    ("vehicle.truck", "Vehicles primarily designed to haul cargo including pick-ups, lorrys, trucks and semi-tractors."),
+    ("vehicle.truck", "Vehicles primarily designed to haul cargo including pick-ups, lorrys, trucks and "
+                      "semi-tractors."),
 )
 ATTRIBUTE_DESCRIPTIONS = {
     "vehicle.moving": "Vehicle is moving.",
@@ -971,7 +972,8 @@ def render_camera(rng: np.random.Generator, cam: Camera, global_T_ego: np.ndarra
             draw.line([(x, y), (x - 1.5, y + 6)], fill=tuple(int(c) for c in fog_colour * 1.1), width=1)
     if fault == "occluded":
         for _ in range(int(rng.integers(1, 4))):
-            cx, cy_, rx, ry = rng.uniform(0, W), rng.uniform(0, H), rng.uniform(0.25, 0.5) * W, rng.uniform(0.3, 0.6) * H
+            cx, cy_ = rng.uniform(0, W), rng.uniform(0, H)
+            rx, ry = rng.uniform(0.25, 0.5) * W, rng.uniform(0.3, 0.6) * H
             draw.ellipse([cx - rx, cy_ - ry, cx + rx, cy_ + ry], fill=(55, 42, 30))
     out = np.asarray(image, dtype=np.float32)
     if weather in ("rain", "fog"):

@@ -19,7 +19,7 @@ from PIL import Image
 
 from datasets.geometry import apply, invert, quaternion_yaw, transform
 from datasets.synthetic import (
-    CONDITION_CYCLE, LIGHTINGS, PRESETS, TABLES, WEATHERS, WorldConfig, generate, main, plan_world,
+    CONDITION_CYCLE, LIGHTINGS, PRESETS, TABLES, WEATHERS, generate, main, plan_world,
 )
 from sensors.frame import CAMERAS, CLASSES, LIDAR, RADARS, SENSORS
 
@@ -192,7 +192,8 @@ def test_mini_version_works_with_predefined_split(tmp_path):
     nusc = NuScenes("v1.0-mini", str(tmp_path / "w"), verbose=False)
     from nuscenes.utils.splits import create_splits_scenes
     names = {s["name"] for s in nusc.scene}
-    assert names & set(create_splits_scenes()["mini_val"]) and names <= set(create_splits_scenes()["mini_train"] + create_splits_scenes()["mini_val"])
+    splits = create_splits_scenes()
+    assert names & set(splits["mini_val"]) and names <= set(splits["mini_train"] + splits["mini_val"])
     with Image.open(tmp_path / "w" / nusc.get("sample_data", nusc.sample[0]["data"]["CAM_FRONT"])["filename"]) as im:
         assert im.size == (64, 36)
 
