@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?= data
 DEMO_WORLD ?= $(DATA)/synth-demo
+DEMO_RUN ?= runs/demo
 STAMP := $(VENV)/.setup-done
 
 .PHONY: setup test test-slow demo world clean
@@ -32,10 +33,14 @@ test-slow: setup
 
 world: setup
 	@if [ -f $(DEMO_WORLD)/v1.0-synth/sample.json ]; then echo "demo world exists: $(DEMO_WORLD)"; \
-	else $(BIN)/python -m datasets.synthetic --out $(DEMO_WORLD) --preset demo; fi
+	else $(BIN)/python -m datasets.synthetic --out $(DEMO_WORLD) --preset demo --workers 2; fi
 
+# Train (or resume an interrupted run; a finished run is kept: rm -r $(DEMO_RUN) to retrain), evaluate, draw.
 demo: world
-	$(BIN)/python -m datasets.inspect --dataroot $(DEMO_WORLD) --version v1.0-synth
+	$(BIN)/python train.py fit --config configs/demo.yaml --data.dataroot $(DEMO_WORLD) --ckpt_path last
+	$(BIN)/python eval.py --ckpt $(DEMO_RUN)/checkpoints/last.ckpt --dataroot $(DEMO_WORLD) \
+	  --version v1.0-synth --split synth_val --out $(DEMO_RUN)/eval
+	$(BIN)/python bench/render_geometry.py --dataroot $(DEMO_WORLD) --out $(DEMO_RUN)/pictures
 
 clean:
 	rm -rf $(VENV) $(DATA) runs

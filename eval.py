@@ -35,9 +35,8 @@ def load_checkpoint(path: str | Path, map_location="cpu"):
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
         raise ValueError(f"checkpoint {path}: not a Lightning checkpoint (no state_dict / hyper_parameters)")
     try:
-        model = GateFusionModule(**ckpt["hyper_parameters"])
-        model.load_state_dict(ckpt["state_dict"])
-    except (TypeError, RuntimeError) as e:
+        model = GateFusionModule.load_from_checkpoint(path, map_location=map_location, weights_only=True)
+    except (TypeError, RuntimeError, KeyError) as e:
         raise ValueError(f"checkpoint {path}: not a gatefusion checkpoint or from another version ({e})") from None
     return model, dict(ckpt.get("datamodule_hyper_parameters") or {})
 

@@ -80,3 +80,33 @@ def test_eval_rejects_missing_and_corrupt_checkpoints(tmp_path):
     torch.save({"weights": torch.zeros(2)}, other)
     with pytest.raises(ValueError, match="not a Lightning checkpoint"):
         load_checkpoint(other)
+
+
+def test_eval_py_end_to_end_on_a_tiny_checkpoint(tiny_world, tmp_path):
+    """One training step on the tiny config, then eval.py on two val frames: results JSON, metrics.json with
+    NDS/mAP/per-class AP, counted GFLOPs, latency, and per-frame records of what ran."""
+    import yaml
+
+    import train
+    from eval import main as eval_main
+
+    cfg = yaml.safe_load(open("configs/tiny.yaml").read().replace("runs/tiny", str(tmp_path / "run")))
+    cfg["data"].update(dataroot=str(tiny_world), cache_dir=str(tmp_path / "cache"))
+    cfg["trainer"]["max_steps"] = 1
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+    train.main(["fit", "--config", str(tmp_path / "tiny.yaml")])
+    out = tmp_path / "eval"
+    m = eval_main(["--ckpt", str(tmp_path / "run" / "checkpoints" / "last.ckpt"), "--dataroot", str(tiny_world),
+                   "--split", "synth_val", "--out", str(out), "--limit", "2", "--num-workers", "0",
+                   "--sensors", "camera=low,lidar=coarse,radar=off", "--cache-dir", str(tmp_path / "cache"),
+                   "--flop-frames", "1"])
+    assert m["frames"] == 2 and 0.0 <= m["nds"] <= 1.0 and len(m["per_class_ap"]) == 10
+    assert m["sensors"] == {"camera": "low", "lidar": "coarse", "radar": "off"}
+    assert m["gflops_per_frame"] > 0 and m["latency_ms"]["p95"] >= m["latency_ms"]["p50"] > 0
+    assert abs(m["gflops_per_frame"] - m["gflops_per_frame_records"]) < 0.05 * m["gflops_per_frame"] + 1e-3
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["nds"] == m["nds"]
+    results = json.loads((out / "results.json").read_text())
+    assert results["meta"]["use_radar"] is False and len(results["results"]) == 2
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert [r["radar"] for r in records] == ["off", "off"] and all(r["gflops"] > 0 for r in records)
