@@ -5,8 +5,10 @@ Modes (CAMERA_RESOLUTIONS): "low" runs the CNN on images downsampled 2x, "high" 
 Lifting: the 3D centres of the BEV cells (of a grid `bev_factor` times coarser than the shared one) at a few
 heights are mapped into every camera with cam_T_ego = inverse(ego_T_cam) and the intrinsics, the feature map is
 sampled there (normalised image coordinates, so the intrinsics apply to any feature-map size), and the samples
-are averaged over the cameras and heights where the point lies in front of the camera, inside the image and the
-camera is valid. The coarse BEV is refined by a conv and upsampled to the shared grid.
+are averaged over the cameras where the point lies in front of the camera, inside the image and the camera is
+valid. The heights stay apart as channels (as in simple_bev): where along a ray an object stands shows only in
+which heights see it, so averaging them would throw the depth cue away. A 1x1 conv reduces (C x heights) to C;
+the coarse BEV is refined by a conv and upsampled to the shared grid.
 """
 from __future__ import annotations
 
@@ -41,17 +43,6 @@ class ImageBackbone(nn.Module):
         return self.body((images - 0.45) / 0.25)
 
 
-def rigid_inverse(a_T_b: Tensor) -> Tensor:
-    """(..., 4, 4) rigid transforms -> b_T_a."""
-    R, t = a_T_b[..., :3, :3], a_T_b[..., :3, 3:]
-    Rt = R.transpose(-1, -2)
-    out = torch.zeros_like(a_T_b)
-    out[..., :3, :3] = Rt
-    out[..., :3, 3:] = -Rt @ t
-    out[..., 3, 3] = 1.0
-    return out
-
-
 def project_to_images(points: Tensor, ego_T_cam: Tensor, intrinsics: Tensor, image_hw: tuple[int, int]
                       ) -> tuple[Tensor, Tensor]:
     """Ego-frame points into every camera.
@@ -60,7 +51,7 @@ def project_to_images(points: Tensor, ego_T_cam: Tensor, intrinsics: Tensor, ima
     Returns normalised image coordinates (B, N, P, 2) in [-1, 1] (grid_sample, align_corners=False) and
     visible (B, N, P) bool: in front of the camera and inside the image.
     """
-    cam_T_ego = rigid_inverse(ego_T_cam)
+    cam_T_ego = torch.linalg.inv(ego_T_cam)  # not the rigid shortcut: augmentation scales and flips ego_T_cam
     p_cam = torch.einsum("bnij,pj->bnpi", cam_T_ego[..., :3, :3], points) + cam_T_ego[..., None, :3, 3]
     uvw = torch.einsum("bnij,bnpj->bnpi", intrinsics, p_cam)
     depth = uvw[..., 2]
@@ -81,6 +72,7 @@ class CameraEncoder(nn.Module):
         self.heights = heights
         self.channels = channels
         self.backbone = ImageBackbone(width, channels)
+        self.reduce = nn.Conv2d(channels * heights, channels, 1, bias=False)
         self.refine = conv_block(channels, channels)
         self.register_buffer("points", rearrange(self.bev_grid.sample_points(heights), "z h w c -> (z h w) c"),
                              persistent=False)
@@ -110,8 +102,8 @@ class CameraEncoder(nn.Module):
                                 mode="bilinear", padding_mode="zeros", align_corners=False)
         sampled = rearrange(sampled, "(b n) c 1 (z h w) -> b n c z h w", b=B, z=self.heights, h=self.bev_grid.H)
         weight = rearrange(weight, "b n (z h w) -> b n 1 z h w", z=self.heights, h=self.bev_grid.H)
-        bev = (sampled * weight).sum((1, 3)) / weight.sum((1, 3)).clamp(min=1.0)
-        bev = self.refine(bev)
+        bev = (sampled * weight).sum(1) / weight.sum(1).clamp(min=1.0)
+        bev = self.refine(self.reduce(rearrange(bev, "b c z h w -> b (c z) h w")))
         if (self.bev_grid.H, self.bev_grid.W) != (self.grid.H, self.grid.W):
             bev = F.interpolate(bev, size=(self.grid.H, self.grid.W), mode="bilinear", align_corners=False)
         return bev

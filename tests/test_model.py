@@ -309,17 +309,21 @@ def test_record_gflops_match_flop_counter():
 
 
 def test_camera_projection_geometry():
-    from sensors.camera import project_to_images, rigid_inverse
+    from datasets.augment import augment_matrix
+    from sensors.camera import project_to_images
 
     cam = camera_rig(1, 32, 56)
-    T = cam.ego_T_cam[0, 1]
-    assert torch.allclose(rigid_inverse(T) @ T, torch.eye(4), atol=1e-6)
     pts = torch.tensor([[10.0, 0.0, 1.5], [-10.0, 0.0, 1.5], [10.0, 0.0, 5.0]])
     norm, visible = project_to_images(pts, cam.ego_T_cam, cam.intrinsics, (32, 56))
     assert visible[0, 0].tolist() == [True, False, True]  # camera 0 looks along +x
     assert torch.allclose(norm[0, 0, 0], torch.zeros(2), atol=1e-5)  # straight ahead -> image centre
     assert norm[0, 0, 2, 1] < 0  # higher -> up in the image
     assert visible[0, 3, 1] and not visible[0, 3, 0]  # camera 3 looks backwards
+    # augmentation (rotation, scale, flip) applied to points and extrinsics alike leaves the projection unchanged
+    A = torch.as_tensor(augment_matrix(0.3, 1.05, True), dtype=torch.float32)
+    norm_aug, visible_aug = project_to_images(pts @ A[:3, :3].T + A[:3, 3], A @ cam.ego_T_cam, cam.intrinsics,
+                                              (32, 56))
+    assert torch.equal(visible_aug, visible) and torch.allclose(norm_aug, norm, atol=1e-4)
 
 
 def test_camera_bev_responds_where_cameras_see():
