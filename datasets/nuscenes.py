@@ -91,14 +91,21 @@ def _compatible(split: str, version: str) -> bool:
     return version.endswith("trainval")
 
 
+def _optional_json(path: Path, what: str):
+    """The content of an optional JSON file (None when absent); a clear error naming it when unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a readable JSON file of {what} ({e})") from e
+
+
 def _custom_splits(root: Path, version: str) -> dict[str, list[str]]:
     path = root / version / "splits.json"
-    if not path.is_file():
+    data = _optional_json(path, "custom splits")
+    if data is None:
         return {}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not a readable JSON file of custom splits ({e})") from e
     if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
         raise ValueError(f"{path}: expected {{split_name: [scene names]}}")
     return data
@@ -143,12 +150,7 @@ def parse_conditions(description: str) -> tuple[str, ...]:
 
 def _read_faults(root: Path, version: str) -> dict[str, tuple[str, ...]]:
     path = root / version / "synthetic_faults.json"
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not readable JSON ({e})") from e
+    data = _optional_json(path, "sensor faults") or {}
     out = {}
     for token, sensors in data.items():
         bad = [s for s in sensors if s not in SENSORS]
