@@ -1,7 +1,10 @@
 """Benchmark of the data pipeline: index cache build time (cold, warm) and frames/s of a DataLoader over
-NuScenesDataset with 0/1/2 workers (batch 4, collate into Batch). Prints a table.
+NuScenesDataset with 0/1/2 workers (batch 4, collate into Batch), measured in the same run as the training step
+rate of the model of --train-config on batches already in memory (a Lightning Trainer, default threads), so the
+two rates can be compared as a ratio. Prints a table.
 
     python -m bench.pipeline [--dataroot data/synth-demo] [--version v1.0-synth] [--split synth_train]
+                             [--train-config configs/demo.yaml | --train-config ""]
 """
 from __future__ import annotations
 
@@ -30,7 +33,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batches", type=int, default=10, help="batches timed per setting (after one warm-up)")
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--index_workers", type=int, default=2)
+    ap.add_argument("--train-config", default="configs/demo.yaml", help="model whose training rate is measured "
+                    "too ('' to skip)")
+    ap.add_argument("--train-steps", type=int, default=8, help="training steps timed (after two warm-up steps)")
     args = ap.parse_args(argv)
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
 
     from nuscenes.nuscenes import NuScenes  # noqa: F401  (import time is not cache build time)
@@ -72,10 +79,45 @@ def main(argv: list[str] | None = None) -> None:
                      f"{1000 * dt / n:.0f} ms/frame"))
         del it, loader
 
+    if args.train_config:
+        torch.set_num_threads(threads)
+        rate = training_rate(ds, args.train_config, args.batch_size, args.train_steps)
+        rows.append((f"training ({args.train_config}), batch {args.batch_size}", f"{rate:.1f} frames/s",
+                     f"{1000 / rate:.0f} ms/frame"))
+        best = max(float(r[1].split()[0]) for r in rows if r[0].startswith("DataLoader"))
+        rows.append(("best DataLoader rate / training rate", f"{best / rate:.1f}x", ""))
+
     w = max(len(r[0]) for r in rows)
     print(f"data pipeline on {args.dataroot} ({args.version}, {args.split})")
     for a, b, c in rows:
         print(f"  {a:<{w}}  {b:>18}  {c}")
+
+
+def training_rate(ds: NuScenesDataset, config: str, batch_size: int, steps: int) -> float:
+    """Frames/s of Lightning training steps (forward, backward, optimiser) of the config's model on a few batches
+    held in memory, so that only the model is timed."""
+    import pytorch_lightning as pl
+    import yaml
+
+    from fusion.module import GateFusionModule
+
+    hp = yaml.safe_load(Path(config).read_text())["model"]
+    batches = [collate([ds[(i * batch_size + j, 0)] for j in range(batch_size)]) for i in range(2)]
+    times: list[float] = []
+
+    class Timer(pl.Callback):
+        def on_train_batch_start(self, *_):
+            self.t = time.perf_counter()
+
+        def on_train_batch_end(self, *_):
+            times.append(time.perf_counter() - self.t)
+
+    trainer = pl.Trainer(accelerator="cpu", max_steps=steps + 2, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                         callbacks=[Timer()])
+    loader = torch.utils.data.DataLoader(batches * (steps + 2), batch_size=None)
+    trainer.fit(GateFusionModule(**hp), train_dataloaders=loader)
+    return batch_size * steps / sum(times[2:])
 
 
 if __name__ == "__main__":
