@@ -9,10 +9,11 @@ from sensors.frame import Detections
 
 
 @pytest.fixture(scope="module")
-def val_frames(tiny_world):
+def val_frames(tiny_world, tmp_path_factory):
     from datasets.nuscenes import NuScenesDataset
 
-    ds = NuScenesDataset(str(tiny_world), "v1.0-synth", "synth_val", lidar_sweeps=1, radar_sweeps=1)
+    ds = NuScenesDataset(str(tiny_world), "v1.0-synth", "synth_val", lidar_sweeps=1, radar_sweeps=1,
+                         cache_dir=str(tmp_path_factory.mktemp("cache")))
     return [ds[i] for i in range(len(ds))]
 
 
