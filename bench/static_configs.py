@@ -61,7 +61,7 @@ def main(argv=None) -> dict:
 
 def format_table(rows: dict) -> str:
     head = f"| {'configuration':<13} | NDS   | mAP   | GFLOPs | ms/frame | " + " | ".join(f"{c:<5}" for c in CONDITIONS) + " |"
-    sep = "|" + "|".join("-" * (len(c) + 2) for c in head.strip("|").split("|")) + "|"
+    sep = "|" + "|".join("-" * len(c) for c in head[1:-1].split("|")) + "|"
     lines = ["NDS overall and per condition (synth_val); GFLOPs counted by torch's FLOP counter; ms on this machine",
              head, sep]
     for name, m in rows.items():

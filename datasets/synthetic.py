@@ -564,10 +564,34 @@ def lidar_directions(azimuth_steps: int) -> tuple[np.ndarray, np.ndarray]:
     return dirs, ring
 
 
-def ray_cast(dirs: np.ndarray, boxes: np.ndarray, height: float, max_range: float):
+# Vehicle silhouettes: (length fraction, height fraction) of the empty front-top corner of a box (the bonnet in
+# front of the cabin, the low cab in front of a truck's load), so that LiDAR, like on real vehicles, tells the
+# front from the back of a parked vehicle. Classes not listed are plain boxes.
+FRONT_NOTCH = {"car": (0.28, 0.55), "truck": (0.22, 0.75), "construction_vehicle": (0.35, 0.5), "bus": (0.04, 0.75)}
+
+
+def front_notches(cls: np.ndarray) -> np.ndarray:
+    """(K,) class indices -> (K, 2) FRONT_NOTCH rows (zeros: a plain box)."""
+    table = np.array([FRONT_NOTCH.get(c, (0.0, 0.0)) for c in CLASSES])
+    return table[np.asarray(cls, np.int64)] if len(cls) else np.zeros((0, 2))
+
+
+def _slab(o: np.ndarray, dl: np.ndarray, lo: np.ndarray, hi: np.ndarray, max_range: float):
+    """Ray/axis-aligned box intersection in the box frame: rays o + t * dl (R, 3) against [lo, hi] -> (t_near (R,),
+    hit (R,) bool for 0 < t_near < max_range)."""
+    t1 = (lo - o) / dl
+    t2 = (hi - o) / dl
+    t_near = np.minimum(t1, t2).max(1)
+    t_far = np.maximum(t1, t2).min(1)
+    return t_near, (t_near <= t_far) & (t_near > 0) & (t_near < max_range)
+
+
+def ray_cast(dirs: np.ndarray, boxes: np.ndarray, height: float, max_range: float, notches: np.ndarray | None = None):
     """First hits of the lidar_directions() rays (32 beams x A azimuths, row-major) from the origin against the
     ground plane z = -height and (K, >=7) boxes (sensor frame). Each box is tested only against the rays inside
     its azimuth/elevation window (slab test), so the cost grows with the boxes' angular size, not R * K.
+    notches: (K, 2) front_notches() rows; a box with a notch is the union of a full-length lower body and a
+    cabin behind the notch (its annotation box stays the full box).
 
     Returns range (R,) (inf: no hit), hit (R,) int (-1 ground, -2 nothing, k box), and per box the number of rays
     that would hit it without occlusion (K,) and that do hit it first (K,)."""
@@ -602,11 +626,14 @@ def ray_cast(dirs: np.ndarray, boxes: np.ndarray, height: float, max_range: floa
         dl = np.stack([dr[:, 0] * c + dr[:, 1] * s_, -dr[:, 0] * s_ + dr[:, 1] * c, dr[:, 2]], 1)
         dl = np.where(np.abs(dl) < 1e-12, 1e-12, dl)
         half = np.array([l, w, h]) / 2
-        t1 = (-half - o) / dl
-        t2 = (half - o) / dl
-        t_near = np.minimum(t1, t2).max(1)
-        t_far = np.maximum(t1, t2).min(1)
-        hit = (t_near <= t_far) & (t_near > 0) & (t_near < max_range)
+        if notches is not None and notches[k, 0] > 0:
+            fl, fh = notches[k]
+            t_body, hit_body = _slab(o, dl, -half, np.array([half[0], half[1], -half[2] + fh * h]), max_range)
+            t_cab, hit_cab = _slab(o, dl, -half, np.array([half[0] - fl * l, half[1], half[2]]), max_range)
+            t_near = np.minimum(np.where(hit_body, t_body, np.inf), np.where(hit_cab, t_cab, np.inf))
+            hit = hit_body | hit_cab
+        else:
+            t_near, hit = _slab(o, dl, -half, half, max_range)
         potential[k] = int(hit.sum())
         idx, t_near = idx[hit], t_near[hit]
         better = t_near < t_box[idx]
@@ -651,7 +678,7 @@ def simulate_lidar(rng: np.random.Generator, dirs, ring, boxes_s, cls, height, c
     """One LiDAR sweep in the sensor frame: (N, 5) float32 rows (x, y, z, intensity, ring), the per-box
     visibility (K,) in [0, 1] from occlusion (1 where no ray reaches the box) and the box each point hit (N,)
     (-1: ground or spurious)."""
-    dist, hit, potential, first = ray_cast(dirs, boxes_s, height, config.lidar_max_range)
+    dist, hit, potential, first = ray_cast(dirs, boxes_s, height, config.lidar_max_range, front_notches(cls))
     visibility = np.where(potential > 0, first / np.maximum(potential, 1), 1.0)
     if fault == "silent":
         return np.zeros((0, 5), np.float32), visibility, np.zeros(0, np.int64)

@@ -156,19 +156,28 @@ class FusionDetector(nn.Module):
         self.fusion, self.backbone, self.head = fusion, backbone, head
         self.grid: BEVGrid = head.grid
 
-    def run_encoder(self, sensor: str, batch: Batch, idx: Tensor, mode: str) -> Tensor:
-        """The `sensor` encoder at `mode` on frames `idx` (K,) of the batch -> (K, C, H, W)."""
+    def run_encoder(self, sensor: str, batch: Batch, idx: Tensor, mode: str, aux: list[Tensor] | None = None
+                    ) -> Tensor:
+        """The `sensor` encoder at `mode` on frames `idx` (K,) of the batch -> (K, C, H, W). With a list `aux`,
+        the camera's LiDAR-supervised depth loss on these frames is appended to it (a training signal: the
+        batch's LiDAR points are used whether or not the frame chose LiDAR)."""
         B = len(batch)
         if sensor == "camera":
-            return self.camera(select_camera(batch.camera, idx), mode)
+            if aux is None:
+                return self.camera(select_camera(batch.camera, idx), mode)[0]
+            p, i = select_points(batch.lidar.points, batch.lidar.batch_index, idx, B)
+            bev, loss = self.camera(select_camera(batch.camera, idx), mode, p, i)
+            aux.append(loss)
+            return bev
         if sensor == "lidar":
             p, i = select_points(batch.lidar.points, batch.lidar.batch_index, idx, B)
             return self.lidar(LidarData(p, i), len(idx), mode)
         p, i = select_points(batch.radar.points, batch.radar.batch_index, idx, B)
         return self.radar(RadarData(p, i), len(idx), mode)
 
-    def encode(self, batch: Batch, decisions: Tensor) -> dict[str, Tensor | None]:
-        """sensor -> (B, C_s, H, W) (zeros for frames that did not use it) or None where no frame used it."""
+    def encode(self, batch: Batch, decisions: Tensor, aux: list[Tensor] | None = None) -> dict[str, Tensor | None]:
+        """sensor -> (B, C_s, H, W) (zeros for frames that did not use it) or None where no frame used it; `aux`
+        collects auxiliary losses (see run_encoder)."""
         B = len(batch)
         out: dict[str, Tensor | None] = {}
         for s_i, s in enumerate(SENSORS):
@@ -179,7 +188,7 @@ class FusionDetector(nn.Module):
                 idx = torch.nonzero(decisions[:, s_i] == m_i).flatten()
                 if len(idx) == 0:
                     continue
-                sub = self.run_encoder(s, batch, idx, mode)
+                sub = self.run_encoder(s, batch, idx, mode, aux)
                 if len(idx) == B:
                     feat = sub
                 else:
@@ -188,11 +197,16 @@ class FusionDetector(nn.Module):
         return out
 
     def forward(self, batch: Batch, decisions: Tensor) -> dict[str, Tensor]:
-        """decisions (B, 3) long mode indices (a sensor not present is forced off) -> head outputs."""
+        """decisions (B, 3) long mode indices (a sensor not present is forced off) -> head outputs; in training
+        mode, where a camera ran, also "camera_depth_loss" (a scalar)."""
         if decisions.shape != (len(batch), len(SENSORS)):
             raise ValueError(f"FusionDetector: decisions must be ({len(batch)}, 3), got {tuple(decisions.shape)}")
         decisions = torch.where(batch.present.bool(), decisions.long(), torch.zeros_like(decisions.long()))
-        return self.shared(self.encode(batch, decisions), decisions > 0)
+        aux: list[Tensor] | None = [] if self.training else None
+        outputs = self.shared(self.encode(batch, decisions, aux), decisions > 0)
+        if aux:
+            outputs["camera_depth_loss"] = torch.stack(aux).mean()
+        return outputs
 
     def shared(self, features: dict[str, Tensor | None], used: Tensor) -> dict[str, Tensor]:
         """Fusion + backbone + head on given encoder features (used by fusion/cost.py)."""
@@ -205,10 +219,12 @@ def build_detector(bev_range: float = 51.2, bev_cell: float = 0.8, z_min: float 
                    lidar_fine_points: int = 65536, radar_channels: int = 16, radar_points: int = 4096,
                    fusion_channels: int = 32, bev_channels: int = 32, head_channels: int = 32,
                    score_threshold: float = 0.05, max_detections: int = 500, heatmap_weight: float = 1.0,
-                   regression_weight: float = 0.25, attribute_weight: float = 0.2) -> FusionDetector:
+                   regression_weight: float = 0.25, attribute_weight: float = 0.2,
+                   camera_depth_bins: int = 32) -> FusionDetector:
     """A FusionDetector from plain hyperparameters (square BEV range [-bev_range, bev_range] m)."""
     grid = BEVGrid((-bev_range, bev_range), (-bev_range, bev_range), bev_cell, (z_min, z_max))
-    camera = CameraEncoder(grid, camera_width, camera_channels, camera_heights, camera_bev_factor)
+    camera = CameraEncoder(grid, camera_width, camera_channels, camera_heights, camera_bev_factor,
+                           camera_depth_bins)
     lidar = LidarEncoder(grid, lidar_channels, lidar_coarse_points, lidar_fine_points)
     radar = RadarEncoder(grid, radar_channels, radar_points)
     fusion = MaskedFusion({"camera": camera_channels, "lidar": lidar_channels, "radar": radar_channels},

@@ -19,7 +19,8 @@ from fusion.bev import BEVGrid, conv_block
 from sensors.frame import ATTRIBUTES, CLASSES, Boxes, Detections
 
 REG_DIMS = ("dx", "dy", "z", "log_l", "log_w", "log_h", "sin", "cos", "vx", "vy")
-REG_WEIGHTS = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.2, 0.2)
+# Velocity at 0.5 (CenterPoint: 0.2 over 20 epochs): at 0.2 the 6-epoch demo run left mAVE at 1.8 m/s.
+REG_WEIGHTS = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5)
 
 
 def valid_attributes() -> Tensor:

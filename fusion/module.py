@@ -55,6 +55,7 @@ class GateFusionModule(pl.LightningModule):
     sensors:              static configuration for validation / inference, e.g. "camera=high,lidar=fine,radar=on"
     train_sensor_dropout: per-frame probability of training with a random sensor subset / resolution
     lr, weight_decay:     AdamW; one-cycle schedule (peak lr, warm-up fraction pct_start) over all training steps
+    camera_depth_weight:  weight of the camera depth loss supervised by LiDAR (sensors/camera.py), training only
     """
 
     def __init__(self, sensors: str = "camera=high,lidar=fine,radar=on", train_sensor_dropout: float = 0.5,
@@ -65,19 +66,22 @@ class GateFusionModule(pl.LightningModule):
                  lidar_fine_points: int = 65536, radar_channels: int = 16, radar_points: int = 4096,
                  fusion_channels: int = 32, bev_channels: int = 32, head_channels: int = 32,
                  score_threshold: float = 0.05, max_detections: int = 500, heatmap_weight: float = 1.0,
-                 regression_weight: float = 0.25, attribute_weight: float = 0.2):
+                 regression_weight: float = 0.25, attribute_weight: float = 0.2, camera_depth_bins: int = 32,
+                 camera_depth_weight: float = 0.5):
         super().__init__()
         self.save_hyperparameters()
         self.static = SensorConfig.parse(sensors)
         if self.static.indices() == (0, 0, 0):
             raise ValueError(f"GateFusionModule: sensors {sensors!r} turns every sensor off")
+        if camera_depth_weight < 0:
+            raise ValueError(f"GateFusionModule: camera_depth_weight must be >= 0, got {camera_depth_weight}")
         if not 0.0 <= train_sensor_dropout <= 1.0:
             raise ValueError(f"GateFusionModule: train_sensor_dropout must be in [0, 1], got {train_sensor_dropout}")
         self.detector = build_detector(
             bev_range, bev_cell, z_min, z_max, camera_width, camera_channels, camera_heights, camera_bev_factor,
             lidar_channels, lidar_coarse_points, lidar_fine_points, radar_channels, radar_points, fusion_channels,
             bev_channels, head_channels, score_threshold, max_detections, heatmap_weight, regression_weight,
-            attribute_weight)
+            attribute_weight, camera_depth_bins)
         self._cost_table: dict | None = None
 
     def forward(self, batch: Batch, decisions: Tensor) -> dict[str, Tensor]:
@@ -92,7 +96,11 @@ class GateFusionModule(pl.LightningModule):
         return random_decisions(batch.present, static, self.hparams.train_sensor_dropout)
 
     def _step(self, batch: Batch, decisions: Tensor, stage: str) -> Tensor:
-        losses = self.detector.head.loss(self(batch, decisions), batch.gt)
+        outputs = self(batch, decisions)
+        losses = self.detector.head.loss(outputs, batch.gt)
+        if "camera_depth_loss" in outputs:  # training only: the camera's LiDAR-supervised depth
+            losses["camera_depth"] = outputs["camera_depth_loss"]
+            losses["loss"] = losses["loss"] + self.hparams.camera_depth_weight * losses["camera_depth"]
         self.log_dict({f"{stage}/{k}": v.detach() for k, v in losses.items() if k != "loss"}, batch_size=len(batch),
                       prog_bar=False, sync_dist=stage != "train")
         self.log(f"{stage}_loss", losses["loss"].detach(), batch_size=len(batch), prog_bar=True,

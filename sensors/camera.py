@@ -9,6 +9,13 @@ are averaged over the cameras where the point lies in front of the camera, insid
 valid. The heights stay apart as channels (as in simple_bev): where along a ray an object stands shows only in
 which heights see it, so averaging them would throw the depth cue away. A 1x1 conv reduces (C x heights) to C;
 the coarse BEV is refined by a conv and upsampled to the shared grid.
+
+Depth: the image CNN also predicts, per feature-map cell, a distribution over `depth_bins` depth bins (depth =
+distance along the optical axis, bins of equal width over DEPTH_RANGE). Each 3D sample is weighted by the
+probability of its own depth at its pixel (a trilinear grid_sample of the depth volume), so a feature lands at
+the depths the camera believes in instead of along the whole ray: lift-splat's depth distribution, in
+simple_bev's sampling form. Training supervises the depth with the LiDAR points projected into the images
+(BEVDepth's idea) through `depth_loss`; without LiDAR the depth learns from the detection loss alone.
 """
 from __future__ import annotations
 
@@ -22,6 +29,7 @@ from sensors.frame import CameraData
 
 CAMERA_RESOLUTIONS = {"low": 0.5, "high": 1.0}
 MIN_DEPTH = 0.2
+DEPTH_RANGE = (1.0, 65.0)  # metres along the optical axis covered by the depth bins
 
 
 class ImageBackbone(nn.Module):
@@ -43,13 +51,14 @@ class ImageBackbone(nn.Module):
         return self.body((images - 0.45) / 0.25)
 
 
-def project_to_images(points: Tensor, ego_T_cam: Tensor, intrinsics: Tensor, image_hw: tuple[int, int]
-                      ) -> tuple[Tensor, Tensor]:
+def project_to_images(points: Tensor, ego_T_cam: Tensor, intrinsics: Tensor, image_hw: tuple[int, int],
+                      with_depth: bool = False):
     """Ego-frame points into every camera.
 
     points (P, 3); ego_T_cam (B, N, 4, 4); intrinsics (B, N, 3, 3) for an image of size image_hw = (H, W).
     Returns normalised image coordinates (B, N, P, 2) in [-1, 1] (grid_sample, align_corners=False) and
-    visible (B, N, P) bool: in front of the camera and inside the image.
+    visible (B, N, P) bool: in front of the camera and inside the image; with_depth: also the depth (B, N, P)
+    along the optical axis.
     """
     cam_T_ego = torch.linalg.inv(ego_T_cam)  # not the rigid shortcut: augmentation scales and flips ego_T_cam
     p_cam = torch.einsum("bnij,pj->bnpi", cam_T_ego[..., :3, :3], points) + cam_T_ego[..., None, :3, 3]
@@ -59,26 +68,31 @@ def project_to_images(points: Tensor, ego_T_cam: Tensor, intrinsics: Tensor, ima
     H, W = image_hw
     norm = torch.stack([uv[..., 0] / W * 2 - 1, uv[..., 1] / H * 2 - 1], -1)
     visible = (depth > MIN_DEPTH) & (norm.abs() <= 1).all(-1)
-    return norm, visible
+    return (norm, visible, depth) if with_depth else (norm, visible)
 
 
 class CameraEncoder(nn.Module):
     """CameraData -> (B, channels, H, W) on the shared grid, at mode "low" or "high"."""
 
-    def __init__(self, grid: BEVGrid, width: int = 16, channels: int = 32, heights: int = 4, bev_factor: int = 2):
+    def __init__(self, grid: BEVGrid, width: int = 16, channels: int = 32, heights: int = 4, bev_factor: int = 2,
+                 depth_bins: int = 32):
         super().__init__()
+        if depth_bins < 2:
+            raise ValueError(f"CameraEncoder: depth_bins must be at least 2, got {depth_bins}")
         self.grid = grid
         self.bev_grid = grid.scaled(bev_factor)
         self.heights = heights
         self.channels = channels
-        self.backbone = ImageBackbone(width, channels)
+        self.depth_bins = depth_bins
+        self.backbone = ImageBackbone(width, channels + depth_bins)
         self.reduce = nn.Conv2d(channels * heights, channels, 1, bias=False)
         self.refine = conv_block(channels, channels)
         self.register_buffer("points", rearrange(self.bev_grid.sample_points(heights), "z h w c -> (z h w) c"),
                              persistent=False)
 
     def image_features(self, images: Tensor, mode: str) -> Tensor:
-        """(B, N, 3, H, W) -> (B, N, C, h, w) at the mode's input scale."""
+        """(B, N, 3, H, W) -> (B, N, C + depth_bins, h, w) at the mode's input scale: features, then depth
+        logits."""
         if mode not in CAMERA_RESOLUTIONS:
             raise ValueError(f"CameraEncoder: unknown mode {mode!r}; expected one of {tuple(CAMERA_RESOLUTIONS)}")
         B = images.shape[0]
@@ -88,22 +102,64 @@ class CameraEncoder(nn.Module):
                               antialias=True)
         return rearrange(self.backbone(x), "(b n) c h w -> b n c h w", b=B)
 
-    def forward(self, data: CameraData, mode: str = "high") -> Tensor:
+    def depth_coordinate(self, depth: Tensor) -> Tensor:
+        """Metric depth -> grid_sample's normalised coordinate over the depth bins (align_corners=False)."""
+        lo, hi = DEPTH_RANGE
+        return (depth - lo) / (hi - lo) * 2 - 1
+
+    def forward(self, data: CameraData, mode: str = "high", lidar_points: Tensor | None = None,
+                lidar_index: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """-> (BEV (B, C, H, W), depth loss or None). The depth loss (a scalar) is computed when LiDAR points
+        (P, >=3) of the same frames with their frame index (P,) are given (see depth_loss)."""
         images = data.images
         if images.ndim != 5 or images.shape[2] != 3:
             raise ValueError(f"CameraEncoder: images must be (B, N_cam, 3, H, W), got {tuple(images.shape)}")
         B, N = images.shape[:2]
-        feats = self.image_features(images, mode)
-        norm, visible = project_to_images(self.points, data.ego_T_cam.float(), data.intrinsics.float(),
-                                          tuple(images.shape[-2:]))
+        out = self.image_features(images, mode)
+        feats, depth_logits = out[:, :, :self.channels], out[:, :, self.channels:]
+        hw = tuple(images.shape[-2:])
+        ego_T_cam, intrinsics = data.ego_T_cam.float(), data.intrinsics.float()
+        norm, visible, depth = project_to_images(self.points, ego_T_cam, intrinsics, hw, with_depth=True)
         weight = (visible & data.valid[:, :, None].bool()).to(feats.dtype)
-        sampled = F.grid_sample(rearrange(feats, "b n c h w -> (b n) c h w"),
-                                rearrange(norm, "b n p t -> (b n) 1 p t").to(feats.dtype),
+        grid = rearrange(norm, "b n p t -> (b n) 1 p t").to(feats.dtype)
+        sampled = F.grid_sample(rearrange(feats, "b n c h w -> (b n) c h w"), grid,
                                 mode="bilinear", padding_mode="zeros", align_corners=False)
+        prob = rearrange(depth_logits.float().softmax(2), "b n d h w -> (b n) 1 d h w")
+        grid3 = torch.cat([grid, rearrange(self.depth_coordinate(depth), "b n p -> (b n) 1 p 1")], -1)
+        p_depth = F.grid_sample(prob, grid3[:, None], mode="bilinear", padding_mode="zeros", align_corners=False)
+        sampled = sampled * p_depth[:, :, 0].to(sampled.dtype) * self.depth_bins  # 1 for a flat distribution
         sampled = rearrange(sampled, "(b n) c 1 (z h w) -> b n c z h w", b=B, z=self.heights, h=self.bev_grid.H)
         weight = rearrange(weight, "b n (z h w) -> b n 1 z h w", z=self.heights, h=self.bev_grid.H)
         bev = (sampled * weight).sum(1) / weight.sum(1).clamp(min=1.0)
         bev = self.refine(self.reduce(rearrange(bev, "b c z h w -> b (c z) h w")))
         if (self.bev_grid.H, self.bev_grid.W) != (self.grid.H, self.grid.W):
             bev = F.interpolate(bev, size=(self.grid.H, self.grid.W), mode="bilinear", align_corners=False)
-        return bev
+        loss = None
+        if lidar_points is not None and lidar_index is not None:
+            loss = self.depth_loss(depth_logits, data, lidar_points, lidar_index)
+        return bev, loss
+
+    def depth_loss(self, depth_logits: Tensor, data: CameraData, points: Tensor, index: Tensor) -> Tensor:
+        """Cross-entropy of the depth logits (B, N, D, h, w) against the depth of the nearest LiDAR point in each
+        feature-map cell of each valid camera (cells without a point in DEPTH_RANGE are ignored); 0 with a
+        gradient when no cell has a point."""
+        B, N, D, h, w = depth_logits.shape
+        H, W = data.images.shape[-2:]
+        pts = points[:, :3].float()
+        norm, visible, depth = project_to_images(pts, data.ego_T_cam.float(), data.intrinsics.float(), (H, W),
+                                                 with_depth=True)  # (B, N, P, ...) for every frame's cameras
+        own = index.long()[None, :] == torch.arange(B, device=pts.device)[:, None]  # (B, P)
+        lo, hi = DEPTH_RANGE
+        ok = visible & own[:, None] & data.valid[:, :, None].bool() & (depth > lo) & (depth < hi)
+        b, n, p = torch.nonzero(ok, as_tuple=True)
+        logits = rearrange(depth_logits.float(), "b n d h w -> (b n h w) d")
+        if len(p) == 0:
+            return logits.sum() * 0.0
+        u = ((norm[b, n, p, 0] + 1) / 2 * w).long().clamp(0, w - 1)
+        v = ((norm[b, n, p, 1] + 1) / 2 * h).long().clamp(0, h - 1)
+        cell = ((b * N + n) * h + v) * w + u
+        nearest = torch.full((B * N * h * w,), float("inf"), device=pts.device).scatter_reduce(
+            0, cell, depth[b, n, p], "amin")
+        has = torch.isfinite(nearest)
+        target = ((nearest[has] - lo) / (hi - lo) * D).long().clamp(0, D - 1)
+        return F.cross_entropy(logits[has], target)

@@ -230,7 +230,7 @@ def test_overfit_one_batch():
     decisions = SensorConfig.parse("lidar=coarse,radar=on").decisions(batch.present)
     opt = torch.optim.AdamW(det.parameters(), lr=5e-3)
     first = None
-    for step in range(300):
+    for step in range(450):
         loss = det.head.loss(det(batch, decisions), batch.gt)["loss"]
         first = first if first is not None else float(loss.detach())
         opt.zero_grad()
@@ -336,8 +336,38 @@ def test_camera_bev_responds_where_cameras_see():
     data.valid[0, 1:] = False
     enc.refine = torch.nn.Identity()
     with torch.no_grad():
-        bev = enc(data, "low")[0].abs().sum(0)
+        bev = enc(data, "low")[0][0].abs().sum(0)
     xy = grid.cell_centers()
     ahead = (xy[..., 0] > 3) & (xy[..., 1].abs() < 0.3 * xy[..., 0])
     behind = xy[..., 0] < -1
     assert (bev[ahead] > 0).all() and (bev[behind] == 0).all()
+
+
+def test_camera_depth_loss_is_supervised_by_lidar_points():
+    """A LiDAR point 10 m ahead of camera 0 is the depth target of the cell it projects to: logits that put the
+    mass on its bin give a low loss, others a high one; without points the loss is 0 and still differentiable."""
+    from sensors.camera import DEPTH_RANGE, CameraEncoder, project_to_images
+
+    grid = BEVGrid((-25.6, 25.6), (-25.6, 25.6), 1.6)
+    enc = CameraEncoder(grid, width=4, channels=8, heights=2, bev_factor=1, depth_bins=16)
+    data = camera_rig(1, 32, 56)
+    point = torch.tensor([[10.0, 0.0, 0.0]])
+    norm, visible, depth = project_to_images(point, data.ego_T_cam, data.intrinsics, (32, 56), with_depth=True)
+    assert visible[0, 0, 0] and abs(float(depth[0, 0, 0]) - 10.0) < 1e-4
+    h, w = 4, 7
+    u = int((norm[0, 0, 0, 0] + 1) / 2 * w)
+    v = int((norm[0, 0, 0, 1] + 1) / 2 * h)
+    target = int((10.0 - DEPTH_RANGE[0]) / (DEPTH_RANGE[1] - DEPTH_RANGE[0]) * 16)
+    good = torch.zeros(1, 6, 16, h, w)
+    good[0, 0, target, v, u] = 20.0
+    bad = torch.zeros(1, 6, 16, h, w)
+    bad[0, 0, (target + 5) % 16, v, u] = 20.0
+    index = torch.zeros(1, dtype=torch.long)
+    assert float(enc.depth_loss(good, data, point, index)) < 1e-3
+    assert float(enc.depth_loss(bad, data, point, index)) > 10.0
+    logits = torch.zeros(1, 6, 16, h, w, requires_grad=True)
+    empty = enc.depth_loss(logits, data, torch.zeros(0, 5), torch.zeros(0, dtype=torch.long))
+    empty.backward()
+    assert float(empty) == 0.0 and logits.grad is not None
+    bev, loss = enc(data, "high", point, index)
+    assert bev.shape == (1, 8, grid.H, grid.W) and torch.isfinite(loss)

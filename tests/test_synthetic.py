@@ -317,6 +317,23 @@ def test_camera_sees_far_objects_lidar_barely(tmp_path):
     assert on_car.sum() < 0.2 * changed
 
 
+def test_lidar_tells_a_parked_cars_front_from_its_back():
+    """A car seen side-on at 10 m: returns over its front (bonnet) stay low, returns over its back reach the roof,
+    so that orientation is observable without motion, as on real vehicles."""
+    from datasets.synthetic import lidar_directions, simulate_lidar
+
+    cfg = PRESETS["demo"]
+    dirs, ring = lidar_directions(cfg.lidar_azimuth_steps)
+    car = np.array([[0.0, 10.0, -1.84 + 0.865, 4.6, 1.95, 1.73, 0.0, 0.0, 0.0]])  # sensor frame, heading +x
+    pts, _, hit = simulate_lidar(np.random.default_rng(0), dirs, ring, car, np.array([CLASSES.index("car")]), 1.84,
+                                 cfg, "clear", None)
+    on = pts[hit == 0]
+    height = on[:, 2] + 1.84
+    front, back = on[:, 0] > 2.3 - 0.28 * 4.6 + 0.05, on[:, 0] < 0.0
+    assert front.sum() > 10 and back.sum() > 10
+    assert height[front].max() < 0.55 * 1.73 + 0.05 < height[back].max() - 0.5
+
+
 def test_faults_ground_truth_and_files(tiny_world, nusc):
     faults = json.loads((tiny_world / VERSION / "synthetic_faults.json").read_text())
     for sample_token, sensors in faults.items():
