@@ -1,10 +1,13 @@
 """CenterPoint-style detection head on the shared BEV grid: targets, losses and decoding.
 
 Outputs (dict of tensors, all (B, *, H, W) on the grid of fusion/bev.py):
-  heatmap (B, 10, H, W) logits per CLASSES; regression (B, 10, H, W) = REG_DIMS; attribute (B, 8, H, W) logits.
+  heatmap (B, 10, H, W) logits per CLASSES; regression (B, 10, H, W) = REG_DIMS; attribute (B, 8, H, W) logits;
+  direction (B, 1, H, W) logit.
+Yaw is split as in SECOND: the box axis as (sin 2yaw, cos 2yaw), which is the same for yaw and yaw + pi, so a
+front/back ambiguity cannot wash out the axis, and a direction logit (is cos(yaw) >= 0) that picks the half.
 Targets: a gaussian per box on its class heatmap (CenterPoint radius, min_overlap 0.1, at least `min_radius`
-cells), regression and attribute targets at the box's centre cell. Losses: penalty-reduced focal loss,
-masked L1, attribute cross-entropy among the attributes valid for the class. Decoding: 3x3 max-pool peak NMS,
+cells), regression, direction and attribute targets at the box's centre cell. Losses: penalty-reduced focal
+loss, masked L1, direction binary cross-entropy, attribute cross-entropy among the attributes valid for the class. Decoding: 3x3 max-pool peak NMS,
 top-k, score threshold, at most `max_detections` per frame -> sensors.frame.Detections.
 """
 from __future__ import annotations
@@ -18,7 +21,7 @@ from torch import Tensor, nn
 from fusion.bev import BEVGrid, conv_block
 from sensors.frame import ATTRIBUTES, CLASSES, Boxes, Detections
 
-REG_DIMS = ("dx", "dy", "z", "log_l", "log_w", "log_h", "sin", "cos", "vx", "vy")
+REG_DIMS = ("dx", "dy", "z", "log_l", "log_w", "log_h", "sin2", "cos2", "vx", "vy")
 # Velocity at 0.5 (CenterPoint: 0.2 over 20 epochs): at 0.2 the 6-epoch demo run left mAVE at 1.8 m/s.
 REG_WEIGHTS = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5)
 
@@ -50,29 +53,32 @@ class CenterHead(nn.Module):
 
     def __init__(self, grid: BEVGrid, in_channels: int, channels: int = 32, min_radius: int = 2,
                  heatmap_weight: float = 1.0, regression_weight: float = 0.25, attribute_weight: float = 0.2,
-                 score_threshold: float = 0.05, max_detections: int = 500):
+                 score_threshold: float = 0.05, max_detections: int = 500, direction_weight: float = 0.2):
         super().__init__()
         self.grid = grid
         self.min_radius = min_radius
-        self.weights = (heatmap_weight, regression_weight, attribute_weight)
+        self.weights = (heatmap_weight, regression_weight, attribute_weight, direction_weight)
         self.score_threshold = score_threshold
         self.max_detections = max_detections
         self.shared = conv_block(in_channels, channels)
         self.heatmap = nn.Sequential(conv_block(channels, channels), nn.Conv2d(channels, len(CLASSES), 1))
         self.regression = nn.Sequential(conv_block(channels, channels), nn.Conv2d(channels, len(REG_DIMS), 1))
         self.attribute = nn.Conv2d(channels, len(ATTRIBUTES), 1)
+        self.direction = nn.Conv2d(channels, 1, 1)
         nn.init.constant_(self.heatmap[-1].bias, -math.log((1 - 0.01) / 0.01))
         self.register_buffer("valid_attr", valid_attributes(), persistent=False)
         self.register_buffer("reg_weights", torch.tensor(REG_WEIGHTS), persistent=False)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         x = self.shared(x)
-        return {"heatmap": self.heatmap(x), "regression": self.regression(x), "attribute": self.attribute(x)}
+        return {"heatmap": self.heatmap(x), "regression": self.regression(x), "attribute": self.attribute(x),
+                "direction": self.direction(x)}
 
     # targets -------------------------------------------------------------------------------------------------
     def targets(self, gt: list[Boxes], device=None) -> dict[str, Tensor]:
         """Dense targets of B frames: heatmap (B, 10, H, W), regression (B, 10, H, W), mask (B, H, W) bool
-        (centre cells), label (B, H, W) long and attribute (B, H, W) long (-1: none / ignore)."""
+        (centre cells), label (B, H, W) long, attribute (B, H, W) long (-1: none / ignore) and direction (B, H, W)
+        float (1 where cos(yaw) >= 0)."""
         g, B = self.grid, len(gt)
         H, W = g.H, g.W
         device = device if device is not None else (gt[0].boxes.device if gt else None)
@@ -81,6 +87,7 @@ class CenterHead(nn.Module):
         mask = torch.zeros(B, H * W, dtype=torch.bool, device=device)
         label = torch.zeros(B, H * W, dtype=torch.long, device=device)
         attr = torch.full((B, H * W), -1, dtype=torch.long, device=device)
+        direction = torch.zeros(B, H * W, device=device)
         rows = torch.arange(H, device=device, dtype=torch.float32)
         cols = torch.arange(W, device=device, dtype=torch.float32)
         for b, boxes in enumerate(gt):
@@ -106,19 +113,21 @@ class CenterHead(nn.Module):
             values = torch.stack([
                 cr[:, 0] - col, cr[:, 1] - row, bx[:, 2],
                 bx[:, 3].clamp(min=1e-3).log(), bx[:, 4].clamp(min=1e-3).log(), bx[:, 5].clamp(min=1e-3).log(),
-                torch.sin(bx[:, 6]), torch.cos(bx[:, 6]), bx[:, 7], bx[:, 8]], 0)
+                torch.sin(2 * bx[:, 6]), torch.cos(2 * bx[:, 6]), bx[:, 7], bx[:, 8]], 0)
             reg[b][:, flat] = values
             mask[b, flat] = True
             label[b, flat] = labels
+            direction[b, flat] = (torch.cos(bx[:, 6]) >= 0).float()
             attr[b, flat] = torch.where(self.valid_attr[labels, attributes.clamp(min=0)] & (attributes >= 0),
                                         attributes, -1)
         shape = (B, H, W)
         return {"heatmap": heat.view(B, -1, H, W), "regression": reg.view(B, -1, H, W), "mask": mask.view(shape),
-                "label": label.view(shape), "attribute": attr.view(shape)}
+                "label": label.view(shape), "attribute": attr.view(shape), "direction": direction.view(shape)}
 
     # losses --------------------------------------------------------------------------------------------------
     def loss(self, outputs: dict[str, Tensor], gt: list[Boxes]) -> dict[str, Tensor]:
-        """Scalar losses: heatmap (focal), regression (L1), attribute (CE) and their weighted sum "loss".
+        """Scalar losses: heatmap (focal), regression (L1), attribute (CE), direction (BCE) and their weighted sum
+        "loss".
         Finite for frames without boxes."""
         t = self.targets(gt, outputs["heatmap"].device)
         logits = outputs["heatmap"].float()
@@ -143,9 +152,12 @@ class CenterHead(nn.Module):
             attribute = F.cross_entropy(masked, attr_target[has])
         else:
             attribute = attr_logits.sum() * 0.0
-        wh, wr, wa = self.weights
-        return {"loss": wh * heatmap + wr * regression + wa * attribute, "heatmap": heatmap,
-                "regression": regression, "attribute": attribute}
+        dir_logits = outputs["direction"].float()[:, 0][mask]
+        direction = (F.binary_cross_entropy_with_logits(dir_logits, t["direction"][mask]) if len(dir_logits)
+                     else dir_logits.sum() * 0.0)
+        wh, wr, wa, wd = self.weights
+        return {"loss": wh * heatmap + wr * regression + wa * attribute + wd * direction, "heatmap": heatmap,
+                "regression": regression, "attribute": attribute, "direction": direction}
 
     # decoding ------------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -167,7 +179,10 @@ class CenterHead(nn.Module):
         reg = reg.transpose(1, 2)  # (B, k, 10)
         xy = g.to_metric(torch.stack([col + reg[..., 0], row + reg[..., 1]], -1))
         size = reg[..., 3:6].clamp(max=6.0).exp()
-        yaw = torch.atan2(reg[..., 6], reg[..., 7])
+        axis = torch.atan2(reg[..., 6], reg[..., 7]) / 2  # in (-pi/2, pi/2]: cos >= 0
+        forward = outputs["direction"].float().flatten(1).gather(1, pix) >= 0
+        yaw = torch.where(forward, axis, axis + math.pi)
+        yaw = torch.atan2(torch.sin(yaw), torch.cos(yaw))
         boxes = torch.cat([xy, reg[..., 2:3], size, yaw[..., None], reg[..., 8:10]], -1)
         attr_logits = outputs["attribute"].float().flatten(2).gather(2, pix[:, None].expand(-1, len(ATTRIBUTES), -1))
         valid = self.valid_attr[labels]  # (B, k, 8)

@@ -205,7 +205,8 @@ def test_head_target_decode_round_trip(detector):
     assert t["mask"].sum() == 6
     logit = lambda p: torch.log(p.clamp(1e-6, 1 - 1e-6)) - torch.log1p(-p.clamp(1e-6, 1 - 1e-6))
     attr = torch.nn.functional.one_hot(t["attribute"].clamp(min=0), 8).permute(0, 3, 1, 2).float() * 10
-    outputs = {"heatmap": logit(t["heatmap"]), "regression": t["regression"], "attribute": attr}
+    outputs = {"heatmap": logit(t["heatmap"]), "regression": t["regression"], "attribute": attr,
+               "direction": (t["direction"][:, None] * 2 - 1) * 10}
     dets = head.decode(outputs, score_threshold=0.5)
     assert len(dets[1].scores) == 0 and len(dets[0].scores) == 6
     order_p = torch.argsort(dets[0].boxes[:, 0])
