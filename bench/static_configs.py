@@ -56,6 +56,8 @@ def main(argv=None) -> dict:
         rows[name] = evaluate.main(cmd)
     print()
     print(format_table(rows))
+    print()
+    print(format_choices(rows))
     return rows
 
 
@@ -71,6 +73,32 @@ def format_table(rows: dict) -> str:
             cond.append(f"{s['nds']:.3f}" if s else "  -  ")
         lines.append(f"| {name:<13} | {m['nds']:.3f} | {m['map']:.3f} | {m['gflops_per_frame']:6.2f} | "
                      f"{m['latency_ms']['mean']:8.1f} | " + " | ".join(cond) + " |")
+    return "\n".join(lines)
+
+
+def cheapest_near_best(rows: dict, condition: str | None, tolerance: float = 0.05) -> tuple[str, str]:
+    """(best, cheapest): the configuration with the highest NDS on `condition` (None: overall) and the one with
+    the fewest GFLOPs whose NDS is within `tolerance` (relative) of that best: what a gate should pick there."""
+    def nds(name):
+        m = rows[name]
+        s = m["per_condition"].get(condition) if condition else m
+        return s["nds"] if s else float("-inf")
+    best = max(rows, key=nds)
+    near = [n for n in rows if nds(n) >= (1 - tolerance) * nds(best)]
+    return best, min(near, key=lambda n: (rows[n]["gflops_per_frame"], -nds(n)))
+
+
+def format_choices(rows: dict, tolerance: float = 0.05) -> str:
+    lines = [f"Per condition: the best configuration and the cheapest one within {tolerance:.0%} of its NDS",
+             "| condition | best          | NDS   | cheapest near best | NDS   | GFLOPs |",
+             "|-----------|---------------|-------|--------------------|-------|--------|"]
+    for c in (None, *CONDITIONS):
+        if c and not any(c in m["per_condition"] for m in rows.values()):
+            continue
+        best, cheap = cheapest_near_best(rows, c, tolerance)
+        get = (lambda n: rows[n]["per_condition"][c]["nds"]) if c else (lambda n: rows[n]["nds"])
+        lines.append(f"| {c or 'overall':<9} | {best:<13} | {get(best):.3f} | {cheap:<18} | {get(cheap):.3f} | "
+                     f"{rows[cheap]['gflops_per_frame']:6.2f} |")
     return "\n".join(lines)
 
 

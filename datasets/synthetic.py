@@ -690,7 +690,7 @@ def simulate_lidar(rng: np.random.Generator, dirs, ring, boxes_s, cls, height, c
         p_keep *= np.exp(-r / 120.0) * (r < 55.0)
         atten = np.full_like(r, 0.8)
     elif weather == "fog":
-        p_keep *= np.exp(-r / 15.0) * (r < 40.0)
+        p_keep *= np.exp(-r / 10.0) * (r < 30.0)  # dense fog: few LiDAR returns beyond ~20 m
         atten = np.exp(-r / 30.0)
     keep = valid & (rng.random(len(r)) < p_keep)
     if isinstance(fault, tuple):

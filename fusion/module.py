@@ -1,9 +1,9 @@
 """GateFusionModule: the LightningModule that trains and runs the fusion detector.
 
 Training uses the static sensor configuration (`sensors`), except that with probability `train_sensor_dropout`
-per frame a random subset of the present sensors at random resolutions is used instead (at least one sensor
-on), so that one model can be evaluated under every static configuration. Validation and `detect` use the static
-configuration (or the one given). Hyperparameters are plain values (save_hyperparameters), so
+per frame a random non-empty subset of the present sensors at random resolutions is used instead, so that one
+model can be evaluated under every static configuration. Validation and `detect` use the static configuration
+(or the one given). Hyperparameters are plain values (save_hyperparameters), so
 `GateFusionModule.load_from_checkpoint(path, map_location="cpu")` rebuilds it.
 """
 from __future__ import annotations
@@ -21,7 +21,8 @@ from sensors.frame import SENSORS, Batch, Detections
 
 def random_decisions(present: Tensor, static: Tensor, p: float, generator: torch.Generator | None = None) -> Tensor:
     """(B, 3) bool present, (B, 3) long static decisions -> (B, 3) long: each frame with probability p gets a
-    random mode per present sensor (uniform over MODES, "off" included) with at least one present sensor on."""
+    random non-empty subset of its present sensors (uniform over subsets: each sensor alone gets as many frames as
+    any combination) with a random non-off mode per sensor of the subset."""
     B, device = present.shape[0], present.device
     out = static.clone()
     pick = torch.rand(B, generator=generator) < p
@@ -29,11 +30,11 @@ def random_decisions(present: Tensor, static: Tensor, p: float, generator: torch
         avail = [i for i in range(len(SENSORS)) if bool(present[b, i])]
         if not avail:
             continue
-        row = [int(torch.randint(len(MODES[s]), (1,), generator=generator)) if bool(present[b, i]) else 0
-               for i, s in enumerate(SENSORS)]
-        if not any(row):
-            i = avail[int(torch.randint(len(avail), (1,), generator=generator))]
-            row[i] = int(torch.randint(1, len(MODES[SENSORS[i]]), (1,), generator=generator))
+        mask = int(torch.randint(1, 2 ** len(avail), (1,), generator=generator))
+        row = [0] * len(SENSORS)
+        for j, i in enumerate(avail):
+            if mask >> j & 1:
+                row[i] = int(torch.randint(1, len(MODES[SENSORS[i]]), (1,), generator=generator))
         out[b] = torch.tensor(row, device=device)
     return out
 
