@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from fusion.bev import BEVGrid, conv_block
 from sensors.frame import RadarData
-from sensors.lidar import budget_points, scatter_max
+from sensors.lidar import TIME_LAG_SCALE, budget_points, scatter_max
 
 POINT_FEATURES = 9
 
@@ -27,7 +27,7 @@ class RadarEncoder(nn.Module):
         )
         self.bev = nn.Sequential(conv_block(channels, channels), conv_block(channels, channels))
         extent = max(abs(v) for v in (*grid.x_range, *grid.y_range))
-        self.register_buffer("scale", torch.tensor([extent, extent, 4.0, 20.0, 10.0, 10.0, 1.0, grid.cell, grid.cell]),
+        self.register_buffer("scale", torch.tensor([extent, extent, 4.0, 20.0, 10.0, 10.0, TIME_LAG_SCALE, grid.cell, grid.cell]),
                              persistent=False)
 
     def forward(self, data: RadarData, batch_size: int, mode: str = "on") -> Tensor:

@@ -10,6 +10,7 @@ import torch
 from fusion.bev import BEVGrid
 from fusion.cost import SHARED, branch_gflops, config_gflops, decisions_gflops
 from fusion.detector import CAMERA_MODES, LIDAR_MODES, RADAR_MODES, SensorConfig, build_detector
+from fusion.head import CenterHead
 from fusion.module import GateFusionModule, random_decisions
 from sensors.frame import SENSORS, Batch, Boxes, CameraData, FrameMeta, LidarData, RadarData
 
@@ -250,6 +251,34 @@ def test_overfit_one_batch():
         assert torch.allclose(d.boxes[:, 3:6], g.boxes[j, 3:6], rtol=0.2)
 
 
+def test_velocity_is_learned_when_most_boxes_stand_still():
+    """A quarter of the boxes move at 6 m/s, the rest stand still: the head memorises their velocities from
+    distinct features. (Under plain L1 the still majority held every prediction at 0, the median.)"""
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(3)
+    grid = BEVGrid((-25.6, 25.6), (-25.6, 25.6), 1.6, (-2.0, 4.0))
+    head = CenterHead(grid, 8, 8)
+    gt = []
+    for _ in range(2):
+        b = random_boxes(8, 24.0, gen)
+        b.boxes[:, 7:9] = 0.0
+        b.boxes[:2, 7] = 6.0
+        gt.append(b)
+    features = torch.nn.Parameter(torch.randn(2, 8, grid.H, grid.W, generator=gen))
+    opt = torch.optim.Adam([features, *head.parameters()], lr=1e-2)
+    for _ in range(150):
+        loss = head.loss(head(features), gt)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    t = head.targets(gt)
+    vel = head(features)["regression"].detach().permute(0, 2, 3, 1)[t["mask"]][:, 8:10]
+    target = t["regression"].permute(0, 2, 3, 1)[t["mask"]][:, 8:10]
+    moving = target[:, 0] > 0
+    assert (vel[moving] - target[moving]).norm(dim=1).mean() < 1.5, vel[moving]
+    assert (vel[~moving] - target[~moving]).norm(dim=1).mean() < 1.5
+
+
 def test_cost_table_monotonic(detector):
     batch = make_batch(B=1)
     table = branch_gflops(detector, batch)
@@ -286,6 +315,11 @@ def test_module_detect_and_random_decisions():
     assert (dec[present.any(1)] > 0).any(1).all()
     assert not torch.equal(dec, static)
     assert torch.equal(random_decisions(present, static, 0.0), static)
+    # Uniform over the 7 non-empty subsets of three present sensors: each sensor alone as often as all three.
+    full = torch.ones(1400, 3, dtype=torch.bool)
+    dec = random_decisions(full, SensorConfig().decisions(full), 1.0, torch.Generator().manual_seed(1))
+    subsets = torch.bincount(((dec > 0).long() * torch.tensor([1, 2, 4])).sum(1), minlength=8)
+    assert subsets[0] == 0 and ((subsets[1:] - 200).abs() < 60).all(), subsets.tolist()
     with pytest.raises(ValueError, match="every sensor off"):
         GateFusionModule(sensors="camera=off")
 
