@@ -7,8 +7,9 @@ Yaw is split as in SECOND: the box axis as (sin 2yaw, cos 2yaw), which is the sa
 front/back ambiguity cannot wash out the axis, and a direction logit (is cos(yaw) >= 0) that picks the half.
 Targets: a gaussian per box on its class heatmap (CenterPoint radius, min_overlap 0.1, at least `min_radius`
 cells), regression, direction and attribute targets at the box's centre cell. Losses: penalty-reduced focal
-loss, masked L1 (squared error for velocity), direction binary cross-entropy, attribute cross-entropy among the attributes valid for the class. Decoding: 3x3 max-pool peak NMS,
-top-k, score threshold, at most `max_detections` per frame -> sensors.frame.Detections.
+loss, masked L1 (squared error for velocity), direction binary cross-entropy, attribute cross-entropy among the
+attributes valid for the class. Decoding: 3x3 max-pool peak NMS, top-k, score threshold, at most `max_detections`
+per frame -> sensors.frame.Detections.
 """
 from __future__ import annotations
 

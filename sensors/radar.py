@@ -27,8 +27,8 @@ class RadarEncoder(nn.Module):
         )
         self.bev = nn.Sequential(conv_block(channels, channels), conv_block(channels, channels))
         extent = max(abs(v) for v in (*grid.x_range, *grid.y_range))
-        self.register_buffer("scale", torch.tensor([extent, extent, 4.0, 20.0, 10.0, 10.0, TIME_LAG_SCALE, grid.cell, grid.cell]),
-                             persistent=False)
+        self.register_buffer("scale", torch.tensor([extent, extent, 4.0, 20.0, 10.0, 10.0, TIME_LAG_SCALE, grid.cell,
+                                                   grid.cell]), persistent=False)
 
     def forward(self, data: RadarData, batch_size: int, mode: str = "on") -> Tensor:
         if mode != "on":
