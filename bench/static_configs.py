@@ -76,16 +76,19 @@ def format_table(rows: dict) -> str:
     return "\n".join(lines)
 
 
+def condition_nds(metrics: dict, condition: str | None) -> float:
+    """NDS of one configuration on `condition` (None: overall); -inf where the condition has no frames."""
+    s = metrics["per_condition"].get(condition) if condition else metrics
+    return s["nds"] if s else float("-inf")
+
+
 def cheapest_near_best(rows: dict, condition: str | None, tolerance: float = 0.05) -> tuple[str, str]:
     """(best, cheapest): the configuration with the highest NDS on `condition` (None: overall) and the one with
     the fewest GFLOPs whose NDS is within `tolerance` (relative) of that best: what a gate should pick there."""
-    def nds(name):
-        m = rows[name]
-        s = m["per_condition"].get(condition) if condition else m
-        return s["nds"] if s else float("-inf")
-    best = max(rows, key=nds)
-    near = [n for n in rows if nds(n) >= (1 - tolerance) * nds(best)]
-    return best, min(near, key=lambda n: (rows[n]["gflops_per_frame"], -nds(n)))
+    nds = {n: condition_nds(m, condition) for n, m in rows.items()}
+    best = max(nds, key=nds.get)
+    near = [n for n in rows if nds[n] >= (1 - tolerance) * nds[best]]
+    return best, min(near, key=lambda n: (rows[n]["gflops_per_frame"], -nds[n]))
 
 
 def format_choices(rows: dict, tolerance: float = 0.05) -> str:
@@ -96,9 +99,8 @@ def format_choices(rows: dict, tolerance: float = 0.05) -> str:
         if c and not any(c in m["per_condition"] for m in rows.values()):
             continue
         best, cheap = cheapest_near_best(rows, c, tolerance)
-        get = (lambda n: rows[n]["per_condition"][c]["nds"]) if c else (lambda n: rows[n]["nds"])
-        lines.append(f"| {c or 'overall':<9} | {best:<13} | {get(best):.3f} | {cheap:<18} | {get(cheap):.3f} | "
-                     f"{rows[cheap]['gflops_per_frame']:6.2f} |")
+        lines.append(f"| {c or 'overall':<9} | {best:<13} | {condition_nds(rows[best], c):.3f} | {cheap:<18} | "
+                     f"{condition_nds(rows[cheap], c):.3f} | {rows[cheap]['gflops_per_frame']:6.2f} |")
     return "\n".join(lines)
 
 
