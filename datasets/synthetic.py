@@ -5,8 +5,10 @@ the same code path as real nuScenes. One scene is one log: an ego car drives (st
 constant-velocity objects of the ten detection classes, sensed by
 
   * LIDAR_TOP: 32 beams (HDL-32E elevations), a vectorised ray cast against the ground plane and the object boxes
-    (slab test, first hit wins, so objects occlude), intensity from material and range, ring index, `.pcd.bin`;
-  * five radars: Doppler returns mostly from vehicles (rcs by size), weak/rare for small classes, range up to 100 m,
+    (slab test, first hit wins, so objects occlude), intensity from the body's paint (retroreflective cones and
+    barriers bright) and range, ring index, `.pcd.bin`;
+  * five radars: Doppler returns mostly from vehicles (rcs by size, fluctuating per object and per return),
+    weak/rare for small classes, range up to 100 m,
     raw radial velocity (vx, vy) and its ego-motion compensated version (vx_comp, vy_comp), clutter, 18-field `.pcd`;
   * six cameras with nuScenes mounting and scaled intrinsics, rendered with PIL (painter's algorithm), class-specific
     colours and patterns, sky/road background with a horizon, `.jpg`.
@@ -144,7 +146,8 @@ PRESETS: dict[str, WorldConfig] = {
 @dataclass(frozen=True)
 class ClassSpec:
     """How one detection class looks to every sensor. size: (l, w, h) metres; speed: (lo, hi) m/s when moving;
-    reflectivity: LiDAR intensity scale; radar_p / radar_lambda: detection probability and extra returns; rcs: dBsm."""
+    reflectivity: LiDAR intensity scale (kept by RETROREFLECTIVE classes; painted bodies get theirs from their colour,
+    see material_reflectivity); radar_p / radar_lambda: detection probability and extra returns; rcs: mean dBsm."""
 
     category: str
     size: tuple[float, float, float]
@@ -370,7 +373,9 @@ class EgoMotion:
 class Objects:
     """K constant-velocity objects. p0: (K, 2) global xy at t = 0; vel: (K, 2); size: (K, 3) l, w, h; yaw: (K,);
     cls: (K,) index into CLASSES; attribute: (K,) index into ATTRIBUTES or -1; span: (K, 2) first/last annotated
-    key-frame index; category: K category names; extras: per-object appearance values."""
+    key-frame index; category: K category names; colour: (K, 3) body RGB; reflectivity: (K,) LiDAR intensity scale of
+    the body (from its paint, see material_reflectivity), None: the class's SPECS value; rcs: (K,) radar
+    cross-section (dBsm) of the object, None: the class's SPECS value."""
 
     p0: np.ndarray
     vel: np.ndarray
@@ -381,6 +386,15 @@ class Objects:
     span: np.ndarray
     category: list[str]
     colour: np.ndarray
+    reflectivity: np.ndarray | None = None
+    rcs: np.ndarray | None = None
+
+    def lidar_reflectivity(self) -> np.ndarray:
+        return (self.reflectivity if self.reflectivity is not None
+                else np.array([SPECS[CLASSES[c]].reflectivity for c in self.cls], dtype=np.float64))
+
+    def radar_rcs(self) -> np.ndarray:
+        return self.rcs if self.rcs is not None else np.array([SPECS[CLASSES[c]].rcs for c in self.cls], np.float64)
 
     def boxes(self, t: float) -> np.ndarray:
         """(K, 9) global boxes [x, y, z, l, w, h, yaw, vx, vy] at time t (s)."""
@@ -513,8 +527,30 @@ def make_objects(rng: np.random.Generator, ego: EgoMotion, n_samples: int, traff
         p0s.append(p0), vels.append(vel), sizes.append(size), yaws.append(heading), clss.append(CLASSES.index(name))
         attrs.append(ATTRIBUTES.index(attr) if attr else -1), spans.append(span), cats.append(category)
         colours.append(colour)
-    return Objects(np.array(p0s), np.array(vels), np.array(sizes), np.array(yaws), np.array(clss),
-                   np.array(attrs), np.array(spans), cats, np.array(colours, dtype=np.float64))
+    colours = np.array(colours, dtype=np.float64).reshape(-1, 3)
+    clss = np.array(clss, dtype=np.int64)
+    reflectivity = material_reflectivity(rng, clss, colours)
+    rcs = np.array([SPECS[CLASSES[c]].rcs for c in clss], np.float64) + rng.normal(0.0, RCS_OBJECT_SIGMA, len(clss))
+    return Objects(np.array(p0s), np.array(vels), np.array(sizes), np.array(yaws), clss,
+                   np.array(attrs), np.array(spans), cats, colours, reflectivity, rcs)
+
+
+# Retroreflective classes keep their SPECS reflectivity; every other body reflects by its paint, so LiDAR intensity
+# says little about the class (a white car and a white truck look alike to it) while the camera sees colour and
+# decals: LiDAR tells where, the camera tells what, as on real roads.
+RETROREFLECTIVE = ("traffic_cone", "barrier")
+RCS_OBJECT_SIGMA = 3.0  # dB, per object (aspect and shape)
+RCS_POINT_SIGMA = 3.0  # dB, per return (fluctuation)
+
+
+def material_reflectivity(rng: np.random.Generator, cls: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """(K,) LiDAR intensity scale per object: 8 + 40 x the paint's albedo (mean RGB / 255) + N(0, 6) for painted
+    bodies, the class value of SPECS for RETROREFLECTIVE classes."""
+    albedo = colour.mean(1) / 255.0 if len(colour) else np.zeros(0)
+    painted = np.clip(8.0 + 40.0 * albedo + rng.normal(0.0, 6.0, len(cls)), 3.0, 80.0)
+    retro = np.array([CLASSES[c] in RETROREFLECTIVE for c in cls], bool)
+    table = np.array([SPECS[CLASSES[c]].reflectivity for c in cls], np.float64)
+    return np.where(retro, table, painted)
 
 
 def make_faults(rng: np.random.Generator, n_samples: int, with_faults: bool) -> dict[int, dict]:
@@ -674,10 +710,10 @@ def count_in_boxes(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 
 
 def simulate_lidar(rng: np.random.Generator, dirs, ring, boxes_s, cls, height, config: WorldConfig, weather: str,
-                   fault) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   fault, reflectivity: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One LiDAR sweep in the sensor frame: (N, 5) float32 rows (x, y, z, intensity, ring), the per-box
     visibility (K,) in [0, 1] from occlusion (1 where no ray reaches the box) and the box each point hit (N,)
-    (-1: ground or spurious)."""
+    (-1: ground or spurious). reflectivity: (K,) per-box intensity scale (None: the classes' SPECS values)."""
     dist, hit, potential, first = ray_cast(dirs, boxes_s, height, config.lidar_max_range, front_notches(cls))
     visibility = np.where(potential > 0, first / np.maximum(potential, 1), 1.0)
     if fault == "silent":
@@ -702,9 +738,10 @@ def simulate_lidar(rng: np.random.Generator, dirs, ring, boxes_s, cls, height, c
     xyz = dsel * r[:, None]
     refl = np.full(len(r), 12.0)
     if len(cls):
-        table = np.array([SPECS[c].reflectivity for c in CLASSES])
-        refl[on_box] = table[cls[h[on_box]]]
-    intensity = refl * (0.6 + 0.4 * np.exp(-r / 40.0)) * atten[keep] + rng.normal(0, 2.0, len(r))
+        if reflectivity is None:
+            reflectivity = np.array([SPECS[CLASSES[c]].reflectivity for c in cls], np.float64)
+        refl[on_box] = reflectivity[h[on_box]]
+    intensity = refl * (0.6 + 0.4 * np.exp(-r / 40.0)) * atten[keep] + rng.normal(0, 4.0, len(r))
     pts = np.concatenate([xyz, np.clip(intensity, 0, 255)[:, None], rg[:, None]], 1)
     if weather in ("rain", "fog"):
         n_spur = int(rng.poisson(config.lidar_azimuth_steps * (0.25 if weather == "rain" else 1.2)))
@@ -721,9 +758,10 @@ def simulate_lidar(rng: np.random.Generator, dirs, ring, boxes_s, cls, height, c
 # ------------------------------------------------------------------------------------------------------------ radar
 
 def simulate_radar(rng: np.random.Generator, boxes_r: np.ndarray, cls: np.ndarray, visibility: np.ndarray,
-                   v_sensor: np.ndarray, weather: str) -> np.ndarray:
+                   v_sensor: np.ndarray, weather: str, rcs_object: np.ndarray | None = None) -> np.ndarray:
     """One radar sweep in its sensor frame (RADAR_DTYPE array). boxes_r: (K, 9) boxes in the radar frame (velocity
-    absolute, rotated into the radar axes); v_sensor: (2,) velocity of the radar over ground in its own axes.
+    absolute, rotated into the radar axes); v_sensor: (2,) velocity of the radar over ground in its own axes;
+    rcs_object: (K,) mean cross-section per box (None: the classes' SPECS values), each return fluctuates about it.
     vx, vy: radial velocity relative to the sensor; vx_comp, vy_comp: radial velocity over ground."""
     xy = boxes_r[:, :2]
     r = np.linalg.norm(xy, axis=1)
@@ -758,7 +796,9 @@ def simulate_radar(rng: np.random.Generator, boxes_r: np.ndarray, cls: np.ndarra
     pa = pa + rng.normal(0, np.deg2rad(0.3), n)
     px, py = pr * np.cos(pa), pr * np.sin(pa)
     v_obj = b[:, 7:9]
-    rcs = np.array([SPECS[CLASSES[c]].rcs for c in cls])[obj] + rng.normal(0, 2.0, n) if n else np.zeros(0)
+    if rcs_object is None:
+        rcs_object = np.array([SPECS[CLASSES[c]].rcs for c in cls], np.float64)
+    rcs = rcs_object[obj] + rng.normal(0, RCS_POINT_SIGMA, n) if n else np.zeros(0)
     # Clutter: static reflections anywhere in the field of view.
     n_clutter = int(rng.poisson(6.0 * (1.3 if weather == "rain" else 1.0)))
     cr = rng.uniform(3.0, 80.0, n_clutter)
@@ -1107,7 +1147,7 @@ def generate_scene(out: Path, config: WorldConfig, plan: ScenePlan) -> dict:
         boxes_s = boxes_in_frame(objects.boxes(t_s), sensor_T_global)
         fault = faults.get(k, {}).get("lidar")
         pts, vis, hit = simulate_lidar(streams["lidar"], dirs, ring, boxes_s, objects.cls, lidar_h, config,
-                                       plan.weather, fault)
+                                       plan.weather, fault, objects.lidar_reflectivity())
         write_lidar_bin(path, pts)
         if key:
             vis_key[k] = vis
@@ -1127,7 +1167,8 @@ def generate_scene(out: Path, config: WorldConfig, plan: ScenePlan) -> dict:
             if channel in faults.get(k, {}).get("radar", ()):
                 pts = np.zeros(0, RADAR_DTYPE)
             else:
-                pts = simulate_radar(streams["radar"], boxes_r, objects.cls, vis, v_sensor, plan.weather)
+                pts = simulate_radar(streams["radar"], boxes_r, objects.cls, vis, v_sensor, plan.weather,
+                                     objects.radar_rcs())
             write_radar_pcd(path, pts)
             if key and len(pts) and len(objects.cls):
                 xyz = np.stack([pts["x"], pts["y"], pts["z"]], 1).astype(np.float64)

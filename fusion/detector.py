@@ -6,6 +6,7 @@ no frame is not computed at all. `SensorConfig` is one static choice ("camera=hi
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -14,7 +15,7 @@ from torch import Tensor, nn
 from fusion.bev import BEVGrid, conv_block, norm2d
 from fusion.head import CenterHead
 from sensors.camera import CameraEncoder
-from sensors.frame import SENSORS, Batch, CameraData, LidarData, RadarData
+from sensors.frame import CLASSES, SENSORS, Batch, CameraData, LidarData, RadarData
 from sensors.lidar import LidarEncoder
 from sensors.radar import RadarEncoder
 
@@ -150,10 +151,11 @@ class FusionDetector(nn.Module):
     """Encoders + fusion + backbone + head. forward(batch, decisions) -> head outputs (see fusion/head.py)."""
 
     def __init__(self, camera: CameraEncoder, lidar: LidarEncoder, radar: RadarEncoder, fusion: MaskedFusion,
-                 backbone: BEVBackbone, head: CenterHead):
+                 backbone: BEVBackbone, head: CenterHead, camera_heatmap: nn.Module | None = None):
         super().__init__()
         self.camera, self.lidar, self.radar = camera, lidar, radar
         self.fusion, self.backbone, self.head = fusion, backbone, head
+        self.camera_heatmap = camera_heatmap
         self.grid: BEVGrid = head.grid
 
     def run_encoder(self, sensor: str, batch: Batch, idx: Tensor, mode: str, aux: list[Tensor] | None = None
@@ -198,14 +200,20 @@ class FusionDetector(nn.Module):
 
     def forward(self, batch: Batch, decisions: Tensor) -> dict[str, Tensor]:
         """decisions (B, 3) long mode indices (a sensor not present is forced off) -> head outputs; in training
-        mode, where a camera ran, also "camera_depth_loss" (a scalar)."""
+        mode, where a camera ran, also "camera_depth_loss" (a scalar) and, with a camera_heatmap head,
+        "camera_heatmap" (K, 10, H, W) logits of the camera's BEV alone for the K frames "camera_frames" (K,)."""
         if decisions.shape != (len(batch), len(SENSORS)):
             raise ValueError(f"FusionDetector: decisions must be ({len(batch)}, 3), got {tuple(decisions.shape)}")
         decisions = torch.where(batch.present.bool(), decisions.long(), torch.zeros_like(decisions.long()))
         aux: list[Tensor] | None = [] if self.training else None
-        outputs = self.shared(self.encode(batch, decisions, aux), decisions > 0)
+        features = self.encode(batch, decisions, aux)
+        outputs = self.shared(features, decisions > 0)
         if aux:
             outputs["camera_depth_loss"] = torch.stack(aux).mean()
+        if self.training and self.camera_heatmap is not None and features["camera"] is not None:
+            rows = torch.nonzero(decisions[:, SENSORS.index("camera")] > 0).flatten()
+            outputs["camera_heatmap"] = self.camera_heatmap(features["camera"][rows])
+            outputs["camera_frames"] = rows
         return outputs
 
     def shared(self, features: dict[str, Tensor | None], used: Tensor) -> dict[str, Tensor]:
@@ -220,8 +228,11 @@ def build_detector(bev_range: float = 51.2, bev_cell: float = 0.8, z_min: float 
                    fusion_channels: int = 32, bev_channels: int = 32, head_channels: int = 32,
                    score_threshold: float = 0.05, max_detections: int = 500, heatmap_weight: float = 1.0,
                    regression_weight: float = 0.25, attribute_weight: float = 0.2,
-                   camera_depth_bins: int = 32) -> FusionDetector:
-    """A FusionDetector from plain hyperparameters (square BEV range [-bev_range, bev_range] m)."""
+                   camera_depth_bins: int = 32, direction_weight: float = 0.2,
+                   camera_heatmap: bool = False) -> FusionDetector:
+    """A FusionDetector from plain hyperparameters (square BEV range [-bev_range, bev_range] m). camera_heatmap: a
+    training-only class heatmap (one 3x3 conv) on the camera's BEV alone, so that the camera branch learns to
+    detect on its own rather than only as a helper of the LiDAR (its loss weight is the module's)."""
     grid = BEVGrid((-bev_range, bev_range), (-bev_range, bev_range), bev_cell, (z_min, z_max))
     camera = CameraEncoder(grid, camera_width, camera_channels, camera_heights, camera_bev_factor,
                            camera_depth_bins)
@@ -232,5 +243,9 @@ def build_detector(bev_range: float = 51.2, bev_cell: float = 0.8, z_min: float 
     backbone = BEVBackbone(fusion_channels + len(SENSORS), bev_channels)
     head = CenterHead(grid, bev_channels, head_channels, heatmap_weight=heatmap_weight,
                       regression_weight=regression_weight, attribute_weight=attribute_weight,
-                      score_threshold=score_threshold, max_detections=max_detections)
-    return FusionDetector(camera, lidar, radar, fusion, backbone, head)
+                      direction_weight=direction_weight, score_threshold=score_threshold, max_detections=max_detections)
+    aux_head = None
+    if camera_heatmap:
+        aux_head = nn.Conv2d(camera_channels, len(CLASSES), 3, padding=1)
+        nn.init.constant_(aux_head.bias, -math.log((1 - 0.01) / 0.01))
+    return FusionDetector(camera, lidar, radar, fusion, backbone, head, aux_head)

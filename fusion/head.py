@@ -50,6 +50,17 @@ def gaussian_radius(length: Tensor, width: Tensor, min_overlap: float = 0.1) -> 
     return torch.minimum(torch.minimum(r1, r2), r3)
 
 
+def focal_loss(logits: Tensor, target: Tensor) -> Tensor:
+    """CenterNet's penalty-reduced focal loss of heatmap logits (B, C, H, W) against gaussian targets, per
+    positive (target 1) cell; finite without positives."""
+    logits = logits.float()
+    pos = target.eq(1).float()
+    pred = torch.sigmoid(logits)
+    pos_loss = F.logsigmoid(logits) * (1 - pred) ** 2 * pos
+    neg_loss = F.logsigmoid(-logits) * pred ** 2 * (1 - target) ** 4 * (1 - pos)
+    return -(pos_loss.sum() + neg_loss.sum()) / pos.sum().clamp(min=1.0)
+
+
 class CenterHead(nn.Module):
     """(B, in_channels, H, W) BEV features -> dict of heatmap / regression / attribute maps."""
 
@@ -129,17 +140,13 @@ class CenterHead(nn.Module):
     # losses --------------------------------------------------------------------------------------------------
     def loss(self, outputs: dict[str, Tensor], gt: list[Boxes]) -> dict[str, Tensor]:
         """Scalar losses: heatmap (focal), regression (L1), attribute (CE), direction (BCE) and their weighted sum
-        "loss".
-        Finite for frames without boxes."""
+        "loss"; with "camera_heatmap" in the outputs also that focal loss (not in "loss": its weight is the
+        module's). Finite for frames without boxes."""
         t = self.targets(gt, outputs["heatmap"].device)
-        logits = outputs["heatmap"].float()
-        target = t["heatmap"]
-        pos = target.eq(1).float()
-        num_pos = pos.sum().clamp(min=1.0)
-        pred = torch.sigmoid(logits)
-        pos_loss = F.logsigmoid(logits) * (1 - pred) ** 2 * pos
-        neg_loss = F.logsigmoid(-logits) * pred ** 2 * (1 - target) ** 4 * (1 - pos)
-        heatmap = -(pos_loss.sum() + neg_loss.sum()) / num_pos
+        heatmap = focal_loss(outputs["heatmap"], t["heatmap"])
+        if "camera_heatmap" in outputs:  # training only: the camera's own heatmap (FusionDetector)
+            rows = outputs["camera_frames"]
+            camera_heatmap = focal_loss(outputs["camera_heatmap"], t["heatmap"][rows])
 
         mask = t["mask"]
         reg_pred = outputs["regression"].float().permute(0, 2, 3, 1)[mask]
@@ -164,8 +171,11 @@ class CenterHead(nn.Module):
         direction = (F.binary_cross_entropy_with_logits(dir_logits, t["direction"][mask]) if len(dir_logits)
                      else dir_logits.sum() * 0.0)
         wh, wr, wa, wd = self.weights
-        return {"loss": wh * heatmap + wr * regression + wa * attribute + wd * direction, "heatmap": heatmap,
-                "regression": regression, "attribute": attribute, "direction": direction}
+        out = {"loss": wh * heatmap + wr * regression + wa * attribute + wd * direction, "heatmap": heatmap,
+               "regression": regression, "attribute": attribute, "direction": direction}
+        if "camera_heatmap" in outputs:
+            out["camera_heatmap"] = camera_heatmap
+        return out
 
     # decoding ------------------------------------------------------------------------------------------------
     @torch.no_grad()

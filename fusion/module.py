@@ -57,6 +57,9 @@ class GateFusionModule(pl.LightningModule):
     train_sensor_dropout: per-frame probability of training with a random sensor subset / resolution
     lr, weight_decay:     AdamW; one-cycle schedule (peak lr, warm-up fraction pct_start) over all training steps
     camera_depth_weight:  weight of the camera depth loss supervised by LiDAR (sensors/camera.py), training only
+    direction_weight:     weight of the front/back direction loss of the head (fusion/head.py)
+    camera_heatmap_weight: weight of the training-only heatmap loss of the camera's BEV alone (0: no such head;
+                          see build_detector)
     """
 
     def __init__(self, sensors: str = "camera=high,lidar=fine,radar=on", train_sensor_dropout: float = 0.5,
@@ -68,21 +71,24 @@ class GateFusionModule(pl.LightningModule):
                  fusion_channels: int = 32, bev_channels: int = 32, head_channels: int = 32,
                  score_threshold: float = 0.05, max_detections: int = 500, heatmap_weight: float = 1.0,
                  regression_weight: float = 0.25, attribute_weight: float = 0.2, camera_depth_bins: int = 32,
-                 camera_depth_weight: float = 0.5):
+                 camera_depth_weight: float = 0.5, direction_weight: float = 0.2,
+                 camera_heatmap_weight: float = 0.0):
         super().__init__()
         self.save_hyperparameters()
         self.static = SensorConfig.parse(sensors)
         if self.static.indices() == (0, 0, 0):
             raise ValueError(f"GateFusionModule: sensors {sensors!r} turns every sensor off")
-        if camera_depth_weight < 0:
-            raise ValueError(f"GateFusionModule: camera_depth_weight must be >= 0, got {camera_depth_weight}")
+        for name, value in (("camera_depth_weight", camera_depth_weight), ("direction_weight", direction_weight),
+                            ("camera_heatmap_weight", camera_heatmap_weight)):
+            if value < 0:
+                raise ValueError(f"GateFusionModule: {name} must be >= 0, got {value}")
         if not 0.0 <= train_sensor_dropout <= 1.0:
             raise ValueError(f"GateFusionModule: train_sensor_dropout must be in [0, 1], got {train_sensor_dropout}")
         self.detector = build_detector(
             bev_range, bev_cell, z_min, z_max, camera_width, camera_channels, camera_heights, camera_bev_factor,
             lidar_channels, lidar_coarse_points, lidar_fine_points, radar_channels, radar_points, fusion_channels,
             bev_channels, head_channels, score_threshold, max_detections, heatmap_weight, regression_weight,
-            attribute_weight, camera_depth_bins)
+            attribute_weight, camera_depth_bins, direction_weight, camera_heatmap_weight > 0)
         self._cost_table: dict | None = None
 
     def forward(self, batch: Batch, decisions: Tensor) -> dict[str, Tensor]:
@@ -102,6 +108,8 @@ class GateFusionModule(pl.LightningModule):
         if "camera_depth_loss" in outputs:  # training only: the camera's LiDAR-supervised depth
             losses["camera_depth"] = outputs["camera_depth_loss"]
             losses["loss"] = losses["loss"] + self.hparams.camera_depth_weight * losses["camera_depth"]
+        if "camera_heatmap" in losses:  # training only: the camera's BEV detecting alone
+            losses["loss"] = losses["loss"] + self.hparams.camera_heatmap_weight * losses["camera_heatmap"]
         self.log_dict({f"{stage}/{k}": v.detach() for k, v in losses.items() if k != "loss"}, batch_size=len(batch),
                       prog_bar=False, sync_dist=stage != "train")
         self.log(f"{stage}_loss", losses["loss"].detach(), batch_size=len(batch), prog_bar=True,

@@ -32,14 +32,19 @@ MIN_DEPTH = 0.2
 DEPTH_RANGE = (1.0, 65.0)  # metres along the optical axis covered by the depth bins
 
 
-class ImageBackbone(nn.Module):
-    """(N, 3, H, W) in [0, 1] -> (N, out_channels, ~H/8, ~W/8). Five 3x3 conv blocks, three of stride 2."""
+GEOMETRY_CHANNELS = 2  # per-pixel ray geometry fed to the image CNN next to RGB, see ray_geometry
+GROUND_DEPTH_SCALE = 10.0  # metres: the ground channel is 10 / depth, 1 at 10 m
 
-    def __init__(self, width: int = 16, out_channels: int = 32):
+
+class ImageBackbone(nn.Module):
+    """(N, in_channels, H, W), normalised -> (N, out_channels, ~H/8, ~W/8). Five 3x3 conv blocks, three of
+    stride 2."""
+
+    def __init__(self, width: int = 16, out_channels: int = 32, in_channels: int = 3 + GEOMETRY_CHANNELS):
         super().__init__()
         w = width
         self.body = nn.Sequential(
-            conv_block(3, w, 2),
+            conv_block(in_channels, w, 2),
             conv_block(w, 2 * w, 2),
             conv_block(2 * w, 2 * w),
             conv_block(2 * w, 4 * w, 2),
@@ -47,8 +52,29 @@ class ImageBackbone(nn.Module):
             nn.Conv2d(4 * w, out_channels, 1),
         )
 
-    def forward(self, images: Tensor) -> Tensor:
-        return self.body((images - 0.45) / 0.25)
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+
+def ray_geometry(ego_T_cam: Tensor, intrinsics: Tensor, image_hw: tuple[int, int]) -> Tensor:
+    """(B, N, 4, 4), (B, N, 3, 3) for images of size image_hw -> (B, N, GEOMETRY_CHANNELS, H, W): per pixel, the
+    depth along the optical axis at which its ray meets the ground (ego z = 0) as GROUND_DEPTH_SCALE / depth (0 for
+    rays at or above the horizon), and the up component of its unit ray in the ego frame.
+
+    A translation-invariant CNN cannot know where a pixel lies relative to the horizon; with these channels the
+    depth of an object standing on the road is the ground depth at its lowest pixel, the strongest monocular depth
+    cue (the camera-aware depth of BEVDepth in its simplest form)."""
+    H, W = image_hw
+    dev = intrinsics.device
+    v, u = torch.meshgrid(torch.arange(H, device=dev, dtype=torch.float32) + 0.5,
+                          torch.arange(W, device=dev, dtype=torch.float32) + 0.5, indexing="ij")
+    pix = torch.stack([u, v, torch.ones_like(u)], -1).reshape(-1, 3)  # (HW, 3)
+    rays = torch.einsum("bnij,pj->bnpi", torch.linalg.inv(intrinsics.float()), pix)  # camera frame, z = 1
+    up = torch.einsum("bnj,bnpj->bnp", ego_T_cam[..., 2, :3].float(), rays)  # ego z per unit optical depth
+    height = ego_T_cam[..., 2, 3].float()[..., None]  # camera height above the ground
+    ground = torch.where(up < 0, -up / height.clamp(min=0.1), torch.zeros_like(up)) * GROUND_DEPTH_SCALE
+    unit_up = up / rays.norm(dim=-1)
+    return rearrange(torch.stack([ground, unit_up], 2), "b n c (h w) -> b n c h w", h=H)
 
 
 def project_to_images(points: Tensor, ego_T_cam: Tensor, intrinsics: Tensor, image_hw: tuple[int, int],
@@ -90,13 +116,15 @@ class CameraEncoder(nn.Module):
         self.register_buffer("points", rearrange(self.bev_grid.sample_points(heights), "z h w c -> (z h w) c"),
                              persistent=False)
 
-    def image_features(self, images: Tensor, mode: str) -> Tensor:
-        """(B, N, 3, H, W) -> (B, N, C + depth_bins, h, w) at the mode's input scale: features, then depth
-        logits."""
+    def image_features(self, data: CameraData, mode: str) -> Tensor:
+        """Images (B, N, 3, H, W) -> (B, N, C + depth_bins, h, w) at the mode's input scale: features, then depth
+        logits. The CNN sees RGB and the ray geometry of every pixel (ray_geometry)."""
         if mode not in CAMERA_RESOLUTIONS:
             raise ValueError(f"CameraEncoder: unknown mode {mode!r}; expected one of {tuple(CAMERA_RESOLUTIONS)}")
+        images = data.images
         B = images.shape[0]
-        x = rearrange(images, "b n c h w -> (b n) c h w")
+        geometry = ray_geometry(data.ego_T_cam, data.intrinsics, tuple(images.shape[-2:])).to(images.dtype)
+        x = rearrange(torch.cat([(images - 0.45) / 0.25, geometry], 2), "b n c h w -> (b n) c h w")
         if CAMERA_RESOLUTIONS[mode] != 1.0:
             x = F.interpolate(x, scale_factor=CAMERA_RESOLUTIONS[mode], mode="bilinear", align_corners=False,
                               antialias=True)
@@ -115,7 +143,7 @@ class CameraEncoder(nn.Module):
         if images.ndim != 5 or images.shape[2] != 3:
             raise ValueError(f"CameraEncoder: images must be (B, N_cam, 3, H, W), got {tuple(images.shape)}")
         B, N = images.shape[:2]
-        out = self.image_features(images, mode)
+        out = self.image_features(data, mode)
         feats, depth_logits = out[:, :, :self.channels], out[:, :, self.channels:]
         hw = tuple(images.shape[-2:])
         ego_T_cam, intrinsics = data.ego_T_cam.float(), data.intrinsics.float()

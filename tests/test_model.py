@@ -127,6 +127,32 @@ def test_gradients_reach_selected_only(config):
     assert _grad_state(det.backbone) and _grad_state(det.head)
 
 
+def test_camera_heatmap_trains_the_camera_alone():
+    """The training-only camera heatmap covers exactly the frames that ran the camera; its loss reaches the camera
+    branch and nothing else; in eval mode it is not computed."""
+    torch.manual_seed(0)
+    det = build_detector(**TINY, camera_heatmap=True)
+    batch = make_batch(B=3)
+    decisions = torch.tensor([[2, 2, 1], [0, 1, 1], [1, 0, 0]])
+    out = det(batch, decisions)
+    assert out["camera_frames"].tolist() == [0, 2] and out["camera_heatmap"].shape == (2, 10, *out["heatmap"].shape[2:])
+    losses = det.head.loss(out, batch.gt)
+    assert torch.isfinite(losses["camera_heatmap"])
+    losses["camera_heatmap"].backward()
+    assert _grad_state(det.camera) and _grad_state(det.camera_heatmap)
+    assert not any(_grad_state(m) for m in (det.lidar, det.radar, det.fusion, det.backbone, det.head))
+    det.eval()
+    assert "camera_heatmap" not in det(batch, decisions)
+    m = GateFusionModule(**TINY, camera_heatmap_weight=0.5)
+    m.train()
+    out = m(batch, decisions)
+    parts = m.detector.head.loss(out, batch.gt)
+    expected = parts["loss"] + m.hparams.camera_depth_weight * out["camera_depth_loss"] + 0.5 * parts["camera_heatmap"]
+    assert float(m._step(batch, decisions, "train")) == pytest.approx(float(expected), rel=1e-5)
+    with pytest.raises(ValueError, match="camera_heatmap_weight"):
+        GateFusionModule(**TINY, camera_heatmap_weight=-1.0)
+
+
 def test_every_subset_and_resolution_runs(detector):
     batch = make_batch()
     for cfg in ALL_CONFIGS:
@@ -359,6 +385,27 @@ def test_camera_projection_geometry():
     norm_aug, visible_aug = project_to_images(pts @ A[:3, :3].T + A[:3, 3], A @ cam.ego_T_cam, cam.intrinsics,
                                               (32, 56))
     assert torch.equal(visible_aug, visible) and torch.allclose(norm_aug, norm, atol=1e-4)
+
+
+def test_ray_geometry_gives_the_ground_depth_of_every_pixel():
+    """Below the horizon every pixel carries the depth at which its ray meets the ground (level cameras 1.5 m up:
+    1.5 f / (row - H/2)), and the pixel where a ground point 12 m ahead projects about 12 m; rows above the horizon
+    carry 0; the up component of the rays grows from the bottom row to the top."""
+    from sensors.camera import GROUND_DEPTH_SCALE, project_to_images, ray_geometry
+
+    H, W = 64, 112
+    cam = camera_rig(1, H, W)
+    g = ray_geometry(cam.ego_T_cam, cam.intrinsics, (H, W))
+    assert g.shape == (1, 6, 2, H, W)
+    rows = torch.arange(H // 2 + 1, H).float() + 0.5
+    expected = 1.5 * (W / 2) / (rows - H / 2)
+    assert torch.allclose(GROUND_DEPTH_SCALE / g[0, :, 0, H // 2 + 1:, :], expected[None, :, None], rtol=1e-4)
+    norm, visible = project_to_images(torch.tensor([[12.0, 0.0, 0.0]]), cam.ego_T_cam, cam.intrinsics, (H, W))
+    assert visible[0, 0, 0]
+    u, v = int((norm[0, 0, 0, 0] + 1) / 2 * W), int((norm[0, 0, 0, 1] + 1) / 2 * H)
+    assert GROUND_DEPTH_SCALE / float(g[0, 0, 0, v, u]) == pytest.approx(12.0, rel=0.15)
+    assert (g[0, :, 0, : H // 2] == 0).all() and (g[0, :, 0, H // 2 + 1:] > 0).all()
+    assert (g[0, :, 1, 0] > g[0, :, 1, -1]).all()
 
 
 def test_camera_bev_responds_where_cameras_see():

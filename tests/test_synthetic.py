@@ -334,6 +334,39 @@ def test_lidar_tells_a_parked_cars_front_from_its_back():
     assert height[front].max() < 0.55 * 1.73 + 0.05 < height[back].max() - 0.5
 
 
+def test_lidar_intensity_follows_paint_not_class():
+    """Two side-by-side boxes of different classes but the same white paint return the same LiDAR intensity, a
+    dark one returns less, and cones stay retroreflective: intensity is no class label, as on real roads."""
+    from datasets.synthetic import material_reflectivity, simulate_lidar, lidar_directions
+
+    cls = np.array([CLASSES.index(c) for c in ("car", "truck", "car", "traffic_cone")])
+    colour = np.array([[230.0, 230, 230], [230, 230, 230], [30, 30, 35], [255, 120, 0]])
+    refl = np.stack([material_reflectivity(np.random.default_rng(s), cls, colour) for s in range(400)])
+    white_car, white_truck, dark_car, cone = refl.mean(0)
+    assert abs(white_car - white_truck) < 1.5 and white_car - dark_car > 25 and cone > 100
+    assert refl[:, 0].std() > 3  # the same paint still varies between objects
+
+    cfg = PRESETS["demo"]
+    dirs, ring = lidar_directions(cfg.lidar_azimuth_steps)
+    boxes = np.array([[10.0, 6.0, -1.0, 4.6, 1.95, 1.73, 0.0, 0.0, 0.0],
+                      [10.0, -6.0, -1.0, 4.6, 1.95, 1.73, 0.0, 0.0, 0.0]])
+    pts, _, hit = simulate_lidar(np.random.default_rng(0), dirs, ring, boxes, cls[:2], 1.84, cfg, "clear", None,
+                                 np.array([45.0, 15.0]))
+    bright, dark = pts[hit == 0, 3].mean(), pts[hit == 1, 3].mean()
+    assert bright - dark > 20
+
+
+def test_radar_rcs_fluctuates_about_the_class_mean():
+    """Returns of one truck scatter by a few dB about its own mean, which sits near the class mean."""
+    from datasets.synthetic import SPECS, simulate_radar
+
+    truck = np.array([[20.0, 0.0, 1.4, 6.9, 2.5, 2.8, 0.0, 0.0, 0.0]])
+    sweeps = [simulate_radar(np.random.default_rng(s), truck, np.array([CLASSES.index("truck")]), np.ones(1),
+                             np.zeros(2), "clear", np.array([19.0])) for s in range(300)]
+    rcs = np.concatenate([p["rcs"][(np.abs(p["x"] - 20.0) < 3.7) & (np.abs(p["y"]) < 1.5)] for p in sweeps])
+    assert abs(rcs.mean() - 19.0) < 0.8 and 2.0 < rcs.std() < 4.5
+    assert abs(SPECS["truck"].rcs - 16.0) < 1e-9
+
 def test_faults_ground_truth_and_files(tiny_world, nusc):
     faults = json.loads((tiny_world / VERSION / "synthetic_faults.json").read_text())
     for sample_token, sensors in faults.items():
