@@ -1,7 +1,8 @@
 """Camera encoder: a small image CNN of our own run at a selectable input scale, and the lift of its features onto
 the shared BEV grid by bilinear sampling (simple_bev style).
 
-Modes (CAMERA_RESOLUTIONS): "low" runs the CNN on images downsampled 2x, "high" on the images as given.
+Modes (CAMERA_RESOLUTIONS): "low" runs the CNN on images downsampled 2x, "high" on the images as given. The CNN
+sees RGB plus each pixel's ray geometry (ray_geometry: the depth at which the ray meets the ground, its elevation).
 Lifting: the 3D centres of the BEV cells (of a grid `bev_factor` times coarser than the shared one) at a few
 heights are mapped into every camera with cam_T_ego = inverse(ego_T_cam) and the intrinsics, the feature map is
 sampled there (normalised image coordinates, so the intrinsics apply to any feature-map size), and the samples

@@ -135,7 +135,8 @@ def test_camera_heatmap_trains_the_camera_alone():
     batch = make_batch(B=3)
     decisions = torch.tensor([[2, 2, 1], [0, 1, 1], [1, 0, 0]])
     out = det(batch, decisions)
-    assert out["camera_frames"].tolist() == [0, 2] and out["camera_heatmap"].shape == (2, 10, *out["heatmap"].shape[2:])
+    assert out["camera_frames"].tolist() == [0, 2]
+    assert out["camera_heatmap"].shape == (2, 10, *out["heatmap"].shape[2:])
     losses = det.head.loss(out, batch.gt)
     assert torch.isfinite(losses["camera_heatmap"])
     losses["camera_heatmap"].backward()
