@@ -389,13 +389,6 @@ class Objects:
     reflectivity: np.ndarray | None = None
     rcs: np.ndarray | None = None
 
-    def lidar_reflectivity(self) -> np.ndarray:
-        return (self.reflectivity if self.reflectivity is not None
-                else np.array([SPECS[CLASSES[c]].reflectivity for c in self.cls], dtype=np.float64))
-
-    def radar_rcs(self) -> np.ndarray:
-        return self.rcs if self.rcs is not None else np.array([SPECS[CLASSES[c]].rcs for c in self.cls], np.float64)
-
     def boxes(self, t: float) -> np.ndarray:
         """(K, 9) global boxes [x, y, z, l, w, h, yaw, vx, vy] at time t (s)."""
         xy = self.p0 + self.vel * t
@@ -530,7 +523,7 @@ def make_objects(rng: np.random.Generator, ego: EgoMotion, n_samples: int, traff
     colours = np.array(colours, dtype=np.float64).reshape(-1, 3)
     clss = np.array(clss, dtype=np.int64)
     reflectivity = material_reflectivity(rng, clss, colours)
-    rcs = np.array([SPECS[CLASSES[c]].rcs for c in clss], np.float64) + rng.normal(0.0, RCS_OBJECT_SIGMA, len(clss))
+    rcs = spec_values(clss, "rcs") + rng.normal(0.0, RCS_OBJECT_SIGMA, len(clss))
     return Objects(np.array(p0s), np.array(vels), np.array(sizes), np.array(yaws), clss,
                    np.array(attrs), np.array(spans), cats, colours, reflectivity, rcs)
 
@@ -543,14 +536,18 @@ RCS_OBJECT_SIGMA = 3.0  # dB, per object (aspect and shape)
 RCS_POINT_SIGMA = 3.0  # dB, per return (fluctuation)
 
 
+def spec_values(cls: np.ndarray, field: str) -> np.ndarray:
+    """(K,) class indices -> (K,) float64 values of one ClassSpec field."""
+    return np.array([getattr(SPECS[CLASSES[c]], field) for c in cls], np.float64)
+
+
 def material_reflectivity(rng: np.random.Generator, cls: np.ndarray, colour: np.ndarray) -> np.ndarray:
     """(K,) LiDAR intensity scale per object: 8 + 40 x the paint's albedo (mean RGB / 255) + N(0, 6) for painted
     bodies, the class value of SPECS for RETROREFLECTIVE classes."""
     albedo = colour.mean(1) / 255.0 if len(colour) else np.zeros(0)
     painted = np.clip(8.0 + 40.0 * albedo + rng.normal(0.0, 6.0, len(cls)), 3.0, 80.0)
     retro = np.array([CLASSES[c] in RETROREFLECTIVE for c in cls], bool)
-    table = np.array([SPECS[CLASSES[c]].reflectivity for c in cls], np.float64)
-    return np.where(retro, table, painted)
+    return np.where(retro, spec_values(cls, "reflectivity"), painted)
 
 
 def make_faults(rng: np.random.Generator, n_samples: int, with_faults: bool) -> dict[int, dict]:
@@ -738,9 +735,8 @@ def simulate_lidar(rng: np.random.Generator, dirs, ring, boxes_s, cls, height, c
     xyz = dsel * r[:, None]
     refl = np.full(len(r), 12.0)
     if len(cls):
-        if reflectivity is None:
-            reflectivity = np.array([SPECS[CLASSES[c]].reflectivity for c in cls], np.float64)
-        refl[on_box] = reflectivity[h[on_box]]
+        per_box = spec_values(cls, "reflectivity") if reflectivity is None else reflectivity
+        refl[on_box] = per_box[h[on_box]]
     intensity = refl * (0.6 + 0.4 * np.exp(-r / 40.0)) * atten[keep] + rng.normal(0, 4.0, len(r))
     pts = np.concatenate([xyz, np.clip(intensity, 0, 255)[:, None], rg[:, None]], 1)
     if weather in ("rain", "fog"):
@@ -768,8 +764,8 @@ def simulate_radar(rng: np.random.Generator, boxes_r: np.ndarray, cls: np.ndarra
     az = np.abs(np.arctan2(xy[:, 1], xy[:, 0]))
     max_r = np.where(az < np.deg2rad(10), 100.0, np.where(az < np.deg2rad(45), 70.0,
                                                            np.where(az < np.deg2rad(60), 30.0, 0.0)))
-    p_det = np.array([SPECS[CLASSES[c]].radar_p for c in cls]) * (0.3 + 0.7 * visibility) * np.where(r > 60, 0.7, 1.0)
-    lam = np.array([SPECS[CLASSES[c]].radar_lambda for c in cls]) * np.clip(25.0 / np.maximum(r, 1), 0.4, 2.0)
+    p_det = spec_values(cls, "radar_p") * (0.3 + 0.7 * visibility) * np.where(r > 60, 0.7, 1.0)
+    lam = spec_values(cls, "radar_lambda") * np.clip(25.0 / np.maximum(r, 1), 0.4, 2.0)
     det = (r < max_r) & (r > 1.0) & (rng.random(len(r)) < p_det)
     counts = np.where(det, 1 + rng.poisson(lam), 0)
     obj = np.repeat(np.arange(len(r)), counts)
@@ -797,7 +793,7 @@ def simulate_radar(rng: np.random.Generator, boxes_r: np.ndarray, cls: np.ndarra
     px, py = pr * np.cos(pa), pr * np.sin(pa)
     v_obj = b[:, 7:9]
     if rcs_object is None:
-        rcs_object = np.array([SPECS[CLASSES[c]].rcs for c in cls], np.float64)
+        rcs_object = spec_values(cls, "rcs")
     rcs = rcs_object[obj] + rng.normal(0, RCS_POINT_SIGMA, n) if n else np.zeros(0)
     # Clutter: static reflections anywhere in the field of view.
     n_clutter = int(rng.poisson(6.0 * (1.3 if weather == "rain" else 1.0)))
@@ -1147,7 +1143,7 @@ def generate_scene(out: Path, config: WorldConfig, plan: ScenePlan) -> dict:
         boxes_s = boxes_in_frame(objects.boxes(t_s), sensor_T_global)
         fault = faults.get(k, {}).get("lidar")
         pts, vis, hit = simulate_lidar(streams["lidar"], dirs, ring, boxes_s, objects.cls, lidar_h, config,
-                                       plan.weather, fault, objects.lidar_reflectivity())
+                                       plan.weather, fault, objects.reflectivity)
         write_lidar_bin(path, pts)
         if key:
             vis_key[k] = vis
@@ -1168,7 +1164,7 @@ def generate_scene(out: Path, config: WorldConfig, plan: ScenePlan) -> dict:
                 pts = np.zeros(0, RADAR_DTYPE)
             else:
                 pts = simulate_radar(streams["radar"], boxes_r, objects.cls, vis, v_sensor, plan.weather,
-                                     objects.radar_rcs())
+                                     objects.rcs)
             write_radar_pcd(path, pts)
             if key and len(pts) and len(objects.cls):
                 xyz = np.stack([pts["x"], pts["y"], pts["z"]], 1).astype(np.float64)

@@ -144,9 +144,6 @@ class CenterHead(nn.Module):
         module's). Finite for frames without boxes."""
         t = self.targets(gt, outputs["heatmap"].device)
         heatmap = focal_loss(outputs["heatmap"], t["heatmap"])
-        if "camera_heatmap" in outputs:  # training only: the camera's own heatmap (FusionDetector)
-            rows = outputs["camera_frames"]
-            camera_heatmap = focal_loss(outputs["camera_heatmap"], t["heatmap"][rows])
 
         mask = t["mask"]
         reg_pred = outputs["regression"].float().permute(0, 2, 3, 1)[mask]
@@ -173,8 +170,8 @@ class CenterHead(nn.Module):
         wh, wr, wa, wd = self.weights
         out = {"loss": wh * heatmap + wr * regression + wa * attribute + wd * direction, "heatmap": heatmap,
                "regression": regression, "attribute": attribute, "direction": direction}
-        if "camera_heatmap" in outputs:
-            out["camera_heatmap"] = camera_heatmap
+        if "camera_heatmap" in outputs:  # training only: the camera's own heatmap (FusionDetector)
+            out["camera_heatmap"] = focal_loss(outputs["camera_heatmap"], t["heatmap"][outputs["camera_frames"]])
         return out
 
     # decoding ------------------------------------------------------------------------------------------------
