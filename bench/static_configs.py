@@ -23,10 +23,12 @@ CONFIGS = {
     "radar": "camera=off,lidar=off,radar=on",
     "camera+lidar": "camera=high,lidar=fine,radar=off",
     "lidar+radar": "camera=off,lidar=fine,radar=on",
+    "lidar coarse+radar": "camera=off,lidar=coarse,radar=on",
     "all low": "camera=low,lidar=coarse,radar=on",
     "all high": "camera=high,lidar=fine,radar=on",
 }
 CONDITIONS = ("day", "dusk", "night", "clear", "rain", "fog", "fault")
+NAME_WIDTH = max(len(n) for n in CONFIGS)
 
 
 def main(argv=None) -> dict:
@@ -62,7 +64,7 @@ def main(argv=None) -> dict:
 
 
 def format_table(rows: dict) -> str:
-    head = f"| {'configuration':<13} | NDS   | mAP   | GFLOPs | ms/frame | " + " | ".join(f"{c:<5}" for c in CONDITIONS) + " |"
+    head = f"| {'configuration':<{NAME_WIDTH}} | NDS   | mAP   | GFLOPs | ms/frame | " + " | ".join(f"{c:<5}" for c in CONDITIONS) + " |"
     sep = "|" + "|".join("-" * len(c) for c in head[1:-1].split("|")) + "|"
     lines = ["NDS overall and per condition (synth_val); GFLOPs counted by torch's FLOP counter; ms on this machine",
              head, sep]
@@ -71,7 +73,7 @@ def format_table(rows: dict) -> str:
         for c in CONDITIONS:
             s = m["per_condition"].get(c)
             cond.append(f"{s['nds']:.3f}" if s else "  -  ")
-        lines.append(f"| {name:<13} | {m['nds']:.3f} | {m['map']:.3f} | {m['gflops_per_frame']:6.2f} | "
+        lines.append(f"| {name:<{NAME_WIDTH}} | {m['nds']:.3f} | {m['map']:.3f} | {m['gflops_per_frame']:6.2f} | "
                      f"{m['latency_ms']['mean']:8.1f} | " + " | ".join(cond) + " |")
     return "\n".join(lines)
 
@@ -93,13 +95,14 @@ def cheapest_near_best(rows: dict, condition: str | None, tolerance: float = 0.0
 
 def format_choices(rows: dict, tolerance: float = 0.05) -> str:
     lines = [f"Per condition: the best configuration and the cheapest one within {tolerance:.0%} of its NDS",
-             "| condition | best          | NDS   | cheapest near best | NDS   | GFLOPs |",
-             "|-----------|---------------|-------|--------------------|-------|--------|"]
+             f"| condition | {'best':<{NAME_WIDTH}} | NDS   | {'cheapest near best':<{NAME_WIDTH}} | NDS   | GFLOPs |",
+             f"|-----------|{'-' * (NAME_WIDTH + 2)}|-------|{'-' * (NAME_WIDTH + 2)}|-------|--------|"]
     for c in (None, *CONDITIONS):
         if c and not any(c in m["per_condition"] for m in rows.values()):
             continue
         best, cheap = cheapest_near_best(rows, c, tolerance)
-        lines.append(f"| {c or 'overall':<9} | {best:<13} | {condition_nds(rows[best], c):.3f} | {cheap:<18} | "
+        lines.append(f"| {c or 'overall':<9} | {best:<{NAME_WIDTH}} | {condition_nds(rows[best], c):.3f} | "
+                     f"{cheap:<{NAME_WIDTH}} | "
                      f"{condition_nds(rows[cheap], c):.3f} | {rows[cheap]['gflops_per_frame']:6.2f} |")
     return "\n".join(lines)
 

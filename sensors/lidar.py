@@ -3,7 +3,10 @@
 Modes (LIDAR_MODES in fusion/detector.py without "off"): "coarse" uses pillars of the shared cell size and a
 smaller point budget; "fine" uses pillars half that size, a larger budget and a strided conv down to the shared
 grid. Per point: (x, y, z, intensity, time_lag, offset to the pillar centre (2), offset to the pillar's point
-mean (3)) -> linear + LayerNorm + ReLU -> max over the pillar's points (scatter_reduce) -> BEV canvas -> convs.
+mean (3)) -> linear + ReLU -> max over the pillar's points (scatter_reduce) -> BEV canvas -> convs. The features
+are only scaled to O(1) (self.scale), not normalised per point: with a per-point LayerNorm after the linear layer
+(each point's features rescaled by their own spread), a 300-step LiDAR+radar training ended with a 13% higher
+heatmap loss (1.27 vs 1.11). The radar encoder does the same.
 """
 from __future__ import annotations
 
@@ -56,8 +59,7 @@ class PillarNet(nn.Module):
             raise ValueError(f"PillarNet: pillar {pillar} m must be the grid cell {grid.cell} m divided by 1, 2 or 4")
         self.grid, self.pillar_grid = grid, grid.scaled(pillar / grid.cell)
         self.max_points = max_points
-        self.point_net = nn.Sequential(nn.Linear(POINT_FEATURES, channels, bias=False), nn.LayerNorm(channels),
-                                       nn.ReLU(inplace=True))
+        self.point_net = nn.Sequential(nn.Linear(POINT_FEATURES, channels), nn.ReLU(inplace=True))
         downs = [conv_block(channels, channels, 2) for _ in range(int(round(math.log2(round(stride)))))]
         self.bev = nn.Sequential(*downs, conv_block(channels, channels))
         extent = max(abs(v) for v in (*grid.x_range, *grid.y_range))

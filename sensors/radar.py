@@ -22,8 +22,8 @@ class RadarEncoder(nn.Module):
         self.channels = channels
         self.max_points = max_points
         self.point_net = nn.Sequential(
-            nn.Linear(POINT_FEATURES, channels, bias=False), nn.LayerNorm(channels), nn.ReLU(inplace=True),
-            nn.Linear(channels, channels, bias=False), nn.LayerNorm(channels), nn.ReLU(inplace=True),
+            nn.Linear(POINT_FEATURES, channels), nn.ReLU(inplace=True),
+            nn.Linear(channels, channels), nn.ReLU(inplace=True),
         )
         self.bev = nn.Sequential(conv_block(channels, channels), conv_block(channels, channels))
         extent = max(abs(v) for v in (*grid.x_range, *grid.y_range))
