@@ -9,8 +9,11 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from collections import defaultdict
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -65,6 +68,22 @@ def _summary(metrics) -> dict:
     }
 
 
+@contextmanager
+def _empty_predictions_allowed():
+    """The devkit's filter_eval_boxes asserts on a set without a single box, so DetectionEval cannot be built on
+    results without any detection (an untrained model, every score under the threshold). Filtering no boxes gives
+    no boxes: inside this context such a set passes through unfiltered, every other set (the ground truth) goes
+    through the devkit's filter, and the devkit's own metrics then score the empty predictions (AP 0, NDS 0)."""
+    import nuscenes.eval.detection.evaluate as devkit_evaluate
+    original = devkit_evaluate.filter_eval_boxes
+
+    def filter_eval_boxes(nusc, eval_boxes, *args, **kwargs):
+        return eval_boxes if not eval_boxes.all else original(nusc, eval_boxes, *args, **kwargs)
+
+    with mock.patch.object(devkit_evaluate, "filter_eval_boxes", filter_eval_boxes):
+        yield
+
+
 def official_eval(nusc, result_path: str | Path, split: str, out_dir: str | Path,
                   subsets: dict[str, list[str]] | None = None) -> dict:
     """DetectionEval (detection_cvpr_2019) on `split`, on the frames in the results file only, and on each subset.
@@ -95,8 +114,12 @@ def official_eval(nusc, result_path: str | Path, split: str, out_dir: str | Path
         result_path = result_path.with_name(result_path.stem + "_filled.json")
         result_path.write_text(json.dumps(data))
 
-    ev = DetectionEval(nusc, config_factory("detection_cvpr_2019"), str(result_path), eval_set=split,
-                       output_dir=str(out_dir), verbose=False)
+    empty = not any(data["results"][t] for t in run_tokens)
+    if empty:
+        warnings.warn(f"{result_path}: no detection in any frame; every metric is that of an empty result (NDS 0)")
+    with _empty_predictions_allowed() if empty else nullcontext():
+        ev = DetectionEval(nusc, config_factory("detection_cvpr_2019"), str(result_path), eval_set=split,
+                           output_dir=str(out_dir), verbose=False)
     gt_all, pred_all = ev.gt_boxes, ev.pred_boxes
 
     def evaluate_on(tokens: list[str]) -> dict | None:

@@ -55,6 +55,23 @@ def test_noisy_boxes_score_lower_and_limited_runs_evaluate_only_their_frames(tin
     assert out["overall"]["tp_errors"]["trans_err"] > 0.3
 
 
+def test_results_without_any_detection_score_zero_instead_of_crashing(tiny_world, val_frames, tmp_path):
+    """A model that detects nothing (an untrained one, every score under the threshold) gets the devkit's metrics
+    of an empty result; the devkit itself asserts on a result without a single box."""
+    from nuscenes import NuScenes
+
+    metas = [f.meta for f in val_frames]
+    empty = [Detections(torch.zeros(0, 9), torch.zeros(0), torch.zeros(0, dtype=torch.long),
+                        torch.zeros(0, dtype=torch.long)) for _ in val_frames]
+    path = write_results(tmp_path / "r.json", detections_to_results(empty, metas), {"lidar": True})
+    nusc = NuScenes("v1.0-synth", str(tiny_world), verbose=False)
+    with pytest.warns(UserWarning, match="no detection in any frame"):
+        out = official_eval(nusc, path, "synth_val", tmp_path / "eval", condition_subsets(metas))
+    assert out["overall"]["nds"] == 0.0 and out["overall"]["map"] == 0.0
+    assert out["overall"]["frames"] == len(val_frames)
+    assert all(s is None or s["nds"] == 0.0 for s in out["subsets"].values())
+
+
 def test_results_follow_the_official_format(val_frames):
     frame = val_frames[0]
     res = detections_to_results(_gt_as_detections([frame]), [frame.meta])
