@@ -64,7 +64,8 @@ def main(argv=None) -> dict:
 
 
 def format_table(rows: dict) -> str:
-    head = f"| {'configuration':<{NAME_WIDTH}} | NDS   | mAP   | GFLOPs | ms/frame | " + " | ".join(f"{c:<5}" for c in CONDITIONS) + " |"
+    head = (f"| {'configuration':<{NAME_WIDTH}} | NDS   | mAP   | GFLOPs | ms/frame | "
+            + " | ".join(f"{c:<5}" for c in CONDITIONS) + " |")
     sep = "|" + "|".join("-" * len(c) for c in head[1:-1].split("|")) + "|"
     lines = ["NDS overall and per condition (synth_val); GFLOPs counted by torch's FLOP counter; ms on this machine",
              head, sep]
