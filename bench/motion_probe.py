@@ -56,12 +56,12 @@ def main(argv=None) -> None:
     val = [data.val_set[i] for i in range(0, len(data.val_set), 4)]
 
     def features(batch):
-        """-> (the head's shared features, the head's own outputs, targets) of a batch under `config`."""
+        """-> (the backbone's BEV features, the head's shared features, targets) of a batch under `config`."""
         with torch.no_grad():
             decisions = config.decisions(batch.present)
             grid = (detector.grid.H, detector.grid.W)
             bev = detector.backbone(detector.fusion(detector.encode(batch, decisions), decisions > 0, grid))
-            return head.shared(bev), head(bev), head.targets(batch.gt)
+            return bev, head.shared(bev), head.targets(batch.gt)
 
     channels = head.shared[0].out_channels
     probe = torch.nn.Sequential(conv_block(channels, 32), conv_block(32, 32), torch.nn.Conv2d(32, 3, 1))
@@ -72,8 +72,9 @@ def main(argv=None) -> None:
         rows = []
         with torch.no_grad():
             for i in range(0, len(val), 4):
-                x, outputs, t = features(collate(val[i:i + 4]))
+                bev, x, t = features(collate(val[i:i + 4]))
                 o = centre_values(probe(x), t)
+                outputs = head(bev)
                 own_dir = centre_values(outputs["direction"], t)[:, 0]
                 own_vel = centre_values(outputs["regression"], t)[:, VEL:VEL + 2]
                 v = centre_values(t["regression"], t)[:, VEL:VEL + 2]
@@ -83,8 +84,13 @@ def main(argv=None) -> None:
         label, direction, p_dir, p_vel, h_dir, h_vel, v = (torch.cat(c) for c in zip(*rows))
         car = label == CLASSES.index("car")
         moving = car & (v.norm(dim=1) > 1.0)
-        acc = lambda logit: float(((logit[car] > 0).float() == direction[car]).float().mean())  # noqa: E731
-        err = lambda pred: float((pred[moving] - v[moving]).norm(dim=1).mean())  # noqa: E731
+
+        def acc(logit):
+            return float(((logit[car] > 0).float() == direction[car]).float().mean())
+
+        def err(pred):
+            return float((pred[moving] - v[moving]).norm(dim=1).mean())
+
         return (f"cars {int(car.sum())}: direction accuracy probe {acc(p_dir):.3f}, head {acc(h_dir):.3f} | "
                 f"moving cars {int(moving.sum())}: velocity error probe {err(p_vel):.2f}, head {err(h_vel):.2f}, "
                 f"zero {err(torch.zeros_like(v)):.2f} m/s")
@@ -92,7 +98,7 @@ def main(argv=None) -> None:
     step = 0
     while step < args.steps:
         for batch in train:
-            x, _, t = features(batch)
+            _, x, t = features(batch)
             o = centre_values(probe(x), t)
             v = centre_values(t["regression"], t)[:, VEL:VEL + 2]
             loss = (F.binary_cross_entropy_with_logits(o[:, 0], t["direction"][t["mask"]])

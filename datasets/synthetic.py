@@ -544,7 +544,7 @@ def spec_values(cls: np.ndarray, field: str) -> np.ndarray:
 def material_reflectivity(rng: np.random.Generator, cls: np.ndarray, colour: np.ndarray) -> np.ndarray:
     """(K,) LiDAR intensity scale per object: 8 + 40 x the paint's albedo (mean RGB / 255) + N(0, 6) for painted
     bodies, the class value of SPECS for RETROREFLECTIVE classes."""
-    albedo = colour.mean(1) / 255.0 if len(colour) else np.zeros(0)
+    albedo = colour.mean(1) / 255.0
     painted = np.clip(8.0 + 40.0 * albedo + rng.normal(0.0, 6.0, len(cls)), 3.0, 80.0)
     retro = np.array([CLASSES[c] in RETROREFLECTIVE for c in cls], bool)
     return np.where(retro, spec_values(cls, "reflectivity"), painted)

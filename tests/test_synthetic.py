@@ -367,6 +367,7 @@ def test_radar_rcs_fluctuates_about_the_class_mean():
     assert abs(rcs.mean() - 19.0) < 0.8 and 2.0 < rcs.std() < 4.5
     assert abs(SPECS["truck"].rcs - 16.0) < 1e-9
 
+
 def test_faults_ground_truth_and_files(tiny_world, nusc):
     faults = json.loads((tiny_world / VERSION / "synthetic_faults.json").read_text())
     for sample_token, sensors in faults.items():
