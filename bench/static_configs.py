@@ -22,11 +22,14 @@ CONFIGS = {
     "lidar fine": "camera=off,lidar=fine,radar=off",
     "radar": "camera=off,lidar=off,radar=on",
     "camera+lidar": "camera=high,lidar=fine,radar=off",
+    "camera+radar": "camera=high,lidar=off,radar=on",
     "lidar+radar": "camera=off,lidar=fine,radar=on",
     "lidar coarse+radar": "camera=off,lidar=coarse,radar=on",
     "all low": "camera=low,lidar=coarse,radar=on",
     "all high": "camera=high,lidar=fine,radar=on",
 }
+# What each sensor adds: all high against all high without it.
+LEAVE_ONE_OUT = {"camera": "lidar+radar", "lidar": "camera+radar", "radar": "camera+lidar"}
 CONDITIONS = ("day", "dusk", "night", "clear", "rain", "fog", "fault")
 NAME_WIDTH = max(len(n) for n in CONFIGS)
 
@@ -60,6 +63,9 @@ def main(argv=None) -> dict:
     print(format_table(rows))
     print()
     print(format_choices(rows))
+    if all(n in rows for n in ("all high", *LEAVE_ONE_OUT.values())):
+        print()
+        print(format_contributions(rows))
     return rows
 
 
@@ -105,6 +111,21 @@ def format_choices(rows: dict, tolerance: float = 0.05) -> str:
         lines.append(f"| {c or 'overall':<9} | {best:<{NAME_WIDTH}} | {condition_nds(rows[best], c):.3f} | "
                      f"{cheap:<{NAME_WIDTH}} | "
                      f"{condition_nds(rows[cheap], c):.3f} | {rows[cheap]['gflops_per_frame']:6.2f} |")
+    return "\n".join(lines)
+
+
+def format_contributions(rows: dict) -> str:
+    """NDS of all high minus NDS of all high without one sensor, overall and per condition."""
+    lines = ["What each sensor adds: NDS of all high minus NDS of all high without it",
+             "| sensor | overall | " + " | ".join(f"{c:<6}" for c in CONDITIONS) + " |",
+             "|--------|---------|" + "|".join("-" * 8 for _ in CONDITIONS) + "|"]
+    full = rows["all high"]
+    for sensor, without in LEAVE_ONE_OUT.items():
+        cells = []
+        for c in (None, *CONDITIONS):
+            a, b = condition_nds(full, c), condition_nds(rows[without], c)
+            cells.append(f"{a - b:+.3f}" if a > float("-inf") and b > float("-inf") else "   -  ")
+        lines.append(f"| {sensor:<6} | {cells[0]:>7} | " + " | ".join(f"{x:>6}" for x in cells[1:]) + " |")
     return "\n".join(lines)
 
 

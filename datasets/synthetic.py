@@ -6,7 +6,8 @@ constant-velocity objects of the ten detection classes, sensed by
 
   * LIDAR_TOP: 32 beams (HDL-32E elevations), a vectorised ray cast against the ground plane and the object boxes
     (slab test, first hit wins, so objects occlude), intensity from the body's paint (retroreflective cones and
-    barriers bright) and range, ring index, `.pcd.bin`;
+    barriers bright) and range, returns that fade out sooner from dark bodies (return_probability), ring index,
+    `.pcd.bin`;
   * five radars: Doppler returns mostly from vehicles (rcs by size, fluctuating per object and per return),
     weak/rare for small classes, range up to 100 m,
     raw radial velocity (vx, vy) and its ego-motion compensated version (vx_comp, vy_comp), clutter, 18-field `.pcd`;
@@ -14,7 +15,8 @@ constant-velocity objects of the ten detection classes, sensed by
     colours and patterns, sky/road background with a horizon, `.jpg`.
 
 Conditions per scene (lighting day/dusk/night, weather clear/rain/fog, traffic light/medium/dense) change the
-sensors: night/dusk darken and add noise to cameras, rain/fog shorten the LiDAR and add near spurious returns, fog
+sensors: night/dusk darken and add noise to cameras (where only lights, unless parked, and what the ego's headlights
+reach stay visible), rain/fog shorten the LiDAR and add near spurious returns, fog
 washes out cameras; radar is nearly unaffected. Short sensor-fault events (camera black/occluded, LiDAR beams lost or
 silent, radar dropout) are written to `<version>/synthetic_faults.json` = {sample_token: [sensor, ...]}.
 
@@ -706,6 +708,19 @@ def count_in_boxes(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return counts
 
 
+GROUND_REFLECTIVITY = 12.0  # LiDAR intensity scale of the road
+WHITE_REFLECTIVITY = 45.0  # a white painted body: returns out to the LiDAR's full range
+
+
+def return_probability(r: np.ndarray, reflectivity: np.ndarray, max_range: float) -> np.ndarray:
+    """Share of LiDAR returns detected at range r (m) from surfaces of the given intensity scale. The received
+    power falls as reflectivity / r^2, so the range where returns fade grows as sqrt(reflectivity): max_range for
+    white paint, 0.54 x max_range (38 m of 70) for black paint (13) and about as far for the road (12). Dark cars
+    beyond ~40 m all but vanish for the LiDAR while the camera (by day) and the radar still see them."""
+    fade = max_range * np.sqrt(np.maximum(reflectivity, 1e-3) / WHITE_REFLECTIVITY)
+    return 1.0 / (1.0 + np.exp(np.clip((r - fade) / (0.1 * fade), -50.0, 50.0)))
+
+
 def simulate_lidar(rng: np.random.Generator, dirs, ring, boxes_s, cls, height, config: WorldConfig, weather: str,
                    fault, reflectivity: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One LiDAR sweep in the sensor frame: (N, 5) float32 rows (x, y, z, intensity, ring), the per-box
@@ -717,7 +732,12 @@ def simulate_lidar(rng: np.random.Generator, dirs, ring, boxes_s, cls, height, c
         return np.zeros((0, 5), np.float32), visibility, np.zeros(0, np.int64)
     valid = hit != -2
     r = np.where(valid, dist, 0.0)
+    refl = np.full(len(r), GROUND_REFLECTIVITY)
+    if len(cls):
+        per_box = spec_values(cls, "reflectivity") if reflectivity is None else reflectivity
+        refl[hit >= 0] = per_box[hit[hit >= 0]]
     p_keep = 0.97 * (1.0 - 0.25 * (r / config.lidar_max_range) ** 2)
+    p_keep *= return_probability(r, refl, config.lidar_max_range)
     atten = np.ones_like(r)
     if weather == "rain":
         p_keep *= np.exp(-r / 120.0) * (r < 55.0)
@@ -728,15 +748,11 @@ def simulate_lidar(rng: np.random.Generator, dirs, ring, boxes_s, cls, height, c
     keep = valid & (rng.random(len(r)) < p_keep)
     if isinstance(fault, tuple):
         keep &= ~np.isin(ring, fault[1])
-    r, h, dsel, rg = r[keep], hit[keep], dirs[keep], ring[keep]
+    r, h, dsel, rg, refl = r[keep], hit[keep], dirs[keep], ring[keep], refl[keep]
     on_box = h >= 0
     noise = np.where(on_box, rng.uniform(0.005, 0.03, len(r)), rng.normal(0, 0.02, len(r)))
     r = r + noise
     xyz = dsel * r[:, None]
-    refl = np.full(len(r), 12.0)
-    if len(cls):
-        per_box = spec_values(cls, "reflectivity") if reflectivity is None else reflectivity
-        refl[on_box] = per_box[h[on_box]]
     intensity = refl * (0.6 + 0.4 * np.exp(-r / 40.0)) * atten[keep] + rng.normal(0, 4.0, len(r))
     pts = np.concatenate([xyz, np.clip(intensity, 0, 255)[:, None], rg[:, None]], 1)
     if weather in ("rain", "fog"):
@@ -842,7 +858,8 @@ FACE_NORMALS = {"front": (1, 0, 0), "back": (-1, 0, 0), "left": (0, 1, 0), "righ
 
 
 def class_patterns(name: str, attribute: int, rng_colour: np.ndarray):
-    """Class-specific decals: list of (faces, (u0, u1, v0, v1), colour, emissive)."""
+    """Class-specific decals: list of (faces, (u0, u1, v0, v1), colour, emissive). Vehicles' head and tail lights
+    are emissive (seen at night) unless the vehicle is parked."""
     dark = (35, 45, 55)
     sides = ("front", "back", "left", "right")
     p = []
@@ -857,12 +874,14 @@ def class_patterns(name: str, attribute: int, rng_colour: np.ndarray):
         for i in range(0, 8, 2):
             p.append((sides, (i / 8, (i + 1) / 8, 0.0, 0.35), (20, 20, 20), False))
         p.append((sides, (0.1, 0.5, 0.6, 0.9), dark, False))
+    lit = attribute != ATTRIBUTES.index("vehicle.parked")  # a parked vehicle's lights are off: dark at night
+    head, tail = ((255, 250, 215), (230, 20, 20)) if lit else ((170, 170, 160), (120, 25, 25))
     if name in VEHICLES and name != "trailer":
-        p.append((("front",), (0.05, 0.2, 0.25, 0.35), (255, 250, 215), True))
-        p.append((("front",), (0.8, 0.95, 0.25, 0.35), (255, 250, 215), True))
+        p.append((("front",), (0.05, 0.2, 0.25, 0.35), head, lit))
+        p.append((("front",), (0.8, 0.95, 0.25, 0.35), head, lit))
     if name in VEHICLES:
-        p.append((("back",), (0.05, 0.2, 0.25, 0.35), (230, 20, 20), True))
-        p.append((("back",), (0.8, 0.95, 0.25, 0.35), (230, 20, 20), True))
+        p.append((("back",), (0.05, 0.2, 0.25, 0.35), tail, lit))
+        p.append((("back",), (0.8, 0.95, 0.25, 0.35), tail, lit))
     if name == "pedestrian":
         p.append((sides, (0.0, 1.0, 0.0, 0.45), (40, 40, 80), False))
         p.append((sides, (0.0, 1.0, 0.45, 0.82), tuple(int(x) for x in rng_colour), False))

@@ -158,18 +158,20 @@ class FusionDetector(nn.Module):
         self.camera_heatmap = camera_heatmap
         self.grid: BEVGrid = head.grid
 
-    def run_encoder(self, sensor: str, batch: Batch, idx: Tensor, mode: str, aux: list[Tensor] | None = None
+    def run_encoder(self, sensor: str, batch: Batch, idx: Tensor, mode: str, aux: list[dict] | None = None
                     ) -> Tensor:
         """The `sensor` encoder at `mode` on frames `idx` (K,) of the batch -> (K, C, H, W). With a list `aux`,
-        the camera's LiDAR-supervised depth loss on these frames is appended to it (a training signal: the
-        batch's LiDAR points are used whether or not the frame chose LiDAR)."""
+        the camera's training losses on these frames are appended to it: its depth supervised by the batch's
+        LiDAR points (used whether or not the frame chose LiDAR) and its image semantics supervised by the boxes
+        (sensors/camera.py)."""
         B = len(batch)
         if sensor == "camera":
             if aux is None:
                 return self.camera(select_camera(batch.camera, idx), mode)[0]
             p, i = select_points(batch.lidar.points, batch.lidar.batch_index, idx, B)
-            bev, loss = self.camera(select_camera(batch.camera, idx), mode, p, i)
-            aux.append(loss)
+            bev, losses = self.camera(select_camera(batch.camera, idx), mode, p, i,
+                                      [batch.gt[j] for j in idx.tolist()])
+            aux.append(losses)
             return bev
         if sensor == "lidar":
             p, i = select_points(batch.lidar.points, batch.lidar.batch_index, idx, B)
@@ -177,7 +179,7 @@ class FusionDetector(nn.Module):
         p, i = select_points(batch.radar.points, batch.radar.batch_index, idx, B)
         return self.radar(RadarData(p, i), len(idx), mode)
 
-    def encode(self, batch: Batch, decisions: Tensor, aux: list[Tensor] | None = None) -> dict[str, Tensor | None]:
+    def encode(self, batch: Batch, decisions: Tensor, aux: list[dict] | None = None) -> dict[str, Tensor | None]:
         """sensor -> (B, C_s, H, W) (zeros for frames that did not use it) or None where no frame used it; `aux`
         collects auxiliary losses (see run_encoder)."""
         B = len(batch)
@@ -200,16 +202,17 @@ class FusionDetector(nn.Module):
 
     def forward(self, batch: Batch, decisions: Tensor) -> dict[str, Tensor]:
         """decisions (B, 3) long mode indices (a sensor not present is forced off) -> head outputs; in training
-        mode, where a camera ran, also "camera_depth_loss" (a scalar) and, with a camera_heatmap head,
-        "camera_heatmap" (K, 10, H, W) logits of the camera's BEV alone for the K frames "camera_frames" (K,)."""
+        mode, where a camera ran, also "camera_depth_loss" and "camera_semantic_loss" (scalars) and, with a
+        camera_heatmap head, "camera_heatmap" (K, 10, H, W) logits of the camera's BEV alone for the K frames
+        "camera_frames" (K,)."""
         if decisions.shape != (len(batch), len(SENSORS)):
             raise ValueError(f"FusionDetector: decisions must be ({len(batch)}, 3), got {tuple(decisions.shape)}")
         decisions = torch.where(batch.present.bool(), decisions.long(), torch.zeros_like(decisions.long()))
-        aux: list[Tensor] | None = [] if self.training else None
+        aux: list[dict] | None = [] if self.training else None
         features = self.encode(batch, decisions, aux)
         outputs = self.shared(features, decisions > 0)
-        if aux:
-            outputs["camera_depth_loss"] = torch.stack(aux).mean()
+        for name in ("depth", "semantic") if aux else ():
+            outputs[f"camera_{name}_loss"] = torch.stack([a[name] for a in aux]).mean()
         if self.training and self.camera_heatmap is not None and features["camera"] is not None:
             rows = torch.nonzero(decisions[:, SENSORS.index("camera")] > 0).flatten()
             outputs["camera_heatmap"] = self.camera_heatmap(features["camera"][rows])

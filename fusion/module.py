@@ -57,6 +57,8 @@ class GateFusionModule(pl.LightningModule):
     train_sensor_dropout: per-frame probability of training with a random sensor subset / resolution
     lr, weight_decay:     AdamW; one-cycle schedule (peak lr, warm-up fraction pct_start) over all training steps
     camera_depth_weight:  weight of the camera depth loss supervised by LiDAR (sensors/camera.py), training only
+    camera_semantic_weight: weight of the camera's image-space semantic loss supervised by the boxes projected into
+                          the images (sensors/camera.py), training only
     direction_weight:     weight of the front/back direction loss of the head (fusion/head.py)
     camera_heatmap_weight: weight of the training-only heatmap loss of the camera's BEV alone (0: no such head;
                           see build_detector)
@@ -72,14 +74,15 @@ class GateFusionModule(pl.LightningModule):
                  score_threshold: float = 0.05, max_detections: int = 500, heatmap_weight: float = 1.0,
                  regression_weight: float = 0.25, attribute_weight: float = 0.2, camera_depth_bins: int = 32,
                  camera_depth_weight: float = 0.5, direction_weight: float = 0.2,
-                 camera_heatmap_weight: float = 0.0):
+                 camera_heatmap_weight: float = 0.0, camera_semantic_weight: float = 0.0):
         super().__init__()
         self.save_hyperparameters()
         self.static = SensorConfig.parse(sensors)
         if self.static.indices() == (0, 0, 0):
             raise ValueError(f"GateFusionModule: sensors {sensors!r} turns every sensor off")
         for name, value in (("camera_depth_weight", camera_depth_weight), ("direction_weight", direction_weight),
-                            ("camera_heatmap_weight", camera_heatmap_weight)):
+                            ("camera_heatmap_weight", camera_heatmap_weight),
+                            ("camera_semantic_weight", camera_semantic_weight)):
             if value < 0:
                 raise ValueError(f"GateFusionModule: {name} must be >= 0, got {value}")
         if not 0.0 <= train_sensor_dropout <= 1.0:
@@ -105,9 +108,10 @@ class GateFusionModule(pl.LightningModule):
     def _step(self, batch: Batch, decisions: Tensor, stage: str) -> Tensor:
         outputs = self(batch, decisions)
         losses = self.detector.head.loss(outputs, batch.gt)
-        if "camera_depth_loss" in outputs:  # training only: the camera's LiDAR-supervised depth
-            losses["camera_depth"] = outputs["camera_depth_loss"]
-            losses["loss"] = losses["loss"] + self.hparams.camera_depth_weight * losses["camera_depth"]
+        for name in ("depth", "semantic"):  # training only: the camera's depth (LiDAR) and image semantics (boxes)
+            if f"camera_{name}_loss" in outputs:
+                losses[f"camera_{name}"] = outputs[f"camera_{name}_loss"]
+                losses["loss"] = losses["loss"] + self.hparams[f"camera_{name}_weight"] * losses[f"camera_{name}"]
         if "camera_heatmap" in losses:  # training only: the camera's BEV detecting alone
             losses["loss"] = losses["loss"] + self.hparams.camera_heatmap_weight * losses["camera_heatmap"]
         self.log_dict({f"{stage}/{k}": v.detach() for k, v in losses.items() if k != "loss"}, batch_size=len(batch),

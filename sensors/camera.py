@@ -17,6 +17,12 @@ probability of its own depth at its pixel (a trilinear grid_sample of the depth 
 the depths the camera believes in instead of along the whole ray: lift-splat's depth distribution, in
 simple_bev's sampling form. Training supervises the depth with the LiDAR points projected into the images
 (BEVDepth's idea) through `depth_loss`; without LiDAR the depth learns from the detection loss alone.
+
+Semantics: the CNN also predicts, per feature-map cell, which class covers it (background + the ten CLASSES).
+Training supervises it with the ground-truth boxes projected into the images (`semantic_loss`: the nearest box
+whose projected outline covers the cell), a dense 2D signal of what is where that reaches the image CNN directly
+instead of only through the lift and the BEV head (the perspective supervision of BEVFormer v2, in its simplest
+form). It is a training signal only; the lifted features are the first `channels`.
 """
 from __future__ import annotations
 
@@ -25,14 +31,16 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from datasets.geometry import box_corners
 from fusion.bev import BEVGrid, conv_block
-from sensors.frame import CameraData
+from sensors.frame import CLASSES, Boxes, CameraData
 
 CAMERA_RESOLUTIONS = {"low": 0.5, "high": 1.0}
 MIN_DEPTH = 0.2
 DEPTH_RANGE = (1.0, 65.0)  # metres along the optical axis covered by the depth bins
 
 
+SEMANTIC_CLASSES = 1 + len(CLASSES)  # per image cell: background or the class covering it (semantic_loss)
 GEOMETRY_CHANNELS = 2  # per-pixel ray geometry fed to the image CNN next to RGB, see ray_geometry
 GROUND_DEPTH_SCALE = 10.0  # metres: the ground channel is 10 / depth, 1 at 10 m
 
@@ -74,7 +82,7 @@ def ray_geometry(ego_T_cam: Tensor, intrinsics: Tensor, image_hw: tuple[int, int
     up = torch.einsum("bnj,bnpj->bnp", ego_T_cam[..., 2, :3].float(), rays)  # ego z per unit optical depth
     height = ego_T_cam[..., 2, 3].float()[..., None]  # camera height above the ground
     ground = torch.where(up < 0, -up / height.clamp(min=0.1), torch.zeros_like(up)) * GROUND_DEPTH_SCALE
-    unit_up = up / rays.norm(dim=-1)
+    unit_up = up / (rays * rays).sum(-1).sqrt()  # not rays.norm(-1): 20x slower on this einsum's memory layout
     return rearrange(torch.stack([ground, unit_up], 2), "b n c (h w) -> b n c h w", h=H)
 
 
@@ -111,15 +119,16 @@ class CameraEncoder(nn.Module):
         self.heights = heights
         self.channels = channels
         self.depth_bins = depth_bins
-        self.backbone = ImageBackbone(width, channels + depth_bins)
+        self.backbone = ImageBackbone(width, channels + depth_bins + SEMANTIC_CLASSES)
         self.reduce = nn.Conv2d(channels * heights, channels, 1, bias=False)
         self.refine = conv_block(channels, channels)
         self.register_buffer("points", rearrange(self.bev_grid.sample_points(heights), "z h w c -> (z h w) c"),
                              persistent=False)
 
     def image_features(self, data: CameraData, mode: str) -> Tensor:
-        """Images (B, N, 3, H, W) -> (B, N, C + depth_bins, h, w) at the mode's input scale: features, then depth
-        logits. The CNN sees RGB and the ray geometry of every pixel (ray_geometry)."""
+        """Images (B, N, 3, H, W) -> (B, N, C + depth_bins + SEMANTIC_CLASSES, h, w) at the mode's input scale:
+        features, depth logits, semantic logits. The CNN sees RGB and the ray geometry of every pixel
+        (ray_geometry)."""
         if mode not in CAMERA_RESOLUTIONS:
             raise ValueError(f"CameraEncoder: unknown mode {mode!r}; expected one of {tuple(CAMERA_RESOLUTIONS)}")
         images = data.images
@@ -137,15 +146,17 @@ class CameraEncoder(nn.Module):
         return (depth - lo) / (hi - lo) * 2 - 1
 
     def forward(self, data: CameraData, mode: str = "high", lidar_points: Tensor | None = None,
-                lidar_index: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        """-> (BEV (B, C, H, W), depth loss or None). The depth loss (a scalar) is computed when LiDAR points
-        (P, >=3) of the same frames with their frame index (P,) are given (see depth_loss)."""
+                lidar_index: Tensor | None = None, boxes: list[Boxes] | None = None) -> tuple[Tensor, dict]:
+        """-> (BEV (B, C, H, W), training losses). The losses (scalars) are "depth" when LiDAR points (P, >=3) of
+        the same frames with their frame index (P,) are given (see depth_loss) and "semantic" when the frames'
+        ground-truth boxes are given (see semantic_loss)."""
         images = data.images
         if images.ndim != 5 or images.shape[2] != 3:
             raise ValueError(f"CameraEncoder: images must be (B, N_cam, 3, H, W), got {tuple(images.shape)}")
         B, N = images.shape[:2]
         out = self.image_features(data, mode)
-        feats, depth_logits = out[:, :, :self.channels], out[:, :, self.channels:]
+        c, d = self.channels, self.depth_bins
+        feats, depth_logits, semantic_logits = out[:, :, :c], out[:, :, c:c + d], out[:, :, c + d:]
         hw = tuple(images.shape[-2:])
         ego_T_cam, intrinsics = data.ego_T_cam.float(), data.intrinsics.float()
         norm, visible, depth = project_to_images(self.points, ego_T_cam, intrinsics, hw, with_depth=True)
@@ -163,10 +174,12 @@ class CameraEncoder(nn.Module):
         bev = self.refine(self.reduce(rearrange(bev, "b c z h w -> b (c z) h w")))
         if (self.bev_grid.H, self.bev_grid.W) != (self.grid.H, self.grid.W):
             bev = F.interpolate(bev, size=(self.grid.H, self.grid.W), mode="bilinear", align_corners=False)
-        loss = None
+        losses = {}
         if lidar_points is not None and lidar_index is not None:
-            loss = self.depth_loss(depth_logits, data, lidar_points, lidar_index)
-        return bev, loss
+            losses["depth"] = self.depth_loss(depth_logits, data, lidar_points, lidar_index)
+        if boxes is not None:
+            losses["semantic"] = self.semantic_loss(semantic_logits, data, boxes)
+        return bev, losses
 
     def depth_loss(self, depth_logits: Tensor, data: CameraData, points: Tensor, index: Tensor) -> Tensor:
         """Cross-entropy of the depth logits (B, N, D, h, w) against the depth of the nearest LiDAR point in each
@@ -174,21 +187,69 @@ class CameraEncoder(nn.Module):
         gradient when no cell has a point."""
         B, N, D, h, w = depth_logits.shape
         H, W = data.images.shape[-2:]
-        pts = points[:, :3].float()
-        norm, visible, depth = project_to_images(pts, data.ego_T_cam.float(), data.intrinsics.float(), (H, W),
-                                                 with_depth=True)  # (B, N, P, ...) for every frame's cameras
-        own = index.long()[None, :] == torch.arange(B, device=pts.device)[:, None]  # (B, P)
         lo, hi = DEPTH_RANGE
-        ok = visible & own[:, None] & data.valid[:, :, None].bool() & (depth > lo) & (depth < hi)
-        b, n, p = torch.nonzero(ok, as_tuple=True)
+        cells, depths = [], []
+        for f in range(B):  # each frame's points into its own cameras only
+            pts = points[index.long() == f, :3].float()
+            norm, visible, depth = project_to_images(pts, data.ego_T_cam[f:f + 1].float(),
+                                                     data.intrinsics[f:f + 1].float(), (H, W), with_depth=True)
+            ok = visible[0] & data.valid[f, :, None].bool() & (depth[0] > lo) & (depth[0] < hi)  # (N, P)
+            n, p = torch.nonzero(ok, as_tuple=True)
+            u = ((norm[0, n, p, 0] + 1) / 2 * w).long().clamp(0, w - 1)
+            v = ((norm[0, n, p, 1] + 1) / 2 * h).long().clamp(0, h - 1)
+            cells.append(((f * N + n) * h + v) * w + u)
+            depths.append(depth[0, n, p])
+        cell, point_depth = torch.cat(cells), torch.cat(depths)
         logits = rearrange(depth_logits.float(), "b n d h w -> (b n h w) d")
-        if len(p) == 0:
+        if len(cell) == 0:
             return logits.sum() * 0.0
-        u = ((norm[b, n, p, 0] + 1) / 2 * w).long().clamp(0, w - 1)
-        v = ((norm[b, n, p, 1] + 1) / 2 * h).long().clamp(0, h - 1)
-        cell = ((b * N + n) * h + v) * w + u
-        nearest = torch.full((B * N * h * w,), float("inf"), device=pts.device).scatter_reduce(
-            0, cell, depth[b, n, p], "amin")
+        nearest = torch.full((B * N * h * w,), float("inf"), device=logits.device).scatter_reduce(
+            0, cell, point_depth, "amin")
         has = torch.isfinite(nearest)
         target = ((nearest[has] - lo) / (hi - lo) * D).long().clamp(0, D - 1)
         return F.cross_entropy(logits[has], target)
+
+    def semantic_loss(self, logits: Tensor, data: CameraData, boxes: list[Boxes]) -> Tensor:
+        """Cross-entropy of the semantic logits (B, N, SEMANTIC_CLASSES, h, w) against semantic_targets, averaged
+        over the covered cells and over the background cells separately and then over the two (most cells are
+        background); valid cameras only."""
+        target = semantic_targets(boxes, data, tuple(data.images.shape[-2:]), tuple(logits.shape[-2:]))
+        valid = data.valid.bool()[:, :, None, None].expand_as(target)
+        ce = F.cross_entropy(rearrange(logits.float(), "b n k h w -> (b n h w) k"), target.flatten(),
+                             reduction="none")
+        valid = valid.flatten()
+        parts = [ce[valid & sel].mean() for sel in (target.flatten() > 0, target.flatten() == 0)
+                 if bool((valid & sel).any())]
+        return torch.stack(parts).mean() if parts else logits.sum() * 0.0
+
+
+def semantic_targets(boxes: list[Boxes], data: CameraData, image_hw: tuple[int, int], cells_hw: tuple[int, int]
+                     ) -> Tensor:
+    """(B, N, h, w) long: per cell of an (h, w) feature map of every camera, 1 + the class of the nearest box
+    (distance from the camera to its centre) whose projected outline (the 2D bounding rectangle of its corners)
+    covers the cell centre, 0 where none does. Boxes with a corner behind the camera are left out."""
+    B, N = data.images.shape[:2]
+    h, w = cells_hw
+    dev = data.images.device
+    target = torch.zeros(B, N, h, w, dtype=torch.long, device=dev)
+    v = (torch.arange(h, device=dev, dtype=torch.float32) + 0.5) / h * 2 - 1
+    u = (torch.arange(w, device=dev, dtype=torch.float32) + 0.5) / w * 2 - 1
+    for b, frame_boxes in enumerate(boxes):
+        if len(frame_boxes.boxes) == 0:
+            continue
+        K = len(frame_boxes.boxes)
+        corners = torch.as_tensor(box_corners(frame_boxes.boxes[:, :7].detach().cpu().numpy()), dtype=torch.float32,
+                                  device=dev).reshape(-1, 3)  # (K * 8, 3)
+        norm, _, depth = project_to_images(corners, data.ego_T_cam[b:b + 1].float(), data.intrinsics[b:b + 1].float(),
+                                           image_hw, with_depth=True)
+        norm, depth = norm[0].reshape(N, K, 8, 2), depth[0].reshape(N, K, 8)
+        lo, hi = norm.amin(2), norm.amax(2)  # (N, K, 2)
+        ok = (depth > MIN_DEPTH).all(2)  # (N, K)
+        inside = (ok[:, :, None, None]
+                  & (u >= lo[..., 0, None, None]) & (u <= hi[..., 0, None, None])
+                  & (v[:, None] >= lo[..., 1, None, None]) & (v[:, None] <= hi[..., 1, None, None]))  # (N, K, h, w)
+        dist = depth.mean(2)[:, :, None, None].expand_as(inside).masked_fill(~inside, float("inf"))
+        nearest, k = dist.min(1)  # (N, h, w)
+        label = frame_boxes.labels.to(dev).long()[k] + 1
+        target[b] = torch.where(torch.isfinite(nearest), label, torch.zeros_like(label))
+    return target

@@ -12,7 +12,7 @@ from fusion.cost import SHARED, branch_gflops, config_gflops, decisions_gflops
 from fusion.detector import CAMERA_MODES, LIDAR_MODES, RADAR_MODES, SensorConfig, build_detector
 from fusion.head import CenterHead
 from fusion.module import GateFusionModule, random_decisions
-from sensors.frame import SENSORS, Batch, Boxes, CameraData, FrameMeta, LidarData, RadarData
+from sensors.frame import CLASSES, SENSORS, Batch, Boxes, CameraData, FrameMeta, LidarData, RadarData
 
 TINY = dict(bev_range=25.6, bev_cell=1.6, camera_width=4, camera_channels=8, camera_heights=2, camera_bev_factor=2,
             lidar_channels=8, lidar_coarse_points=4096, lidar_fine_points=8192, radar_channels=8, radar_points=512,
@@ -452,5 +452,30 @@ def test_camera_depth_loss_is_supervised_by_lidar_points():
     empty = enc.depth_loss(logits, data, torch.zeros(0, 5), torch.zeros(0, dtype=torch.long))
     empty.backward()
     assert float(empty) == 0.0 and logits.grad is not None
-    bev, loss = enc(data, "high", point, index)
-    assert bev.shape == (1, 8, grid.H, grid.W) and torch.isfinite(loss)
+    bev, losses = enc(data, "high", point, index)
+    assert bev.shape == (1, 8, grid.H, grid.W) and set(losses) == {"depth"} and torch.isfinite(losses["depth"])
+
+
+def test_camera_semantic_targets_mark_the_cells_a_box_covers():
+    """A car 10 m ahead of camera 0 covers the centre cells of that camera's feature map and no cell of the
+    camera looking back; a nearer pedestrian in front of it wins the cells they share; the loss is low for
+    logits that match the targets, high for others, and finite for a frame without boxes."""
+    from sensors.camera import SEMANTIC_CLASSES, CameraEncoder, semantic_targets
+
+    data = camera_rig(1, 32, 56)
+    car = [10.0, 0.0, 1.0, 4.0, 5.0, 2.0, 0.0, 0.0, 0.0]
+    ped = [6.0, 0.0, 0.9, 1.0, 1.0, 1.8, 0.0, 0.0, 0.0]
+    boxes = Boxes(torch.tensor([car, ped]), torch.tensor([CLASSES.index("car"), CLASSES.index("pedestrian")]),
+                  torch.tensor([-1, -1]))
+    t = semantic_targets([boxes], data, (32, 56), (8, 14))
+    assert t.shape == (1, 6, 8, 14)
+    front = t[0, 0]
+    assert int(front[4, 7]) == 1 + CLASSES.index("pedestrian")  # the nearer one, in front of the car
+    assert (front == 1 + CLASSES.index("car")).any() and (front == 0).any()
+    assert (t[0, 3] == 0).all()  # camera 3 looks back
+    enc = CameraEncoder(BEVGrid((-25.6, 25.6), (-25.6, 25.6), 1.6), width=4, channels=8, heights=2, bev_factor=1)
+    good = torch.nn.functional.one_hot(t, SEMANTIC_CLASSES).permute(0, 1, 4, 2, 3).float() * 20.0
+    assert float(enc.semantic_loss(good, data, [boxes])) < 1e-3
+    assert float(enc.semantic_loss(good.roll(1, dims=2), data, [boxes])) > 10.0
+    empty = enc.semantic_loss(good, data, [Boxes.empty()])
+    assert torch.isfinite(empty)

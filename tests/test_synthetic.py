@@ -21,7 +21,7 @@ from datasets.geometry import apply, invert, quaternion_yaw, transform
 from datasets.synthetic import (
     CONDITION_CYCLE, LIGHTINGS, PRESETS, TABLES, WEATHERS, generate, main, plan_world,
 )
-from sensors.frame import CAMERAS, CLASSES, LIDAR, RADARS, SENSORS
+from sensors.frame import ATTRIBUTES, CAMERAS, CLASSES, LIDAR, RADARS, SENSORS
 
 VERSION = "v1.0-synth"
 DESC = re.compile(r"^(day|dusk|night), (clear|rain|fog), traffic (light|medium|dense); synthetic scene, \d+ objects$")
@@ -354,6 +354,31 @@ def test_lidar_intensity_follows_paint_not_class():
                                  np.array([45.0, 15.0]))
     bright, dark = pts[hit == 0, 3].mean(), pts[hit == 1, 3].mean()
     assert bright - dark > 20
+
+
+def test_dark_bodies_fade_from_the_lidar_sooner_and_parked_vehicles_are_unlit():
+    """A black car 45 m away returns a fraction of the LiDAR points a white one returns at the same place (received
+    power ~ reflectivity / r^2), while both are fully seen at 15 m; a parked car's lights are not emissive (dark at
+    night), a moving car's are."""
+    from datasets.synthetic import class_patterns, lidar_directions, return_probability, simulate_lidar
+
+    p = return_probability(np.array([15.0, 45.0, 45.0]), np.array([13.0, 13.0, 45.0]), 70.0)
+    assert p[0] > 0.99 and p[1] < 0.2 and p[2] > 0.95
+    cfg = PRESETS["demo"]
+    dirs, ring = lidar_directions(cfg.lidar_azimuth_steps)
+    car = np.array([CLASSES.index("car")])
+    counts = {}
+    for x in (15.0, 45.0):
+        box = np.array([[x, 0.0, -1.0, 4.6, 1.95, 1.73, 0.0, 0.0, 0.0]])
+        for refl in (45.0, 13.0):
+            _, _, hit = simulate_lidar(np.random.default_rng(0), dirs, ring, box, car, 1.84, cfg, "clear", None,
+                                       np.array([refl]))
+            counts[x, refl] = int((hit == 0).sum())
+    assert counts[15.0, 13.0] > 0.9 * counts[15.0, 45.0]
+    assert counts[45.0, 13.0] < 0.3 * counts[45.0, 45.0]
+    emissive = {a: any(e for *_, e in class_patterns("car", ATTRIBUTES.index(a), np.zeros(3)))
+                for a in ("vehicle.parked", "vehicle.moving", "vehicle.stopped")}
+    assert emissive == {"vehicle.parked": False, "vehicle.moving": True, "vehicle.stopped": True}
 
 
 def test_radar_rcs_fluctuates_about_the_class_mean():
