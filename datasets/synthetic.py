@@ -15,10 +15,10 @@ constant-velocity objects of the ten detection classes, sensed by
     colours and patterns, sky/road background with a horizon, `.jpg`.
 
 Conditions per scene (lighting day/dusk/night, weather clear/rain/fog, traffic light/medium/dense) change the
-sensors: night/dusk darken and add noise to cameras (where only lights, unless parked, and what the ego's headlights
-reach stay visible), rain/fog shorten the LiDAR and add near spurious returns, fog
-washes out cameras; radar is nearly unaffected. Short sensor-fault events (camera black/occluded, LiDAR beams lost or
-silent, radar dropout) are written to `<version>/synthetic_faults.json` = {sample_token: [sensor, ...]}.
+sensors: night/dusk darken and add noise to cameras (beyond ~12 m an object shows only by its lights, which parked
+vehicles have off), rain/fog shorten the LiDAR and add near spurious returns, fog washes out cameras; radar is nearly
+unaffected. Short sensor-fault events (camera black/occluded, LiDAR beams lost or silent, radar dropout) are written
+to `<version>/synthetic_faults.json` = {sample_token: [sensor, ...]}.
 
 Everything is derived from (seed, scene index): tokens are hashes of the seed and a key, each scene has its own RNG
 streams, so the output is byte-identical for the same seed and code whatever the number of worker processes.
