@@ -59,8 +59,7 @@ def main(argv=None) -> None:
         """-> (the backbone's BEV features, the head's shared features, targets) of a batch under `config`."""
         with torch.no_grad():
             decisions = config.decisions(batch.present)
-            grid = (detector.grid.H, detector.grid.W)
-            bev = detector.backbone(detector.fusion(detector.encode(batch, decisions), decisions > 0, grid))
+            bev = detector.fused_bev(detector.encode(batch, decisions), decisions > 0)
             return bev, head.shared(bev), head.targets(batch.gt)
 
     channels = head.shared[0].out_channels

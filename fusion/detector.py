@@ -221,7 +221,11 @@ class FusionDetector(nn.Module):
 
     def shared(self, features: dict[str, Tensor | None], used: Tensor) -> dict[str, Tensor]:
         """Fusion + backbone + head on given encoder features (used by fusion/cost.py)."""
-        return self.head(self.backbone(self.fusion(features, used, (self.grid.H, self.grid.W))))
+        return self.head(self.fused_bev(features, used))
+
+    def fused_bev(self, features: dict[str, Tensor | None], used: Tensor) -> Tensor:
+        """Fusion + backbone: the (B, C, H, W) BEV features the head reads."""
+        return self.backbone(self.fusion(features, used, (self.grid.H, self.grid.W)))
 
 
 def build_detector(bev_range: float = 51.2, bev_cell: float = 0.8, z_min: float = -2.0, z_max: float = 4.0,
