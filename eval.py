@@ -11,6 +11,7 @@ latency, conditions).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import pickle
 import sys
@@ -39,6 +40,15 @@ def load_checkpoint(path: str | Path, map_location="cpu"):
     except (TypeError, RuntimeError, KeyError) as e:
         raise ValueError(f"checkpoint {path}: not a gatefusion checkpoint or from another version ({e})") from None
     return model, dict(ckpt.get("datamodule_hyper_parameters") or {})
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file: which weights gave a metrics.json, whatever the checkpoint was later renamed to."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -102,8 +112,8 @@ def main(argv=None) -> dict:
         "latency_ms": latency_stats(latencies),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "sensors": {"camera": used.camera, "lidar": used.lidar, "radar": used.radar},
-        "checkpoint": str(args.ckpt), "dataroot": str(args.dataroot), "version": args.version,
-        "split": args.split, "frames": len(metas),
+        "checkpoint": str(args.ckpt), "checkpoint_sha256": file_sha256(args.ckpt), "dataroot": str(args.dataroot),
+        "version": args.version, "split": args.split, "limit": args.limit, "frames": len(metas),
     }
     write_json(out / "metrics.json", metrics)
     with open(out / "records.jsonl", "w") as f:

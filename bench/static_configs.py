@@ -1,15 +1,25 @@
-"""Static sensor configurations of one trained detector on the demo world: NDS, mAP, GFLOPs and ms per frame,
+"""Static sensor configurations of trained detectors on the demo world: NDS, mAP, GFLOPs and ms per frame,
 overall and per condition.
 
-    python bench/static_configs.py [--ckpt runs/demo/checkpoints/last.ckpt] [--train] [--dataroot data/synth-demo]
+    python bench/static_configs.py [--ckpt runs/demo/checkpoints/last.ckpt ... | --seeds 0 1 2] [--train] [--reuse]
+                                   [--dataroot data/synth-demo]
 
 The detector is trained once with random sensor dropout (configs/demo.yaml: `train_sensor_dropout`), so the same
 weights are evaluated under every static configuration: each row is what a fixed choice of sensors and resolutions
 gets and costs, which is the menu the gate chooses from. --train (re)trains it first with configs/demo.yaml.
+
+With several checkpoints (e.g. the demo trained with different seeds: --seeds trains configs/demo.yaml with each
+seed where its run is missing, seed 0 into runs/demo, seed S into runs/demo-seedS) every configuration is evaluated
+for each (into --out/<run name>/<configuration>), and the tables are of the mean over the checkpoints, followed by
+the spread (max - min) of each cell and each checkpoint's own choice per condition: the seed alone moves
+full-fusion NDS by ~0.03 here, so a conclusion drawn from one run should hold for the others. --reuse takes a
+metrics.json already in an output folder instead of evaluating again when it was written for the same checkpoint
+file (SHA-256), sensors, dataroot, version, split and --limit.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -36,8 +46,13 @@ NAME_WIDTH = max(len(n) for n in CONFIGS)
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--ckpt", default="runs/demo/checkpoints/last.ckpt")
-    p.add_argument("--train", action="store_true", help="train configs/demo.yaml first")
+    p.add_argument("--ckpt", nargs="+", default=["runs/demo/checkpoints/last.ckpt"],
+                   help="one checkpoint, or several (the tables are then of their mean)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="instead of --ckpt: configs/demo.yaml trained with each seed (0: runs/demo, S: "
+                        "runs/demo-seedS); missing runs are trained first")
+    p.add_argument("--train", action="store_true", help="train configs/demo.yaml first (with --seeds: every seed)")
+    p.add_argument("--reuse", action="store_true", help="reuse metrics.json written for the same checkpoint file")
     p.add_argument("--dataroot", default="data/synth-demo")
     p.add_argument("--version", default="v1.0-synth")
     p.add_argument("--split", default="synth_val")
@@ -45,36 +60,137 @@ def main(argv=None) -> dict:
     p.add_argument("--limit", type=int, default=None, help="only the first N frames of the split")
     p.add_argument("--only", nargs="*", default=None, help="names of CONFIGS to run")
     args = p.parse_args(argv)
+    unknown = sorted(set(args.only or ()) - set(CONFIGS))
+    if unknown:
+        p.error(f"--only: unknown configurations {unknown}; known: {sorted(CONFIGS)}")
 
     import eval as evaluate
-    if args.train or not Path(args.ckpt).exists():
+    if args.seeds is not None:
+        args.ckpt = [str(seed_run(s, args.dataroot, args.train)) for s in args.seeds]
+    elif args.train or (len(args.ckpt) == 1 and not Path(args.ckpt[0]).exists()):
+        if len(args.ckpt) > 1:
+            p.error("--train trains one checkpoint (configs/demo.yaml); give one --ckpt")
         import train
         train.main(["fit", "--config", "configs/demo.yaml", "--data.dataroot", args.dataroot])
-    rows = {}
-    for name, sensors in CONFIGS.items():
-        if args.only and name not in args.only:
-            continue
-        cmd = ["--ckpt", args.ckpt, "--dataroot", args.dataroot, "--version", args.version, "--split", args.split,
-               "--out", str(Path(args.out) / name.replace(" ", "_").replace("+", "_")), "--sensors", sensors]
-        if args.limit:
-            cmd += ["--limit", str(args.limit)]
-        rows[name] = evaluate.main(cmd)
+    missing = [c for c in args.ckpt if not Path(c).is_file()]
+    if missing:
+        p.error(f"--ckpt: no such file: {', '.join(missing)}")
+    out_dirs = run_dirs(args.ckpt, Path(args.out))
+    runs = {}
+    for ckpt, out in zip(args.ckpt, out_dirs):
+        rows = {}
+        for name, sensors in CONFIGS.items():
+            if args.only and name not in args.only:
+                continue
+            folder = out / name.replace(" ", "_").replace("+", "_")
+            cmd = ["--ckpt", ckpt, "--dataroot", args.dataroot, "--version", args.version, "--split", args.split,
+                   "--out", str(folder), "--sensors", sensors]
+            if args.limit:
+                cmd += ["--limit", str(args.limit)]
+            rows[name] = (reusable(folder / "metrics.json", ckpt, sensors, args) if args.reuse else None) \
+                or evaluate.main(cmd)
+        runs[out.name if len(args.ckpt) > 1 else ckpt] = rows
     print()
-    print(format_table(rows))
-    print()
-    print(format_choices(rows))
+    print(report(runs))
+    return runs
+
+
+def seed_config(seed: int) -> tuple[str, dict]:
+    """(run folder, config): configs/demo.yaml with seed_everything `seed` and everything it writes in runs/demo
+    (seed 0, what `make demo` trains) or runs/demo-seed<seed>."""
+    import yaml
+
+    root = "runs/demo" if seed == 0 else f"runs/demo-seed{seed}"
+    cfg = yaml.safe_load(Path("configs/demo.yaml").read_text().replace("runs/demo", root))
+    cfg["seed_everything"] = seed
+    return root, cfg
+
+
+def seed_run(seed: int, dataroot: str, force: bool = False) -> Path:
+    """last.ckpt of seed_config(seed)'s run, trained here first when it is missing or `force`."""
+    import yaml
+
+    root, cfg = seed_config(seed)
+    ckpt = Path(root) / "checkpoints" / "last.ckpt"
+    if force or not ckpt.is_file():
+        Path(root).mkdir(parents=True, exist_ok=True)
+        config = Path(root) / f"demo-seed{seed}.yaml"
+        config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        import train
+        train.main(["fit", "--config", str(config), "--data.dataroot", dataroot])
+    return ckpt
+
+
+def run_dirs(ckpts: list[str], out: Path) -> list[Path]:
+    """Output folder per checkpoint: `out` itself for one; else out/<run name>, the run name being the folder
+    above checkpoints/ (runs/demo-seed1/checkpoints/last.ckpt -> demo-seed1), numbered where names repeat."""
+    if len(ckpts) == 1:
+        return [out]
+    names = []
+    for c in ckpts:
+        path = Path(c).resolve()
+        name = path.parent.parent.name if path.parent.name == "checkpoints" else path.stem
+        names.append(name if name not in names else f"{name}-{len(names)}")
+    return [out / n for n in names]
+
+
+def reusable(metrics_path: Path, ckpt: str, sensors: str, args) -> dict | None:
+    """The metrics.json at metrics_path when it was written for this checkpoint file, sensors and data; else None."""
+    if not metrics_path.is_file():
+        return None
+    import eval as evaluate
+    from fusion.detector import SensorConfig
+    m = json.loads(metrics_path.read_text())
+    want = SensorConfig.parse(sensors)
+    same = (m.get("checkpoint_sha256") == evaluate.file_sha256(ckpt)
+            and m.get("sensors") == {"camera": want.camera, "lidar": want.lidar, "radar": want.radar}
+            and m.get("dataroot") == args.dataroot and m.get("version") == args.version
+            and m.get("split") == args.split and m.get("limit") == args.limit)
+    if same:
+        print(f"reusing {metrics_path}")
+    return m if same else None
+
+
+def report(runs: dict[str, dict]) -> str:
+    """The tables of one run, or of the mean of several followed by the spread and each run's choices."""
+    if len(runs) == 1:
+        rows = next(iter(runs.values()))
+        parts = [format_table(rows), format_choices(rows)]
+    else:
+        rows = mean_rows(list(runs.values()))
+        parts = [format_table(rows, f"mean of {len(runs)} checkpoints ({', '.join(runs)})"),
+                 format_spread(runs), format_choices(rows), format_run_choices(runs)]
     if all(n in rows for n in ("all high", *LEAVE_ONE_OUT.values())):
-        print()
-        print(format_contributions(rows))
+        parts.append(format_contributions(rows))
+    return "\n\n".join(parts)
+
+
+def mean_rows(runs: list[dict]) -> dict:
+    """Per configuration (those in every run), the mean over runs of NDS, mAP, GFLOPs, latency and per-condition
+    NDS, in the layout of eval.py's metrics (only those fields)."""
+    names = [n for n in runs[0] if all(n in r for r in runs)]
+
+    def mean(values):
+        values = list(values)
+        return sum(values) / len(values)
+
+    rows = {}
+    for n in names:
+        ms = [r[n] for r in runs]
+        conds = [c for c in CONDITIONS if all(m["per_condition"].get(c) for m in ms)]
+        rows[n] = {"nds": mean(m["nds"] for m in ms), "map": mean(m["map"] for m in ms),
+                   "gflops_per_frame": mean(m["gflops_per_frame"] for m in ms),
+                   "latency_ms": {"mean": mean(m["latency_ms"]["mean"] for m in ms)},
+                   "per_condition": {c: {"nds": mean(m["per_condition"][c]["nds"] for m in ms)} for c in conds}}
     return rows
 
 
-def format_table(rows: dict) -> str:
+def format_table(rows: dict, title: str = "") -> str:
     head = (f"| {'configuration':<{NAME_WIDTH}} | NDS   | mAP   | GFLOPs | ms/frame | "
             + " | ".join(f"{c:<5}" for c in CONDITIONS) + " |")
     sep = "|" + "|".join("-" * len(c) for c in head[1:-1].split("|")) + "|"
-    lines = ["NDS overall and per condition (synth_val); GFLOPs counted by torch's FLOP counter; ms on this machine",
-             head, sep]
+    lines = ["NDS overall and per condition (synth_val); GFLOPs counted by torch's FLOP counter; ms on this machine"
+             + (f"; {title}" if title else ""), head, sep]
     for name, m in rows.items():
         cond = []
         for c in CONDITIONS:
@@ -111,6 +227,37 @@ def format_choices(rows: dict, tolerance: float = 0.05) -> str:
         lines.append(f"| {c or 'overall':<9} | {best:<{NAME_WIDTH}} | {condition_nds(rows[best], c):.3f} | "
                      f"{cheap:<{NAME_WIDTH}} | "
                      f"{condition_nds(rows[cheap], c):.3f} | {rows[cheap]['gflops_per_frame']:6.2f} |")
+    return "\n".join(lines)
+
+
+def format_spread(runs: dict[str, dict]) -> str:
+    """Max - min over the runs of NDS and mAP, overall and per condition, per configuration."""
+    names = [n for n in CONFIGS if all(n in r for r in runs.values())]
+    head = f"| {'configuration':<{NAME_WIDTH}} | NDS   | mAP   | " + " | ".join(f"{c:<5}" for c in CONDITIONS) + " |"
+    sep = "|" + "|".join("-" * len(c) for c in head[1:-1].split("|")) + "|"
+    lines = [f"Spread: max - min over the {len(runs)} checkpoints", head, sep]
+    for n in names:
+        ms = [r[n] for r in runs.values()]
+        cells = [max(v) - min(v) for v in ([m["nds"] for m in ms], [m["map"] for m in ms])]
+        for c in CONDITIONS:
+            v = [condition_nds(m, c) for m in ms]
+            cells.append(max(v) - min(v) if min(v) > float("-inf") else None)
+        lines.append(f"| {n:<{NAME_WIDTH}} | " + " | ".join("  -  " if x is None else f"{x:.3f}" for x in cells)
+                     + " |")
+    return "\n".join(lines)
+
+
+def format_run_choices(runs: dict[str, dict], tolerance: float = 0.05) -> str:
+    """The cheapest configuration within `tolerance` of the best, per condition, of each run on its own."""
+    width = max(NAME_WIDTH, *(len(r) for r in runs))
+    lines = [f"The cheapest within {tolerance:.0%} of the best, per checkpoint",
+             "| condition | " + " | ".join(f"{r:<{width}}" for r in runs) + " |",
+             "|-----------|" + "|".join("-" * (width + 2) for _ in runs) + "|"]
+    for c in (None, *CONDITIONS):
+        if c and not any(c in m["per_condition"] for rows in runs.values() for m in rows.values()):
+            continue
+        picks = [cheapest_near_best(rows, c, tolerance)[1] for rows in runs.values()]
+        lines.append(f"| {c or 'overall':<9} | " + " | ".join(f"{x:<{width}}" for x in picks) + " |")
     return "\n".join(lines)
 
 

@@ -1,0 +1,59 @@
+"""bench/static_configs.py over several checkpoints: mean, spread and per-run choices, and reuse of metrics.json."""
+import argparse
+import json
+
+from bench.static_configs import mean_rows, report, reusable, seed_config
+from eval import file_sha256
+
+
+def _metrics(nds: float, gflops: float, day: float, night: float) -> dict:
+    return {"nds": nds, "map": nds / 2, "gflops_per_frame": gflops, "latency_ms": {"mean": 10 * gflops},
+            "per_condition": {"day": {"nds": day}, "night": {"nds": night}}}
+
+
+def test_mean_of_several_checkpoints_and_each_ones_choice():
+    """Two runs that disagree on whether the camera is worth it by day: the mean decides, the spread and each run's
+    own pick are printed beside it."""
+    a = {"lidar+radar": _metrics(0.40, 1.66, 0.40, 0.40), "all high": _metrics(0.44, 2.10, 0.46, 0.41)}
+    b = {"lidar+radar": _metrics(0.42, 1.66, 0.43, 0.41), "all high": _metrics(0.43, 2.10, 0.44, 0.42),
+         "radar": _metrics(0.2, 1.49, 0.2, 0.2)}
+    rows = mean_rows([a, b])
+    assert sorted(rows) == ["all high", "lidar+radar"]  # only configurations every run has
+    assert abs(rows["all high"]["nds"] - 0.435) < 1e-9 and abs(rows["all high"]["per_condition"]["day"]["nds"]
+                                                               - 0.45) < 1e-9
+    assert abs(rows["lidar+radar"]["latency_ms"]["mean"] - 16.6) < 1e-9
+    text = report({"seed0": a, "seed1": b})
+    assert "mean of 2 checkpoints (seed0, seed1)" in text
+    spread = text.split("Spread")[1].split("\n\n")[0]
+    assert "| all high           | 0.010 | 0.005 | 0.020 |   -   | 0.010 |" in spread  # no dusk frames
+    per_run = text.split("per checkpoint")[1].split("\n\n")[0]
+    # by day run a needs the camera (0.40 < 0.95 * 0.46), run b does not; the mean (0.415 vs 0.45) needs it
+    assert "| day       | all high           | lidar+radar        |" in per_run
+    assert "| day       | all high           | 0.450 | all high           | 0.450 |" in text
+    assert "| night     | all high           | 0.415 | lidar+radar        | 0.405 |" in text
+
+
+def test_reuse_only_metrics_written_for_the_same_checkpoint_file_and_data(tmp_path):
+    ckpt = tmp_path / "last.ckpt"
+    ckpt.write_bytes(b"weights")
+    args = argparse.Namespace(dataroot="data/x", version="v1.0-synth", split="synth_val", limit=None)
+    saved = {**_metrics(0.4, 1.6, 0.4, 0.4), "checkpoint_sha256": file_sha256(ckpt), "dataroot": "data/x",
+             "version": "v1.0-synth", "split": "synth_val", "limit": None,
+             "sensors": {"camera": "off", "lidar": "fine", "radar": "on"}}
+    path = tmp_path / "metrics.json"
+    assert reusable(path, str(ckpt), "camera=off,lidar=fine,radar=on", args) is None  # nothing written yet
+    path.write_text(json.dumps(saved))
+    assert reusable(path, str(ckpt), "camera=off,lidar=fine,radar=on", args)["nds"] == 0.4
+    assert reusable(path, str(ckpt), "camera=high,lidar=fine,radar=on", args) is None
+    assert reusable(path, str(ckpt), "camera=off,lidar=fine,radar=on",
+                    argparse.Namespace(**{**vars(args), "limit": 8})) is None
+    ckpt.write_bytes(b"other weights")  # retrained into the same path
+    assert reusable(path, str(ckpt), "camera=off,lidar=fine,radar=on", args) is None
+
+
+def test_seed_runs_write_everything_in_their_own_folder():
+    root, cfg = seed_config(2)
+    assert root == "runs/demo-seed2" and cfg["seed_everything"] == 2
+    text = str(cfg)
+    assert "runs/demo-seed2/checkpoints" in text and "'runs/demo'" not in text and "runs/demo/" not in text
+    assert seed_config(0)[0] == "runs/demo" and seed_config(0)[1]["seed_everything"] == 0
