@@ -2,7 +2,8 @@
 
 The unmodified nuscenes-devkit loads, reads and evaluates what this writes, so everything downstream reads it through
 the same code path as real nuScenes. One scene is one log: an ego car drives (straight or gently curving) among
-constant-velocity objects of the ten detection classes, sensed by
+constant-velocity objects of the ten detection classes and unannotated roadside scenery (hedges, bins, posts, lamp
+poles, low walls, sized like the classes a sparse LiDAR mistakes them for: see SCENERY), sensed by
 
   * LIDAR_TOP: 32 beams (HDL-32E elevations), a vectorised ray cast against the ground plane and the object boxes
     (slab test, first hit wins, so objects occlude), intensity from the body's paint (retroreflective cones and
@@ -552,6 +553,88 @@ def material_reflectivity(rng: np.random.Generator, cls: np.ndarray, colour: np.
     return np.where(retro, spec_values(cls, "reflectivity"), painted)
 
 
+# Unannotated roadside scenery, as on real streets, sized like the classes it can be mistaken for by a sparse LiDAR
+# at range: hedges like cars, bins like traffic cones, posts (signs, parking meters) like pedestrians, low walls like
+# barriers, lamp poles. LiDAR returns from them look like object returns; the camera tells them apart by day (green
+# leaves, grey metal, concrete: no car paint, no cone stripes), hardly at night (unlit); radar sees metal strongly
+# and leaves weakly. Fields: size ranges (l, w, h) in metres, weight, LiDAR reflectivity, radar detection
+# probability, extra returns, rcs (dBsm), body colour.
+@dataclass(frozen=True)
+class SceneryKind:
+    size: tuple[tuple[float, float], tuple[float, float], tuple[float, float]]
+    weight: float
+    reflectivity: float
+    radar_p: float
+    radar_lambda: float
+    rcs: float
+    colour: tuple[int, int, int]
+
+
+SCENERY = {
+    "hedge": SceneryKind(((2.5, 5.5), (1.2, 2.2), (1.2, 2.0)), 0.3, 20.0, 0.3, 0.5, -8.0, (55, 105, 45)),
+    "bin": SceneryKind(((0.45, 0.7), (0.45, 0.7), (0.9, 1.2)), 0.2, 30.0, 0.3, 0.0, -4.0, (45, 75, 55)),
+    "post": SceneryKind(((0.2, 0.3), (0.2, 0.3), (1.4, 2.0)), 0.2, 35.0, 0.5, 0.0, 0.0, (150, 150, 155)),
+    "pole": SceneryKind(((0.25, 0.35), (0.25, 0.35), (5.0, 8.0)), 0.15, 35.0, 0.6, 0.3, 5.0, (120, 120, 125)),
+    "wall": SceneryKind(((3.0, 10.0), (0.25, 0.45), (0.8, 1.2)), 0.15, 30.0, 0.6, 1.0, 6.0, (165, 160, 150)),
+}
+SCENERY_PER_SCENE = (25, 45)
+
+
+@dataclass
+class Scenery:
+    """S static unannotated structures: boxes (S, 9) global [x, y, z, l, w, h, yaw, 0, 0], kind names, colour (S, 3)
+    and per-structure LiDAR reflectivity, radar detection probability, extra returns and rcs (S,)."""
+
+    boxes: np.ndarray
+    kind: list[str]
+    colour: np.ndarray
+    reflectivity: np.ndarray
+    radar_p: np.ndarray
+    radar_lambda: np.ndarray
+    rcs: np.ndarray
+
+
+def make_scenery(rng: np.random.Generator, ego: EgoMotion, objects: Objects, n_samples: int) -> Scenery:
+    """Roadside structures along the ego's path (4.5-16 m to either side, up to 60 m ahead of or behind a point of
+    it), aligned with the road, clear of the ego's path, of every object's trajectory and of each other."""
+    grid = np.linspace(0.0, (n_samples - 1) * KEYFRAME_DT, 4 * (n_samples - 1) + 1)
+    ex, ey, eyaw = ego.pose(grid)
+    ego_xy = np.stack([ex, ey], 1)
+    trajs = np.stack([objects.p0 + objects.vel * t for t in grid], 1) if len(objects.cls) else np.zeros((0, 1, 2))
+    obj_r = 0.5 * np.hypot(objects.size[:, 0], objects.size[:, 1]) if len(objects.cls) else np.zeros(0)
+    kinds = list(SCENERY)
+    weights = np.array([SCENERY[k].weight for k in kinds])
+    rows, placed = [], []
+    for _ in range(int(rng.integers(SCENERY_PER_SCENE[0], SCENERY_PER_SCENE[1] + 1))):
+        kind = kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))]
+        spec = SCENERY[kind]
+        for _ in range(50):
+            i = int(rng.integers(len(grid)))
+            along, side = rng.uniform(-60.0, 60.0), rng.choice([-1.0, 1.0]) * rng.uniform(4.5, 16.0)
+            c, s_ = math.cos(eyaw[i]), math.sin(eyaw[i])
+            xy = ego_xy[i] + along * np.array([c, s_]) + side * np.array([-s_, c])
+            size = np.array([rng.uniform(*r) for r in spec.size])
+            radius = 0.5 * math.hypot(size[0], size[1])
+            if np.min(np.linalg.norm(ego_xy - xy, axis=1)) < radius + 3.0:
+                continue
+            if len(obj_r) and np.any(np.linalg.norm(trajs - xy, axis=2).min(1) < obj_r + radius + 0.3):
+                continue
+            if any(math.hypot(*(xy - q)) < radius + qr + 0.3 for q, qr in placed):
+                continue
+            yaw = eyaw[i] + rng.normal(0.0, 0.03)
+            rows.append((kind, [xy[0], xy[1], size[2] / 2, *size, yaw, 0.0, 0.0]))
+            placed.append((xy, radius))
+            break
+    names = [k for k, _ in rows]
+    spec_of = lambda field: np.array([getattr(SCENERY[k], field) for k in names], np.float64)  # noqa: E731
+    colour = np.array([SCENERY[k].colour for k in names], np.float64).reshape(-1, 3)
+    colour = np.clip(colour * rng.uniform(0.85, 1.15, (len(names), 1)), 0, 255)
+    return Scenery(np.array([b for _, b in rows], np.float64).reshape(-1, 9), names, colour,
+                   np.clip(spec_of("reflectivity") + rng.normal(0.0, 5.0, len(names)), 3.0, 80.0),
+                   spec_of("radar_p"), spec_of("radar_lambda"),
+                   spec_of("rcs") + rng.normal(0.0, RCS_OBJECT_SIGMA, len(names)))
+
+
 def make_faults(rng: np.random.Generator, n_samples: int, with_faults: bool) -> dict[int, dict]:
     """Fault events of one scene: key-frame index -> {"camera": {channel: "black"|"occluded"},
     "lidar": "silent" | ("beams", lost_rings), "radar": [channels]}. Events last 1-3 key frames."""
@@ -722,19 +805,28 @@ def return_probability(r: np.ndarray, reflectivity: np.ndarray, max_range: float
 
 
 def simulate_lidar(rng: np.random.Generator, dirs, ring, boxes_s, cls, height, config: WorldConfig, weather: str,
-                   fault, reflectivity: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   fault, reflectivity: np.ndarray | None = None, scenery_s: np.ndarray | None = None,
+                   scenery_reflectivity: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One LiDAR sweep in the sensor frame: (N, 5) float32 rows (x, y, z, intensity, ring), the per-box
     visibility (K,) in [0, 1] from occlusion (1 where no ray reaches the box) and the box each point hit (N,)
-    (-1: ground or spurious). reflectivity: (K,) per-box intensity scale (None: the classes' SPECS values)."""
-    dist, hit, potential, first = ray_cast(dirs, boxes_s, height, config.lidar_max_range, front_notches(cls))
-    visibility = np.where(potential > 0, first / np.maximum(potential, 1), 1.0)
+    (-1: ground, scenery or spurious). reflectivity: (K,) per-box intensity scale (None: the classes' SPECS values).
+    scenery_s: (S, >=7) unannotated structures (Scenery) in the sensor frame, with their scenery_reflectivity (S,):
+    they return points and occlude like the boxes."""
+    K = len(boxes_s)
+    per_box = spec_values(cls, "reflectivity") if reflectivity is None else np.asarray(reflectivity, np.float64)
+    notches, all_boxes = front_notches(cls), np.asarray(boxes_s, np.float64)[:, :7].reshape(-1, 7)
+    if scenery_s is not None and len(scenery_s):
+        all_boxes = np.concatenate([all_boxes, np.asarray(scenery_s, np.float64)[:, :7]])
+        per_box = np.concatenate([per_box, scenery_reflectivity])
+        notches = np.concatenate([notches, np.zeros((len(scenery_s), 2))])
+    dist, hit, potential, first = ray_cast(dirs, all_boxes, height, config.lidar_max_range, notches)
+    visibility = np.where(potential > 0, first / np.maximum(potential, 1), 1.0)[:K]
     if fault == "silent":
         return np.zeros((0, 5), np.float32), visibility, np.zeros(0, np.int64)
     valid = hit != -2
     r = np.where(valid, dist, 0.0)
     refl = np.full(len(r), GROUND_REFLECTIVITY)
-    if len(cls):
-        per_box = spec_values(cls, "reflectivity") if reflectivity is None else reflectivity
+    if len(per_box):
         refl[hit >= 0] = per_box[hit[hit >= 0]]
     p_keep = 0.97 * (1.0 - 0.25 * (r / config.lidar_max_range) ** 2)
     p_keep *= return_probability(r, refl, config.lidar_max_range)
@@ -764,24 +856,34 @@ def simulate_lidar(rng: np.random.Generator, dirs, ring, boxes_s, cls, height, c
             spur = spur[~np.isin(ring[ids], fault[1])]
         pts = np.concatenate([pts, spur], 0)
         h = np.concatenate([h, np.full(len(spur), -1)])
-    return pts.astype(np.float32), visibility, np.where(h >= 0, h, -1)
+    return pts.astype(np.float32), visibility, np.where((h >= 0) & (h < K), h, -1)
 
 
 # ------------------------------------------------------------------------------------------------------------ radar
 
 def simulate_radar(rng: np.random.Generator, boxes_r: np.ndarray, cls: np.ndarray, visibility: np.ndarray,
-                   v_sensor: np.ndarray, weather: str, rcs_object: np.ndarray | None = None) -> np.ndarray:
+                   v_sensor: np.ndarray, weather: str, rcs_object: np.ndarray | None = None,
+                   scenery_r: np.ndarray | None = None, scenery: Scenery | None = None) -> np.ndarray:
     """One radar sweep in its sensor frame (RADAR_DTYPE array). boxes_r: (K, 9) boxes in the radar frame (velocity
     absolute, rotated into the radar axes); v_sensor: (2,) velocity of the radar over ground in its own axes;
-    rcs_object: (K,) mean cross-section per box (None: the classes' SPECS values), each return fluctuates about it.
+    rcs_object: (K,) mean cross-section per box (None: the classes' SPECS values), each return fluctuates about it;
+    scenery_r: (S, 9) boxes of `scenery` in the radar frame, static returns by its radar_p / radar_lambda / rcs.
     vx, vy: radial velocity relative to the sensor; vx_comp, vy_comp: radial velocity over ground."""
+    p_base, lam_base = spec_values(cls, "radar_p"), spec_values(cls, "radar_lambda")
+    if rcs_object is None:
+        rcs_object = spec_values(cls, "rcs")
+    if scenery_r is not None and len(scenery_r):
+        boxes_r = np.concatenate([boxes_r, scenery_r])
+        p_base, lam_base = np.concatenate([p_base, scenery.radar_p]), np.concatenate([lam_base, scenery.radar_lambda])
+        rcs_object = np.concatenate([rcs_object, scenery.rcs])
+        visibility = np.concatenate([visibility, np.ones(len(scenery_r))])
     xy = boxes_r[:, :2]
     r = np.linalg.norm(xy, axis=1)
     az = np.abs(np.arctan2(xy[:, 1], xy[:, 0]))
     max_r = np.where(az < np.deg2rad(10), 100.0, np.where(az < np.deg2rad(45), 70.0,
                                                            np.where(az < np.deg2rad(60), 30.0, 0.0)))
-    p_det = spec_values(cls, "radar_p") * (0.3 + 0.7 * visibility) * np.where(r > 60, 0.7, 1.0)
-    lam = spec_values(cls, "radar_lambda") * np.clip(25.0 / np.maximum(r, 1), 0.4, 2.0)
+    p_det = p_base * (0.3 + 0.7 * visibility) * np.where(r > 60, 0.7, 1.0)
+    lam = lam_base * np.clip(25.0 / np.maximum(r, 1), 0.4, 2.0)
     det = (r < max_r) & (r > 1.0) & (rng.random(len(r)) < p_det)
     counts = np.where(det, 1 + rng.poisson(lam), 0)
     obj = np.repeat(np.arange(len(r)), counts)
@@ -808,8 +910,6 @@ def simulate_radar(rng: np.random.Generator, boxes_r: np.ndarray, cls: np.ndarra
     pa = pa + rng.normal(0, np.deg2rad(0.3), n)
     px, py = pr * np.cos(pa), pr * np.sin(pa)
     v_obj = b[:, 7:9]
-    if rcs_object is None:
-        rcs_object = spec_values(cls, "rcs")
     rcs = rcs_object[obj] + rng.normal(0, RCS_POINT_SIGMA, n) if n else np.zeros(0)
     # Clutter: static reflections anywhere in the field of view.
     n_clutter = int(rng.poisson(6.0 * (1.3 if weather == "rain" else 1.0)))
@@ -858,8 +958,8 @@ FACE_NORMALS = {"front": (1, 0, 0), "back": (-1, 0, 0), "left": (0, 1, 0), "righ
 
 
 def class_patterns(name: str, attribute: int, rng_colour: np.ndarray):
-    """Class-specific decals: list of (faces, (u0, u1, v0, v1), colour, emissive). Vehicles' head and tail lights
-    are emissive (seen at night) unless the vehicle is parked."""
+    """Class-specific decals (of a CLASSES name or a SCENERY kind): list of (faces, (u0, u1, v0, v1), colour, emissive).
+    Vehicles' head and tail lights are emissive (seen at night) unless the vehicle is parked."""
     dark = (35, 45, 55)
     sides = ("front", "back", "left", "right")
     p = []
@@ -899,6 +999,17 @@ def class_patterns(name: str, attribute: int, rng_colour: np.ndarray):
     if name == "barrier":
         for i in range(0, 6, 2):
             p.append((sides, (i / 6, (i + 1) / 6, 0.3, 1.0), (245, 245, 245), False))
+    # scenery (SCENERY): leaves, a bin's lid, a sign on a post, a lamp on a pole, a wall's coping
+    if name == "hedge":
+        p.append((sides + ("top",), (0.0, 1.0, 0.55, 1.0), (40, 85, 35), False))
+    if name == "bin":
+        p.append((sides, (0.0, 1.0, 0.85, 1.0), (30, 30, 30), False))
+    if name == "post":
+        p.append((sides, (0.0, 1.0, 0.75, 1.0), (30, 80, 170), False))
+    if name == "pole":
+        p.append((sides, (0.0, 1.0, 0.93, 1.0), (200, 200, 170), False))
+    if name == "wall":
+        p.append((sides, (0.0, 1.0, 0.85, 1.0), (110, 105, 100), False))
     return p
 
 
@@ -968,8 +1079,10 @@ def _clip_near(poly: np.ndarray, near: float = 0.2) -> np.ndarray:
 
 
 def render_camera(rng: np.random.Generator, cam: Camera, global_T_ego: np.ndarray, boxes_e: np.ndarray,
-                  objects: Objects, lighting: str, weather: str, fault: str | None) -> np.ndarray:
-    """(H, W, 3) uint8 image of the scene from one camera. boxes_e: (K, 9) boxes in the ego frame."""
+                  objects: Objects, lighting: str, weather: str, fault: str | None,
+                  scenery: Scenery | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 image of the scene from one camera. boxes_e: (K, 9) boxes of `objects` in the ego frame;
+    `scenery` (global boxes) is drawn with them, lit like them."""
     H, W = cam.rays_ego.shape[:2]
     if fault == "black":
         return np.zeros((H, W, 3), np.uint8)
@@ -990,6 +1103,10 @@ def render_camera(rng: np.random.Generator, cam: Camera, global_T_ego: np.ndarra
     image = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(image)
     # Objects, far to near (painter's algorithm), faces far to near within an object.
+    looks = [(CLASSES[c], int(a), col) for c, a, col in zip(objects.cls, objects.attribute, objects.colour)]
+    if scenery is not None and len(scenery.kind):
+        boxes_e = np.concatenate([boxes_e, boxes_in_frame(scenery.boxes, invert(global_T_ego))])
+        looks += [(kind, -1, col) for kind, col in zip(scenery.kind, scenery.colour)]
     cam_T_ego = invert(cam.ego_T_cam)
     corners_e = box_corners(boxes_e[:, :7])  # (K, 8, 3)
     corners_c = corners_e @ cam_T_ego[:3, :3].T + cam_T_ego[:3, 3]
@@ -1003,7 +1120,7 @@ def render_camera(rng: np.random.Generator, cam: Camera, global_T_ego: np.ndarra
         v = front_pts[:, 1] / front_pts[:, 2] * cam.K[1, 1] + cam.K[1, 2]
         if np.all(cc[:, 2] >= 0.2) and (u.max() < 0 or u.min() > W or v.max() < 0 or v.min() > H):
             continue
-        name = CLASSES[objects.cls[k]]
+        name, attribute, colour = looks[k]
         yaw = boxes_e[k, 6]
         cy, sy = math.cos(yaw), math.sin(yaw)
         obj_light = light
@@ -1011,7 +1128,7 @@ def render_camera(rng: np.random.Generator, cam: Camera, global_T_ego: np.ndarra
             near = math.exp(-dist[k] / 12.0) * (1.0 if front else 0.6)
             obj_light = light + (1 - light) * near
         fog_a = math.exp(-dist[k] / fog_d)
-        decals = class_patterns(name, int(objects.attribute[k]), objects.colour[k][::-1] * 0.5 + 80)
+        decals = class_patterns(name, attribute, colour[::-1] * 0.5 + 80)
         faces = []
         for fname, idx in FACES.items():
             nl = FACE_NORMALS[fname]
@@ -1023,7 +1140,7 @@ def render_camera(rng: np.random.Generator, cam: Camera, global_T_ego: np.ndarra
             faces.append((np.linalg.norm(centre_c), fname, idx, n_e))
         for _, fname, idx, n_e in sorted(faces, key=lambda f: -f[0]):
             shade = 0.6 + 0.4 * max(0.0, float(n_e @ SUN))
-            quads = [((0.0, 1.0, 0.0, 1.0), objects.colour[k], False)]
+            quads = [((0.0, 1.0, 0.0, 1.0), colour, False)]
             quads += [(reg, col, emi) for fs, reg, col, emi in decals if fname in fs]
             reg = np.array([q[0] for q in quads])  # (Q, 4) u0, u1, v0, v1
             uu = reg[:, [0, 1, 1, 0]]
@@ -1080,10 +1197,11 @@ def generate_scene(out: Path, config: WorldConfig, plan: ScenePlan) -> dict:
     """Simulate one scene, write its sensor files under `out`, return its table rows and statistics."""
     seed, si = config.seed, plan.index
     streams = {name: np.random.default_rng([seed, si, k]) for k, name in
-               enumerate(("ego", "layout", "lidar", "radar", "camera", "faults"))}
+               enumerate(("ego", "layout", "lidar", "radar", "camera", "faults", "scenery"))}
     n = config.samples_per_scene
     ego = make_ego(streams["ego"])
     objects = make_objects(streams["layout"], ego, n, plan.traffic, config)
+    scenery = make_scenery(streams["scenery"], ego, objects, n)
     faults = make_faults(streams["faults"], n, plan.with_faults)
     t_scene = T0_US + si * 3_600_000_000
     stamp = datetime.datetime.fromtimestamp(t_scene / 1e6, datetime.timezone.utc)
@@ -1162,7 +1280,8 @@ def generate_scene(out: Path, config: WorldConfig, plan: ScenePlan) -> dict:
         boxes_s = boxes_in_frame(objects.boxes(t_s), sensor_T_global)
         fault = faults.get(k, {}).get("lidar")
         pts, vis, hit = simulate_lidar(streams["lidar"], dirs, ring, boxes_s, objects.cls, lidar_h, config,
-                                       plan.weather, fault, objects.reflectivity)
+                                       plan.weather, fault, objects.reflectivity,
+                                       boxes_in_frame(scenery.boxes, sensor_T_global), scenery.reflectivity)
         write_lidar_bin(path, pts)
         if key:
             vis_key[k] = vis
@@ -1183,7 +1302,7 @@ def generate_scene(out: Path, config: WorldConfig, plan: ScenePlan) -> dict:
                 pts = np.zeros(0, RADAR_DTYPE)
             else:
                 pts = simulate_radar(streams["radar"], boxes_r, objects.cls, vis, v_sensor, plan.weather,
-                                     objects.rcs)
+                                     objects.rcs, boxes_in_frame(scenery.boxes, r_T_global), scenery)
             write_radar_pcd(path, pts)
             if key and len(pts) and len(objects.cls):
                 xyz = np.stack([pts["x"], pts["y"], pts["z"]], 1).astype(np.float64)
@@ -1200,7 +1319,7 @@ def generate_scene(out: Path, config: WorldConfig, plan: ScenePlan) -> dict:
             boxes_e = boxes_in_frame(objects.boxes(t_s), invert(global_T_ego))
             fault = faults.get(k, {}).get("camera", {}).get(channel)
             img = render_camera(streams["camera"], cameras[channel], global_T_ego, boxes_e, objects, plan.lighting,
-                                plan.weather, fault)
+                                plan.weather, fault, scenery)
             buf = io.BytesIO()
             Image.fromarray(img).save(buf, format="JPEG", quality=config.jpeg_quality)
             path.write_bytes(buf.getvalue())
@@ -1240,7 +1359,7 @@ def generate_scene(out: Path, config: WorldConfig, plan: ScenePlan) -> dict:
                                  "nbr_annotations": len(ann_toks), "first_annotation_token": ann_toks[0],
                                  "last_annotation_token": ann_toks[-1]})
     description = (f"{plan.lighting}, {plan.weather}, traffic {plan.traffic}; synthetic scene, "
-                   f"{len(objects.cls)} objects")
+                   f"{len(objects.cls)} objects, {len(scenery.kind)} roadside structures")
     rows["scene"].append({"token": scene_tok, "log_token": log_tok, "nbr_samples": n,
                           "first_sample_token": sample_toks[0], "last_sample_token": sample_toks[-1],
                           "name": plan.name, "description": description})

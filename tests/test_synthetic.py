@@ -1,4 +1,5 @@
-"""Tests of the synthetic world generator: devkit loading/reading/evaluation, physics, conditions, faults, determinism."""
+"""Tests of the synthetic world generator: devkit loading/reading/evaluation, physics, conditions, faults,
+determinism."""
 from __future__ import annotations
 
 import hashlib
@@ -24,7 +25,8 @@ from datasets.synthetic import (
 from sensors.frame import ATTRIBUTES, CAMERAS, CLASSES, LIDAR, RADARS, SENSORS
 
 VERSION = "v1.0-synth"
-DESC = re.compile(r"^(day|dusk|night), (clear|rain|fog), traffic (light|medium|dense); synthetic scene, \d+ objects$")
+DESC = re.compile(r"^(day|dusk|night), (clear|rain|fog), traffic (light|medium|dense); synthetic scene, \d+ objects, "
+                  r"\d+ roadside structures$")
 
 
 @pytest.fixture(scope="module")
@@ -379,6 +381,62 @@ def test_dark_bodies_fade_from_the_lidar_sooner_and_parked_vehicles_are_unlit():
     emissive = {a: any(e for *_, e in class_patterns("car", ATTRIBUTES.index(a), np.zeros(3)))
                 for a in ("vehicle.parked", "vehicle.moving", "vehicle.stopped")}
     assert emissive == {"vehicle.parked": False, "vehicle.moving": True, "vehicle.stopped": True}
+
+
+def test_roadside_scenery_returns_points_occludes_and_shows_by_day_but_is_not_annotated():
+    """Scenery is placed clear of the ego's path and of every object's trajectory; a hedge in front of a car returns
+    LiDAR points that belong to no box and hides part of the car; it is drawn in the camera, with far more contrast
+    by day than at night; a lamp pole gives static radar returns."""
+    from datasets.synthetic import (Objects, Scenery, boxes_in_frame, lidar_directions, make_camera, make_ego,
+                                    make_objects, make_scenery, render_camera, simulate_lidar, simulate_radar)
+
+    cfg = PRESETS["demo"]
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        ego = make_ego(rng)
+        objects = make_objects(rng, ego, 14, "dense", cfg)
+        scenery = make_scenery(rng, ego, objects, 14)
+        assert len(scenery.kind) >= 20 and set(scenery.kind) <= {"hedge", "bin", "post", "pole", "wall"}
+        t = np.linspace(0, 6.5, 27)
+        ex, ey, _ = ego.pose(t)
+        for b in scenery.boxes:
+            radius = 0.5 * np.hypot(b[3], b[4])
+            assert np.min(np.hypot(ex - b[0], ey - b[1])) > radius + 2.9
+            for p0, v, size in zip(objects.p0, objects.vel, objects.size):
+                d = np.linalg.norm(p0 + v * t[:, None] - b[:2], axis=1).min()
+                assert d > radius + 0.5 * np.hypot(size[0], size[1])
+
+    hedge = Scenery(boxes=np.array([[12.0, 0.0, -1.84 + 0.8, 4.0, 1.6, 1.6, 0.0, 0.0, 0.0]]), kind=["hedge"],
+                    colour=np.array([[55.0, 105, 45]]), reflectivity=np.array([20.0]), radar_p=np.array([0.3]),
+                    radar_lambda=np.array([0.5]), rcs=np.array([-8.0]))
+    car = np.array([[20.0, 0.0, -1.84 + 0.865, 4.6, 1.95, 1.73, 0.0, 0.0, 0.0]])  # sensor frame, behind the hedge
+    cls = np.array([CLASSES.index("car")])
+    dirs, ring = lidar_directions(cfg.lidar_azimuth_steps)
+    _, vis_alone, _ = simulate_lidar(np.random.default_rng(0), dirs, ring, car, cls, 1.84, cfg, "clear", None)
+    pts, vis, hit = simulate_lidar(np.random.default_rng(0), dirs, ring, car, cls, 1.84, cfg, "clear", None,
+                                   np.array([45.0]), hedge.boxes, hedge.reflectivity)
+    on_hedge = (np.abs(pts[:, 0] - 12.0) < 2.1) & (np.abs(pts[:, 1]) < 0.9) & (pts[:, 2] > -1.7)
+    assert on_hedge.sum() > 20 and np.all(hit[on_hedge] == -1)
+    assert vis_alone[0] == 1.0 and vis[0] < 0.8 and len(vis) == 1
+
+    cam = make_camera("CAM_FRONT", cfg.image_size)
+    nothing = Objects(np.zeros((0, 2)), np.zeros((0, 2)), np.zeros((0, 3)), np.zeros(0), np.zeros(0, np.int64),
+                      np.zeros(0, np.int64), np.zeros((0, 2), np.int64), [], np.zeros((0, 3)))
+    shown = Scenery(**{**hedge.__dict__, "boxes": hedge.boxes + [[1.0, 0, 1.84, 0, 0, 0, 0, 0, 0]]})  # ego frame
+    contrast = {}
+    for lighting in ("day", "night"):
+        imgs = [render_camera(np.random.default_rng(0), cam, np.eye(4), np.zeros((0, 9)), nothing, lighting, "clear",
+                              None, scen).astype(float) for scen in (shown, None)]
+        contrast[lighting] = np.abs(imgs[0] - imgs[1]).sum(-1).mean()
+    assert contrast["day"] > 3 * contrast["night"] > 0
+
+    pole = Scenery(boxes=np.array([[25.0, 0.0, 3.0, 0.3, 0.3, 6.0, 0.0, 0.0, 0.0]]), kind=["pole"],
+                   colour=np.array([[120.0, 120, 125]]), reflectivity=np.array([35.0]), radar_p=np.array([1.0]),
+                   radar_lambda=np.array([1.0]), rcs=np.array([5.0]))
+    sweeps = [simulate_radar(np.random.default_rng(s), np.zeros((0, 9)), np.zeros(0, np.int64), np.zeros(0),
+                             np.array([5.0, 0.0]), "clear", None, pole.boxes, pole) for s in range(20)]
+    near = np.concatenate([p[(np.abs(p["x"] - 25.0) < 1.0) & (np.abs(p["y"]) < 1.0)] for p in sweeps])
+    assert len(near) >= 20 and np.abs(near["vx_comp"]).max() < 0.5 and np.abs(near["vx"]).min() > 4.0
 
 
 def test_radar_rcs_fluctuates_about_the_class_mean():
