@@ -20,11 +20,12 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets.datamodule import NuScenesDataModule  # noqa: E402
-from fusion.bev import conv_block  # noqa: E402
 from fusion.detector import SensorConfig  # noqa: E402
 from fusion.head import VEL  # noqa: E402
 from fusion.module import GateFusionModule  # noqa: E402
-from sensors.frame import CLASSES, collate  # noqa: E402
+from sensors.bev import conv_block  # noqa: E402
+from sensors.frame import collate  # noqa: E402
+from sensors.names import CLASSES  # noqa: E402
 
 VEL_UNIT = 5.0  # m/s per unit of the probe's velocity outputs
 

@@ -18,8 +18,9 @@ from unittest import mock
 import numpy as np
 import torch
 
-from datasets.geometry import box_to_nuscenes
-from sensors.frame import ATTRIBUTES, CLASSES, Detections, FrameMeta
+from sensors.frame import Detections, FrameMeta
+from sensors.geometry import box_to_nuscenes
+from sensors.names import ATTRIBUTES, CLASSES
 
 MAX_BOXES_PER_SAMPLE = 500
 CONDITION_GROUPS = ("day", "dusk", "night", "clear", "rain", "fog")

@@ -18,9 +18,9 @@ import numpy as np
 from PIL import Image
 
 from datasets.nuscenes import (
-    LIDAR_MAX_RING, available_splits, check_dataroot, parse_conditions, split_scenes, _read_faults,
+    LIDAR_MAX_RING, _read_faults, available_splits, check_dataroot, parse_conditions, split_scenes,
 )
-from sensors.frame import CAMERAS, CLASSES, LIDAR, RADARS
+from sensors.names import CLASSES, LIDAR
 
 
 def _sensor_of(channel: str) -> str:

@@ -32,11 +32,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from datasets.geometry import apply, box_from_nuscenes, invert, rotate, transform
-from sensors.frame import (
-    ATTRIBUTES, CAMERAS, CLASSES, LIDAR, LIDAR_DIMS, RADAR_DIMS, RADARS, SENSORS,
-    Boxes, CameraData, Frame, FrameMeta, LidarData, RadarData,
-)
+from sensors.frame import Boxes, CameraData, Frame, FrameMeta, LidarData, RadarData
+from sensors.geometry import apply, box_from_nuscenes, invert, rotate, transform
+from sensors.names import ATTRIBUTES, CAMERAS, CLASSES, LIDAR, LIDAR_DIMS, RADAR_DIMS, RADARS, SENSORS
 
 INDEX_FORMAT = 1
 TABLES = (

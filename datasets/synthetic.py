@@ -46,11 +46,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from datasets.geometry import (
+from sensors.geometry import (
     apply, box_corners, invert, matrix_to_quaternion, points_in_boxes, quaternion_to_matrix, rotate, transform,
     yaw_to_quaternion,
 )
-from sensors.frame import ATTRIBUTES, CAMERAS, CLASSES, LIDAR, RADARS, SENSORS
+from sensors.names import ATTRIBUTES, CAMERAS, CLASSES, LIDAR, RADARS, SENSORS
 
 LIGHTINGS = ("day", "dusk", "night")
 WEATHERS = ("clear", "rain", "fog")

@@ -14,7 +14,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from fusion.detector import MODES, FusionDetector, SensorConfig, select_camera, select_points
-from sensors.frame import SENSORS, Batch, LidarData, RadarData
+from sensors.frame import Batch, LidarData, RadarData
+from sensors.names import SENSORS
 
 SHARED = ("shared", "on")
 

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from fusion.bev import BEVGrid, conv_block, norm2d
 from fusion.head import CenterHead
+from sensors.bev import BEVGrid, conv_block, norm2d
 from sensors.camera import CameraEncoder
-from sensors.frame import CLASSES, SENSORS, Batch, CameraData, LidarData, RadarData
+from sensors.frame import Batch, CameraData, LidarData, RadarData
 from sensors.lidar import LidarEncoder
+from sensors.names import CLASSES, SENSORS
 from sensors.radar import RadarEncoder
 
 CAMERA_MODES = ("off", "low", "high")

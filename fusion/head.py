@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fusion.bev import BEVGrid, conv_block
-from sensors.frame import ATTRIBUTES, CLASSES, Boxes, Detections
+from sensors.bev import BEVGrid, conv_block
+from sensors.frame import Boxes, Detections
+from sensors.names import ATTRIBUTES, CLASSES
 
 REG_DIMS = ("dx", "dy", "z", "log_l", "log_w", "log_h", "sin2", "cos2", "vx", "vy")
 # Velocity (half squared error, see loss) at 0.5; CenterPoint's 0.2 is for L1 over 20 epochs.

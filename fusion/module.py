@@ -16,7 +16,8 @@ from torch import Tensor
 
 from fusion.cost import branch_gflops, config_gflops
 from fusion.detector import MODES, FrameRecord, SensorConfig, build_detector
-from sensors.frame import SENSORS, Batch, Detections
+from sensors.frame import Batch, Detections
+from sensors.names import SENSORS
 
 
 def random_decisions(present: Tensor, static: Tensor, p: float, generator: torch.Generator | None = None) -> Tensor:

@@ -31,9 +31,10 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from datasets.geometry import box_corners
-from fusion.bev import BEVGrid, conv_block
-from sensors.frame import CLASSES, Boxes, CameraData
+from sensors.bev import BEVGrid, conv_block
+from sensors.frame import Boxes, CameraData
+from sensors.geometry import box_corners
+from sensors.names import CLASSES
 
 CAMERA_RESOLUTIONS = {"low": 0.5, "high": 1.0}
 MIN_DEPTH = 0.2

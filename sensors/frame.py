@@ -14,23 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 import torch
 from torch import Tensor
 
-CLASSES = (
-    "car", "truck", "construction_vehicle", "bus", "trailer",
-    "barrier", "motorcycle", "bicycle", "pedestrian", "traffic_cone",
-)
-ATTRIBUTES = (
-    "vehicle.moving", "vehicle.parked", "vehicle.stopped",
-    "pedestrian.moving", "pedestrian.standing", "pedestrian.sitting_lying_down",
-    "cycle.with_rider", "cycle.without_rider",
-)
-SENSORS = ("camera", "lidar", "radar")
-CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_RIGHT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_FRONT_LEFT")
-RADARS = ("RADAR_FRONT", "RADAR_FRONT_LEFT", "RADAR_FRONT_RIGHT", "RADAR_BACK_LEFT", "RADAR_BACK_RIGHT")
-LIDAR = "LIDAR_TOP"
-
-LIDAR_DIMS = ("x", "y", "z", "intensity", "time_lag")
-RADAR_DIMS = ("x", "y", "z", "rcs", "vx", "vy", "time_lag")
-BOX_DIMS = ("x", "y", "z", "l", "w", "h", "yaw", "vx", "vy")
+from sensors.names import LIDAR_DIMS, RADAR_DIMS
 
 
 def _to(obj, device):

@@ -16,39 +16,11 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from fusion.bev import BEVGrid, conv_block
+from sensors.bev import BEVGrid, conv_block
 from sensors.frame import LidarData
+from sensors.points import TIME_LAG_SCALE, budget_points, scatter_max
 
 POINT_FEATURES = 10
-TIME_LAG_SCALE = 0.2  # seconds; nuScenes LiDAR sweeps come every 0.05 s, radar every ~0.07 s
-
-
-def budget_points(batch_index: Tensor, batch_size: int, budget: int, random: bool) -> Tensor:
-    """Indices (<= budget per frame) of the points to keep: a random subset when `random`, else an evenly
-    spread deterministic one. batch_index (P,) long -> (P',) long."""
-    P = batch_index.shape[0]
-    if P == 0:
-        return torch.zeros(0, dtype=torch.long, device=batch_index.device)
-    counts = torch.bincount(batch_index, minlength=batch_size)
-    if int(counts.max()) <= budget:
-        return torch.arange(P, device=batch_index.device)
-    if random:
-        key = torch.rand(P, device=batch_index.device, dtype=torch.float64)
-    else:
-        key = (torch.arange(P, device=batch_index.device, dtype=torch.float64) * 0.6180339887498949) % 1.0
-    order = torch.argsort(batch_index.double() + key)
-    bi = batch_index[order]
-    starts = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(P, device=batch_index.device) - starts[bi]
-    return order[rank < budget]
-
-
-def scatter_max(feats: Tensor, flat_index: Tensor, size: int) -> Tensor:
-    """Max of non-negative (P, C) features per cell -> (size, C); empty cells are 0."""
-    out = feats.new_zeros(size, feats.shape[1])
-    return out.scatter_reduce(0, flat_index[:, None].expand(-1, feats.shape[1]), feats, "amax", include_self=True)
-
-
 class PillarNet(nn.Module):
     """(N, 5) points of B frames -> (B, channels, grid.H, grid.W) with pillars of `pillar` metres."""
 

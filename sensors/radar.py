@@ -6,9 +6,9 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from fusion.bev import BEVGrid, conv_block
+from sensors.bev import BEVGrid, conv_block
 from sensors.frame import RadarData
-from sensors.lidar import TIME_LAG_SCALE, budget_points, scatter_max
+from sensors.points import TIME_LAG_SCALE, budget_points, scatter_max
 
 POINT_FEATURES = 9
 

@@ -15,11 +15,10 @@ import pytest
 import torch
 
 from datasets.augment import GlobalAugment, SeededSampler, augment_frame
-from datasets.geometry import apply, box_corners, invert, points_in_boxes, transform
-from datasets.nuscenes import (
-    NuScenesDataset, build_index, index_key, parse_conditions, read_radar, scale_intrinsic,
-)
-from sensors.frame import CAMERAS, CLASSES, LIDAR, RADARS, collate
+from datasets.nuscenes import NuScenesDataset, build_index, index_key, parse_conditions, read_radar, scale_intrinsic
+from sensors.frame import collate
+from sensors.geometry import apply, box_corners, invert, points_in_boxes, transform
+from sensors.names import CAMERAS, CLASSES, LIDAR, RADARS
 
 V = "v1.0-synth"
 

@@ -18,11 +18,9 @@ from nuscenes.utils.data_classes import LidarPointCloud, RadarPointCloud
 from nuscenes.utils.geometry_utils import points_in_box
 from PIL import Image
 
-from datasets.geometry import apply, invert, quaternion_yaw, transform
-from datasets.synthetic import (
-    CONDITION_CYCLE, LIGHTINGS, PRESETS, TABLES, WEATHERS, generate, main, plan_world,
-)
-from sensors.frame import ATTRIBUTES, CAMERAS, CLASSES, LIDAR, RADARS, SENSORS
+from datasets.synthetic import CONDITION_CYCLE, LIGHTINGS, PRESETS, TABLES, WEATHERS, generate, main, plan_world
+from sensors.geometry import apply, invert, quaternion_yaw, transform
+from sensors.names import ATTRIBUTES, CAMERAS, CLASSES, LIDAR, RADARS, SENSORS
 
 VERSION = "v1.0-synth"
 DESC = re.compile(r"^(day|dusk|night), (clear|rain|fog), traffic (light|medium|dense); synthetic scene, \d+ objects, "
@@ -296,7 +294,7 @@ def test_lidar_density_falls_with_range_and_radar_doppler(condition_worlds):
 
 def test_camera_sees_far_objects_lidar_barely(tmp_path):
     """A car at 70 m covers pixels in CAM_FRONT while its LiDAR return count is tiny."""
-    from datasets.synthetic import Objects, make_camera, render_camera, lidar_directions, simulate_lidar
+    from datasets.synthetic import Objects, lidar_directions, make_camera, render_camera, simulate_lidar
 
     cfg = PRESETS["demo"]
     objs = Objects(p0=np.array([[70.0, 0.0]]), vel=np.zeros((1, 2)), size=np.array([[4.6, 1.95, 1.73]]),
@@ -339,7 +337,7 @@ def test_lidar_tells_a_parked_cars_front_from_its_back():
 def test_lidar_intensity_follows_paint_not_class():
     """Two side-by-side boxes of different classes but the same white paint return the same LiDAR intensity, a
     dark one returns less, and cones stay retroreflective: intensity is no class label, as on real roads."""
-    from datasets.synthetic import material_reflectivity, simulate_lidar, lidar_directions
+    from datasets.synthetic import lidar_directions, material_reflectivity, simulate_lidar
 
     cls = np.array([CLASSES.index(c) for c in ("car", "truck", "car", "traffic_cone")])
     colour = np.array([[230.0, 230, 230], [230, 230, 230], [30, 30, 35], [255, 120, 0]])
@@ -387,8 +385,10 @@ def test_roadside_scenery_returns_points_occludes_and_shows_by_day_but_is_not_an
     """Scenery is placed clear of the ego's path and of every object's trajectory; a hedge in front of a car returns
     LiDAR points that belong to no box and hides part of the car; it is drawn in the camera, with far more contrast
     by day than at night; a lamp pole gives static radar returns."""
-    from datasets.synthetic import (Objects, Scenery, boxes_in_frame, lidar_directions, make_camera, make_ego,
-                                    make_objects, make_scenery, render_camera, simulate_lidar, simulate_radar)
+    from datasets.synthetic import (
+        Objects, Scenery, lidar_directions, make_camera, make_ego, make_objects, make_scenery, render_camera,
+        simulate_lidar, simulate_radar,
+    )
 
     cfg = PRESETS["demo"]
     for seed in range(3):

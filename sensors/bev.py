@@ -1,4 +1,5 @@
-"""The shared bird's-eye-view (BEV) grid that every sensor encoder writes onto.
+"""The shared bird's-eye-view (BEV) grid that every sensor encoder writes onto, and the conv blocks the encoders and
+the fusion detector are built from (sensors/ and fusion/ both import this module; it imports neither).
 
 Layout: a BEV tensor is (B, C, H, W) with rows along +y and columns along +x of the key-frame ego frame:
 cell (row i, col j) covers x in [x_min + j * cell, x_min + (j + 1) * cell), y likewise with i. Metric points map
