@@ -7,7 +7,7 @@ DEMO_WORLD ?= $(DATA)/synth-demo
 DEMO_RUN ?= runs/demo
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup test test-slow demo world clean
+.PHONY: setup test test-slow demo world clean check-hf-datasets
 
 setup: $(STAMP)
 
@@ -42,5 +42,23 @@ demo: world
 	  --version v1.0-synth --split synth_val --out $(DEMO_RUN)/eval
 	$(BIN)/python bench/render_geometry.py --dataroot $(DEMO_WORLD) --out $(DEMO_RUN)/pictures
 
+# In a virtual environment that already has Hugging Face `datasets`: pip install -e . leaves it importable, and the
+# tests and a tiny train + eval still use this repository's datasets/ (README, "Names").
+HF_VENV ?= .venv-hf
+check-hf-datasets:
+	test -x $(HF_VENV)/bin/python || $(PY) -m venv $(HF_VENV)
+	$(HF_VENV)/bin/python -m pip install -q torch==2.13.0 datasets
+	$(HF_VENV)/bin/python -m pip install -q -e '.[test]'
+	cd / && $(CURDIR)/$(HF_VENV)/bin/python -c "import datasets, sys; assert hasattr(datasets, 'load_dataset'), \
+	  datasets.__file__; print('outside the repository: Hugging Face datasets', datasets.__version__)"
+	$(HF_VENV)/bin/python -m pytest -q -x
+	rm -rf /tmp/gatefusion-hf && $(HF_VENV)/bin/python -m datasets.synthetic --out /tmp/gatefusion-hf/world --preset tiny
+	$(HF_VENV)/bin/python train.py fit --config configs/tiny.yaml --data.dataroot /tmp/gatefusion-hf/world \
+	  --trainer.max_steps 2 --trainer.default_root_dir /tmp/gatefusion-hf/run
+	$(HF_VENV)/bin/python eval.py --ckpt /tmp/gatefusion-hf/run/checkpoints/last.ckpt \
+	  --dataroot /tmp/gatefusion-hf/world --out /tmp/gatefusion-hf/eval --limit 4
+	cd / && $(CURDIR)/$(HF_VENV)/bin/python -c "import datasets; datasets.Dataset.from_dict({'a': [1, 2]}); \
+	  print('Hugging Face datasets still imports and works')"
+
 clean:
-	rm -rf $(VENV) $(DATA) runs
+	rm -rf $(VENV) $(HF_VENV) $(DATA) runs

@@ -4,9 +4,11 @@
 head, without the per-sensor fusion projections, which count with their branch) once, on a one-frame batch in
 eval mode without grad, and returns GFLOPs (1e9 FLOPs; a multiply-add is 2):
 {(sensor, mode): GFLOPs} for every sensor and mode ("off" = 0) plus ("shared", "on"). FlopCounterMode counts
-convolutions, linear layers and matmuls, not norms, activations, grid_sample or scatter (pitfalls: see
-nuscenes-format.md section 5: display=False; no attention is used here). Point-encoder costs depend on the
-number of points in the frame counted; they are small next to the convolutions.
+convolutions, linear layers and matmuls, not norms, activations, grid_sample or scatter, so the table can
+disagree with measured time, most for the camera (whose lift is grid_sample) and the point encoders (scatter). It
+is counted with display=False (display=True needs the tabulate package); no attention is used here, so the
+counter's blind spot for fused attention kernels does not apply. Point-encoder costs depend on the number of
+points in the frame counted; they are small next to the convolutions.
 """
 from __future__ import annotations
 

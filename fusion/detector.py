@@ -79,18 +79,18 @@ class SensorConfig:
 
 @dataclass
 class FrameRecord:
-    """What ran on one frame and what it cost (GFLOPs of the forward pass, from fusion/cost.py)."""
+    """What ran on one frame and an estimate of what it cost.
+
+    gflops: the chosen modes' entries of the cost table of fusion/cost.py, which is counted once, on the first frame
+    the model sees, by torch's FLOP counter (convolutions, linear layers, matmuls; not grid_sample, scatter or norms).
+    It is not a count on this frame: the point encoders' cost depends on the frame's number of points.
+    """
 
     sample_token: str
     camera: str
     lidar: str
     radar: str
     gflops: float
-
-    @property
-    def config(self) -> SensorConfig:
-        return SensorConfig(self.camera, self.lidar, self.radar)
-
 
 def select_camera(data: CameraData, idx: Tensor) -> CameraData:
     return CameraData(data.images[idx], data.intrinsics[idx], data.ego_T_cam[idx], data.valid[idx])
@@ -240,7 +240,10 @@ def build_detector(bev_range: float = 51.2, bev_cell: float = 0.8, z_min: float 
                    camera_heatmap: bool = False) -> FusionDetector:
     """A FusionDetector from plain hyperparameters (square BEV range [-bev_range, bev_range] m). camera_heatmap: a
     training-only class heatmap (one 3x3 conv) on the camera's BEV alone, so that the camera branch learns to
-    detect on its own rather than only as a helper of the LiDAR (its loss weight is the module's)."""
+    detect on its own rather than only as a helper of the LiDAR (its loss weight is the module's). This signature
+    is the one declaration of the detector's hyperparameters: GateFusionModule passes its **detector on by name."""
+    if direction_weight < 0:
+        raise ValueError(f"build_detector: direction_weight must be >= 0, got {direction_weight}")
     grid = BEVGrid((-bev_range, bev_range), (-bev_range, bev_range), bev_cell, (z_min, z_max))
     camera = CameraEncoder(grid, camera_width, camera_channels, camera_heights, camera_bev_factor,
                            camera_depth_bins)

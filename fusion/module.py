@@ -52,7 +52,7 @@ def one_cycle(step: int, total: int, pct_start: float = 0.2, div: float = 25.0, 
 
 
 class GateFusionModule(pl.LightningModule):
-    """Detector (fusion/detector.py) + losses + optimisation. Arguments are build_detector's plus the ones below.
+    """Detector (fusion/detector.py) + losses + optimisation.
 
     sensors:              static configuration for validation / inference, e.g. "camera=high,lidar=fine,radar=on"
     train_sensor_dropout: per-frame probability of training with a random sensor subset / resolution
@@ -60,39 +60,31 @@ class GateFusionModule(pl.LightningModule):
     camera_depth_weight:  weight of the camera depth loss supervised by LiDAR (sensors/camera.py), training only
     camera_semantic_weight: weight of the camera's image-space semantic loss supervised by the boxes projected into
                           the images (sensors/camera.py), training only
-    direction_weight:     weight of the front/back direction loss of the head (fusion/head.py)
     camera_heatmap_weight: weight of the training-only heatmap loss of the camera's BEV alone (0: no such head;
                           see build_detector)
+    **detector:           build_detector's hyperparameters (grid, widths, point budgets, head loss weights), passed
+                          on by name. They are declared once, in build_detector's signature; LightningCLI reads them
+                          from there (they are flat `model.*` keys of the YAML configs) and save_hyperparameters
+                          stores them flat, so `load_from_checkpoint` rebuilds the same detector.
     """
 
     def __init__(self, sensors: str = "camera=high,lidar=fine,radar=on", train_sensor_dropout: float = 0.5,
                  lr: float = 2e-3, weight_decay: float = 1e-2, pct_start: float = 0.2,
-                 bev_range: float = 51.2, bev_cell: float = 0.8, z_min: float = -2.0, z_max: float = 4.0,
-                 camera_width: int = 16, camera_channels: int = 32, camera_heights: int = 4,
-                 camera_bev_factor: int = 2, lidar_channels: int = 32, lidar_coarse_points: int = 16384,
-                 lidar_fine_points: int = 65536, radar_channels: int = 16, radar_points: int = 4096,
-                 fusion_channels: int = 32, bev_channels: int = 32, head_channels: int = 32,
-                 score_threshold: float = 0.05, max_detections: int = 500, heatmap_weight: float = 1.0,
-                 regression_weight: float = 0.25, attribute_weight: float = 0.2, camera_depth_bins: int = 32,
-                 camera_depth_weight: float = 0.5, direction_weight: float = 0.2,
-                 camera_heatmap_weight: float = 0.0, camera_semantic_weight: float = 0.0):
+                 camera_depth_weight: float = 0.5, camera_heatmap_weight: float = 0.0,
+                 camera_semantic_weight: float = 0.0, **detector):
         super().__init__()
         self.save_hyperparameters()
         self.static = SensorConfig.parse(sensors)
         if self.static.indices() == (0, 0, 0):
             raise ValueError(f"GateFusionModule: sensors {sensors!r} turns every sensor off")
-        for name, value in (("camera_depth_weight", camera_depth_weight), ("direction_weight", direction_weight),
+        for name, value in (("camera_depth_weight", camera_depth_weight),
                             ("camera_heatmap_weight", camera_heatmap_weight),
                             ("camera_semantic_weight", camera_semantic_weight)):
             if value < 0:
                 raise ValueError(f"GateFusionModule: {name} must be >= 0, got {value}")
         if not 0.0 <= train_sensor_dropout <= 1.0:
             raise ValueError(f"GateFusionModule: train_sensor_dropout must be in [0, 1], got {train_sensor_dropout}")
-        self.detector = build_detector(
-            bev_range, bev_cell, z_min, z_max, camera_width, camera_channels, camera_heights, camera_bev_factor,
-            lidar_channels, lidar_coarse_points, lidar_fine_points, radar_channels, radar_points, fusion_channels,
-            bev_channels, head_channels, score_threshold, max_detections, heatmap_weight, regression_weight,
-            attribute_weight, camera_depth_bins, direction_weight, camera_heatmap_weight > 0)
+        self.detector = build_detector(camera_heatmap=camera_heatmap_weight > 0, **detector)
         self._cost_table: dict | None = None
 
     def forward(self, batch: Batch, decisions: Tensor) -> dict[str, Tensor]:

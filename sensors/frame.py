@@ -170,9 +170,6 @@ class Batch:
     def __len__(self) -> int:
         return int(self.present.shape[0])
 
-    def gt_to(self, device) -> list[Boxes]:
-        return [b.to(device) for b in self.gt]
-
 
 def _cat_points(parts: list[Tensor], dim: int) -> tuple[Tensor, Tensor]:
     if not parts:
