@@ -15,7 +15,10 @@ key frames, as the devkit does; time_lag = key LIDAR_TOP timestamp - file timest
 
 Broken input never raises in `__getitem__`: the sensor (or camera: CameraData.valid) is marked not present,
 `warnings.warn` names the file and the problem, and the sensor goes into `meta.faults`. LiDAR is present when its
-key-frame file loads, radar when any radar's key-frame file loads, camera when any camera's image loads.
+key-frame file loads, radar when any radar's key-frame file loads, camera when any camera's image loads. A split
+whose sensor files are mostly absent is the exception: the dataset's constructor raises MissingSensorFilesError when
+more than half of its key frames have no usable key-frame file of any sensor (`check_sensor_files`), so that
+training and evaluation stop before their first step instead of running on empty frames.
 """
 from __future__ import annotations
 
@@ -357,6 +360,51 @@ def load_index(dataroot: str | os.PathLike, version: str, split: str, cache_dir:
     return infos, path, True
 
 
+# ----------------------------------------------------------------------------------------------- sensor files
+
+class MissingSensorFilesError(ValueError):
+    """Most key frames of a split have no sensor file at all: the dataroot's samples/ are missing or elsewhere."""
+
+
+def _usable(path: Path) -> bool:
+    try:
+        return os.stat(path).st_size > 0
+    except OSError:
+        return False
+
+
+def _key_files(info: dict) -> dict[str, list[str]]:
+    """Relative paths of the key-frame files of one info, per sensor (sweeps left out)."""
+    return {"camera": list(info["cameras"]["path"]),
+            "lidar": [p for p, k in zip(info["lidar"]["path"], info["lidar"]["sweep"]) if k == 0],
+            "radar": [p for p, k in zip(info["radar"]["path"], info["radar"]["sweep"]) if k == 0]}
+
+
+def check_sensor_files(root: Path, version: str, split: str, infos: list[dict]) -> None:
+    """Raise MissingSensorFilesError when more than half of the key frames have no key-frame file of any sensor
+    that exists and is not empty (os.stat only, files are not read): such a split would train or evaluate on
+    frames without sensors, with one warning per file. A frame stops at its first usable file, so a healthy
+    split costs about one stat per key frame. Fewer bad frames, and missing sweeps, are left to the per-item
+    warnings of `NuScenesDataset.load`."""
+    empty = [info for info in infos if not any(_usable(root / rel) for rels in _key_files(info).values()
+                                               for rel in rels)]
+    if 2 * len(empty) <= len(infos):
+        return
+    lacking, example = {s: 0 for s in SENSORS}, {}
+    for info in infos:
+        for sensor, rels in _key_files(info).items():
+            bad = [rel for rel in rels if not _usable(root / rel)]
+            if not rels or len(bad) == len(rels):
+                lacking[sensor] += 1
+                example.setdefault(sensor, root / bad[0] if bad else None)
+    per_sensor = "; ".join(f"{s}: {lacking[s]} key frames" + (f" (e.g. {example[s]})" if example.get(s) else "")
+                           for s in SENSORS if lacking[s])
+    raise MissingSensorFilesError(
+        f"dataroot {root}, version {version}, split {split!r}: {len(empty)} of {len(infos)} key frames have no "
+        f"sensor file at all (every key-frame file missing or empty). Key frames without a usable key-frame file, "
+        f"per sensor: {per_sensor}. Are the sensor folders (samples/, sweeps/) under the dataroot?")
+
+
 # ----------------------------------------------------------------------------------------------- file readers
 
 def read_lidar(path: str | os.PathLike) -> np.ndarray:
@@ -496,6 +544,7 @@ class NuScenesDataset(torch.utils.data.Dataset):
         n = max(self.lidar_sweeps, self.radar_sweeps)
         self.infos, self.cache_path, self.cache_built = load_index(
             self.root, version, split, cache_dir, workers=index_workers, n_sweeps=n)
+        check_sensor_files(self.root, version, split, self.infos)
 
     def __len__(self) -> int:
         return len(self.infos)
@@ -526,57 +575,50 @@ class NuScenesDataset(torch.utils.data.Dataset):
         return Frame(camera=camera, lidar=lidar, radar=radar, gt=gt, present=present, meta=meta)
 
     def _load_lidar(self, info: dict, faults: set) -> tuple[LidarData, bool]:
-        parts, ok = [], True
-        fs = info["lidar"]
-        for i, rel in enumerate(fs["path"][:self.lidar_sweeps]):
-            path = self.root / rel
-            try:
-                raw = read_lidar(path)
-            except SensorFileError as e:
-                warnings.warn(str(e))
-                faults.add("lidar")
-                if i == 0:
-                    ok = False
-                    break
-                continue
-            raw, bad = _drop_nonfinite(raw, path, "LiDAR")
-            if bad:
-                faults.add("lidar")
+        def rows(raw, key_T_sensor, lag):
             raw = raw[~((np.abs(raw[:, 0]) < LIDAR_MIN_DISTANCE) & (np.abs(raw[:, 1]) < LIDAR_MIN_DISTANCE))]
-            xyz = apply(fs["key_T_sensor"][i], raw[:, :3])
-            lag = np.full((len(raw), 1), fs["time_lag"][i])
-            parts.append(np.concatenate([xyz, raw[:, 3:4], lag], 1))
-        points = np.concatenate(parts, 0) if (ok and parts) else np.zeros((0, len(LIDAR_DIMS)))
-        points = torch.from_numpy(points.astype(np.float32))
+            return np.concatenate([apply(key_T_sensor, raw[:, :3]), raw[:, 3:4], np.full((len(raw), 1), lag)], 1)
+
+        points, ok = self._accumulate(info["lidar"], self.lidar_sweeps, read_lidar, "LiDAR", "lidar", faults, rows,
+                                      len(LIDAR_DIMS))
         return LidarData(points, torch.zeros(len(points), dtype=torch.long)), ok
 
     def _load_radar(self, info: dict, faults: set) -> tuple[RadarData, bool]:
-        parts, any_ok, broken = [], False, set()
-        fs = info["radar"]
+        def rows(raw, key_T_sensor, lag):
+            vel = rotate(key_T_sensor, np.stack([raw[:, 8], raw[:, 9], np.zeros(len(raw))], 1))[:, :2]
+            return np.concatenate([apply(key_T_sensor, raw[:, :3]), raw[:, 5:6], vel, np.full((len(raw), 1), lag)], 1)
+
+        points, ok = self._accumulate(info["radar"], self.radar_sweeps, read_radar, "radar", "radar", faults, rows,
+                                      len(RADAR_DIMS))
+        return RadarData(points, torch.zeros(len(points), dtype=torch.long)), ok
+
+    def _accumulate(self, fs: dict, n_sweeps: int, read, kind: str, sensor: str, faults: set, rows,
+                    dims: int) -> tuple[torch.Tensor, bool]:
+        """The point files of a file set (each channel's key frame and up to n_sweeps-1 sweeps) read with `read`,
+        non-finite points dropped, turned into key-frame ego rows by rows(raw, key_T_sensor, time_lag) and stacked:
+        ((N, dims) float32, present). present: some channel's key-frame file loaded. An unreadable file is warned
+        about and puts `sensor` into `faults`; a channel whose key-frame file is unreadable contributes nothing
+        (its sweeps are not read), a missing sweep only its own points."""
+        parts, present, broken = [], False, set()
         for i, (rel, channel, sweep) in enumerate(zip(fs["path"], fs["channel"], fs["sweep"])):
-            if sweep >= self.radar_sweeps or channel in broken:
+            if sweep >= n_sweeps or channel in broken:
                 continue
             path = self.root / rel
             try:
-                raw = read_radar(path)
+                raw = read(path)
             except SensorFileError as e:
                 warnings.warn(str(e))
-                faults.add("radar")
+                faults.add(sensor)
                 if sweep == 0:
                     broken.add(channel)
                 continue
-            any_ok = any_ok or sweep == 0
-            raw, bad = _drop_nonfinite(raw, path, "radar")
+            present = present or sweep == 0
+            raw, bad = _drop_nonfinite(raw, path, kind)
             if bad:
-                faults.add("radar")
-            T = fs["key_T_sensor"][i]
-            xyz = apply(T, raw[:, :3])
-            vel = rotate(T, np.stack([raw[:, 8], raw[:, 9], np.zeros(len(raw))], 1))[:, :2]
-            lag = np.full((len(raw), 1), fs["time_lag"][i])
-            parts.append(np.concatenate([xyz, raw[:, 5:6], vel, lag], 1))
-        points = np.concatenate(parts, 0) if (any_ok and parts) else np.zeros((0, len(RADAR_DIMS)))
-        points = torch.from_numpy(points.astype(np.float32))
-        return RadarData(points, torch.zeros(len(points), dtype=torch.long)), any_ok
+                faults.add(sensor)
+            parts.append(rows(raw, fs["key_T_sensor"][i], fs["time_lag"][i]))
+        points = np.concatenate(parts, 0) if (present and parts) else np.zeros((0, dims))
+        return torch.from_numpy(points.astype(np.float32)), present
 
     def _load_cameras(self, info: dict, faults: set) -> CameraData:
         W, H = self.image_size

@@ -298,15 +298,19 @@ def test_truncated_and_four_float_lidar(world_copy, tmp_path, ds1):
 
 
 def test_nan_points_dropped(world_copy, tmp_path, ds1):
+    """NaN/inf rows are dropped, and only they: the first four points beyond the 1 m remove-close box get a NaN or
+    an inf, so the frame is the clean frame without its first four rows."""
     path = _sample_file(world_copy, ds1.infos[0]["token"], LIDAR)
     raw = np.fromfile(path, dtype=np.float32).reshape(-1, 5)
-    raw[:3, 0] = np.nan
-    raw[3, 2] = np.inf
+    far = np.flatnonzero((np.abs(raw[:, 0]) >= 1.0) | (np.abs(raw[:, 1]) >= 1.0))[:4]
+    raw[far[:3], 0] = np.nan
+    raw[far[3], 2] = np.inf
     raw.tofile(path)
     _, f, msgs = _load(world_copy, tmp_path, 0)
+    clean = ds1[0].lidar.points
     assert f.present[1] and torch.isfinite(f.lidar.points).all()
-    assert len(f.lidar.points) == len(ds1[0].lidar.points) - 4 or len(f.lidar.points) < len(ds1[0].lidar.points)
-    assert any(str(path) in m and "NaN" in m for m in msgs) and "lidar" in f.meta.faults
+    assert len(f.lidar.points) == len(clean) - 4 and torch.equal(f.lidar.points, clean[4:])
+    assert any(str(path) in m and f"dropped 4 of {len(raw)} points" in m for m in msgs) and "lidar" in f.meta.faults
 
 
 def test_unreadable_images(world_copy, tmp_path, ds1):
@@ -344,6 +348,78 @@ def test_missing_sweep_keeps_lidar(world_copy, tmp_path):
     _, f, msgs = _load(world_copy, tmp_path, i, lidar_sweeps=3)
     assert f.present[1] and len(f.lidar.points) > 0 and "lidar" in f.meta.faults
     assert any("missing" in m for m in msgs)
+
+
+def _delete_files(root: Path, rels) -> None:
+    for rel in rels:
+        (root / rel).unlink(missing_ok=True)
+
+
+def _all_sensor_files(root: Path) -> list[str]:
+    return [sd["filename"] for sd in json.loads((root / V / "sample_data.json").read_text())]
+
+
+def test_dataroot_without_sensor_files_stops_at_construction(world_copy, tmp_path):
+    """Tables fine, every sensor file gone: the constructor (reached by train.py and eval.py before any step)
+    raises one error naming the dataroot, split, key-frame count and each sensor with an example path."""
+    from datasets.nuscenes import MissingSensorFilesError
+
+    _delete_files(world_copy, _all_sensor_files(world_copy))
+    with pytest.raises(MissingSensorFilesError) as e:
+        NuScenesDataset(str(world_copy), V, "synth_train", cache_dir=str(tmp_path / "cache"))
+    msg, root = str(e.value), world_copy.resolve()
+    names = set(json.loads((world_copy / V / "splits.json").read_text())["synth_train"])
+    n = sum(s["nbr_samples"] for s in json.loads((world_copy / V / "scene.json").read_text()) if s["name"] in names)
+    assert isinstance(e.value, ValueError) and f"dataroot {root}, version {V}, split 'synth_train'" in msg
+    assert f"{n} of {n} key frames have no sensor file at all" in msg
+    for sensor, channel in (("camera", "CAM_"), ("lidar", LIDAR), ("radar", "RADAR_")):
+        assert f"{sensor}: {n} key frames (e.g. {root}/samples/{channel}" in msg, sensor
+
+
+def test_few_missing_files_and_sweeps_only_warn(world_copy, tmp_path):
+    """Up to half of the key frames without any sensor file, and missing sweeps, still only warn per file when
+    loaded; one frame more than half stops the constructor."""
+    from datasets.nuscenes import MissingSensorFilesError, _key_files
+
+    kw = {"lidar_sweeps": 3, "radar_sweeps": 3}
+    ds = NuScenesDataset(str(world_copy), V, "synth_all", cache_dir=str(tmp_path / "cache"), **kw)
+    n = len(ds)
+    j = next(i for i in range(n // 2 + 1, n) if not ds.infos[i]["faults"] and len(ds.infos[i]["lidar"]["path"]) > 1)
+    last = ds.infos[j]
+    for info in ds.infos[:n // 2]:
+        _delete_files(world_copy, [rel for rels in _key_files(info).values() for rel in rels])
+    sweeps = [last["lidar"]["path"][1]] + [p for p, k in zip(last["radar"]["path"], last["radar"]["sweep"]) if k]
+    _delete_files(world_copy, sweeps)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = NuScenesDataset(str(world_copy), V, "synth_all", cache_dir=str(tmp_path / "cache"), **kw)
+    _, f, msgs = _load(world_copy, tmp_path, 0, **kw)
+    assert f.present.tolist() == [False, False, False] and set(f.meta.faults) == {"camera", "lidar", "radar"}
+    assert len(msgs) == 12 and all("missing" in m for m in msgs)  # 6 cameras, the LiDAR, 5 radars
+    _, f, msgs = _load(world_copy, tmp_path, j, **kw)
+    assert f.present.tolist() == [True, True, True] and {"lidar", "radar"} <= set(f.meta.faults)
+    assert sorted(m.split()[2] for m in msgs) == sorted(str(world_copy.resolve() / p) for p in sweeps)
+    _delete_files(world_copy, [rel for rels in _key_files(ds.infos[n // 2]).values() for rel in rels])
+    with pytest.raises(MissingSensorFilesError, match=f"{n // 2 + 1} of {n} key frames"):
+        NuScenesDataset(str(world_copy), V, "synth_all", cache_dir=str(tmp_path / "cache"), **kw)
+
+
+def test_train_py_stops_before_the_first_step_without_sensor_files(world_copy, tmp_path):
+    """train.py on a dataroot without sensor files fails in the datamodule's set-up: the error in stderr, no step
+    taken, no checkpoint written (run in tmp_path so that nothing lands in the repository)."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    _delete_files(world_copy, _all_sensor_files(world_copy))
+    run = subprocess.run(
+        [sys.executable, str(repo / "train.py"), "fit", "--config", str(repo / "configs" / "tiny.yaml"),
+         "--data.dataroot", str(world_copy), "--trainer.max_steps", "1", "--trainer.default_root_dir",
+         str(tmp_path / "run")], cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
+    assert run.returncode != 0
+    assert "MissingSensorFilesError" in run.stderr and f"dataroot {world_copy.resolve()}" in run.stderr, run.stderr
+    assert "key frames have no sensor file at all" in run.stderr
+    assert not list(tmp_path.rglob("*.ckpt")) and not list(tmp_path.rglob("metrics.csv"))
 
 
 # ------------------------------------------------------------------------------------------------ collate, augment

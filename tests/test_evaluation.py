@@ -1,5 +1,7 @@
 """Evaluation adapter: project boxes -> official results JSON -> the devkit's DetectionEval, and eval.py's errors."""
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -100,31 +102,174 @@ def test_eval_rejects_missing_and_corrupt_checkpoints(tmp_path):
         load_checkpoint(other)
 
 
-def test_eval_py_end_to_end_on_a_tiny_checkpoint(tiny_world, tmp_path):
-    """One training step on the tiny config, then eval.py on two val frames: results JSON, metrics.json with
-    NDS/mAP/per-class AP, counted GFLOPs, latency, and per-frame records of what ran."""
+@pytest.fixture(scope="module")
+def tiny_run(tiny_world, tmp_path_factory):
+    """(checkpoint, index cache dir) of one training step of train.py on the tiny config."""
     import yaml
 
     import train
+
+    tmp = tmp_path_factory.mktemp("tiny_run")
+    cfg = yaml.safe_load(Path("configs/tiny.yaml").read_text().replace("runs/tiny", str(tmp / "run")))
+    cfg["data"].update(dataroot=str(tiny_world), cache_dir=str(tmp / "cache"))
+    cfg["trainer"]["max_steps"] = 1
+    (tmp / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+    train.main(["fit", "--config", str(tmp / "tiny.yaml")])
+    return tmp / "run" / "checkpoints" / "last.ckpt", tmp / "cache"
+
+
+def _edited_checkpoint(ckpt_path, out, edit):
+    """A copy of the checkpoint at ckpt_path, changed in place by edit(dict), saved to out."""
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    edit(ckpt)
+    torch.save(ckpt, out)
+    return out
+
+
+def test_eval_tells_foreign_and_other_version_checkpoints(tiny_run, tmp_path):
+    from pytorch_lightning.demos.boring_classes import BoringModel
+
+    from eval import load_checkpoint
+
+    ckpt, _ = tiny_run
+    model, data_hp = load_checkpoint(ckpt)
+    assert type(model).__name__ == "GateFusionModule" and data_hp["image_size"] == [160, 90]
+
+    def boring(c):
+        c["state_dict"], c["hyper_parameters"] = BoringModel().state_dict(), {}
+    with pytest.raises(ValueError, match=r"boring.ckpt: not a gatefusion checkpoint .* has layer\.bias, layer\.weight"):
+        load_checkpoint(_edited_checkpoint(ckpt, tmp_path / "boring.ckpt", boring))
+    with pytest.raises(ValueError, match=r"another version: unknown hyperparameters gate_temperature$"):
+        load_checkpoint(_edited_checkpoint(ckpt, tmp_path / "hp.ckpt",
+                                           lambda c: c["hyper_parameters"].update(gate_temperature=0.5)))
+
+    sd = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    key = next(k for k in sd if k.endswith(".weight"))
+
+    def renamed(c):
+        c["state_dict"]["detector.renamed.weight"] = c["state_dict"].pop(key)
+    with pytest.raises(ValueError, match=rf"another version: missing/unexpected weights: missing {re.escape(key)}; "
+                                         r"unexpected detector\.renamed\.weight$"):
+        load_checkpoint(_edited_checkpoint(ckpt, tmp_path / "renamed.ckpt", renamed))
+
+
+@pytest.mark.parametrize("error", [ZeroDivisionError("division by zero"), KeyError("camera"),
+                                   TypeError("unsupported operand type(s) for +: 'int' and 'NoneType'"),
+                                   RuntimeError("mat1 and mat2 shapes cannot be multiplied")])
+def test_eval_lets_bugs_while_loading_a_checkpoint_through(tiny_run, monkeypatch, error):
+    """A bug in the module while it is rebuilt from a good checkpoint is not reported as a bad file."""
+    from eval import load_checkpoint
+    from fusion.module import GateFusionModule
+
+    def broken(self, checkpoint):
+        raise error
+    monkeypatch.setattr(GateFusionModule, "on_load_checkpoint", broken)
+    with pytest.raises(type(error)) as e:
+        load_checkpoint(tiny_run[0])
+    assert e.value is error
+
+
+def test_eval_py_stops_before_running_the_model_without_sensor_files(tiny_run, tiny_world, tmp_path, monkeypatch):
+    """eval.py on a dataroot whose tables are fine but whose sensor files are gone exits with the dataset's error
+    ("eval.py: error: ...") before the model runs on any frame."""
+    import runpy
+    import shutil
+    import sys
+
+    import datasets.evaluation
+
+    root = tmp_path / "world"
+    shutil.copytree(tiny_world, root, ignore=shutil.ignore_patterns(".gatefusion_cache"))
+    for sd in json.loads((root / "v1.0-synth" / "sample_data.json").read_text()):
+        (root / sd["filename"]).unlink(missing_ok=True)
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the model ran")
+    monkeypatch.setattr(datasets.evaluation, "run_model", must_not_run)
+    monkeypatch.setattr(sys, "argv", ["eval.py", "--ckpt", str(tiny_run[0]), "--dataroot", str(root), "--split",
+                                      "synth_val", "--out", str(tmp_path / "eval"), "--num-workers", "0",
+                                      "--cache-dir", str(tmp_path / "cache")])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(str(Path(__file__).resolve().parents[1] / "eval.py"), run_name="__main__")
+    msg = str(e.value.code)
+    assert msg.startswith(f"eval.py: error: dataroot {root.resolve()}, version v1.0-synth, split 'synth_val': ")
+    assert "key frames have no sensor file at all" in msg and not (tmp_path / "eval").exists()
+
+
+def _check_nds_is_the_devkits(out, dataroot, split="synth_val"):
+    """metrics.json's NDS and mAP are what the devkit's DetectionEval computes on the results.json beside it."""
+    from nuscenes import NuScenes
+    from nuscenes.eval.detection.config import config_factory
+    from nuscenes.eval.detection.evaluate import DetectionEval
+
+    nusc = NuScenes("v1.0-synth", str(dataroot), verbose=False)
+    ev = DetectionEval(nusc, config_factory("detection_cvpr_2019"), str(out / "results.json"), eval_set=split,
+                       output_dir=str(out / "recomputed"), verbose=False)
+    metrics, _ = ev.evaluate()
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["nds"] == pytest.approx(metrics.nd_score, abs=1e-9) and m["map"] == pytest.approx(metrics.mean_ap), (
+        f"metrics.json NDS {m['nds']} mAP {m['map']}, the devkit's on results.json {metrics.nd_score} "
+        f"{metrics.mean_ap}")
+    return m
+
+
+@pytest.fixture(scope="module")
+def eval_run(tiny_world, tiny_run, tmp_path_factory):
+    """(output folder, returned metrics) of eval.py on the val split with a one-step checkpoint whose detections are
+    replaced by the ground truth shifted 0.4 m more in x in each next frame, so that NDS is neither 0 nor 1 (the
+    untrained model itself detects nothing); the model still runs, is timed and counted."""
+    import datasets.evaluation
     from eval import main as eval_main
 
-    cfg = yaml.safe_load(open("configs/tiny.yaml").read().replace("runs/tiny", str(tmp_path / "run")))
-    cfg["data"].update(dataroot=str(tiny_world), cache_dir=str(tmp_path / "cache"))
-    cfg["trainer"]["max_steps"] = 1
-    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(cfg))
-    train.main(["fit", "--config", str(tmp_path / "tiny.yaml")])
-    out = tmp_path / "eval"
-    m = eval_main(["--ckpt", str(tmp_path / "run" / "checkpoints" / "last.ckpt"), "--dataroot", str(tiny_world),
-                   "--split", "synth_val", "--out", str(out), "--limit", "2", "--num-workers", "0",
-                   "--sensors", "camera=low,lidar=coarse,radar=off", "--cache-dir", str(tmp_path / "cache"),
-                   "--flop-frames", "1"])
-    assert m["frames"] == 2 and 0.0 <= m["nds"] <= 1.0 and len(m["per_class_ap"]) == 10
+    real = datasets.evaluation.run_model
+
+    def jittered(model, loader, *args, **kwargs):
+        detections, records, metas, latencies = real(model, loader, *args, **kwargs)
+        frames = [loader.dataset[i] for i in range(len(loader.dataset))]
+        assert [f.meta.sample_token for f in frames] == [m.sample_token for m in metas]
+        detections = _gt_as_detections(frames)
+        for k, d in enumerate(detections):
+            d.boxes = d.boxes.clone()
+            d.boxes[:, 0] += 0.4 * k
+        return detections, records, metas, latencies
+
+    out = tmp_path_factory.mktemp("eval_run") / "eval"
+    ckpt, cache = tiny_run
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(datasets.evaluation, "run_model", jittered)
+        m = eval_main(["--ckpt", str(ckpt), "--dataroot", str(tiny_world), "--split", "synth_val", "--out", str(out),
+                       "--num-workers", "0", "--sensors", "camera=low,lidar=coarse,radar=off",
+                       "--cache-dir", str(cache), "--flop-frames", "1"])
+    return out, m
+
+
+def test_eval_py_end_to_end_on_a_tiny_checkpoint(eval_run, tiny_world):
+    """eval.py on the val split: results JSON, metrics.json whose NDS/mAP are the devkit's on that results JSON,
+    per-class AP, counted GFLOPs, latency, and per-frame records of what ran."""
+    out, m = eval_run
+    frames = json.loads((out / "results.json").read_text())["results"]
+    assert m["frames"] == len(frames) >= 3 and len(m["per_class_ap"]) == 10
+    assert _check_nds_is_the_devkits(out, tiny_world)["nds"] == m["nds"] and 0.3 < m["nds"] < 0.99
     assert m["sensors"] == {"camera": "low", "lidar": "coarse", "radar": "off"}
     assert m["gflops_per_frame"] > 0 and m["latency_ms"]["p95"] >= m["latency_ms"]["p50"] > 0
     assert abs(m["gflops_per_frame"] - m["gflops_per_frame_records"]) < 0.05 * m["gflops_per_frame"] + 1e-3
-    saved = json.loads((out / "metrics.json").read_text())
-    assert saved["nds"] == m["nds"]
     results = json.loads((out / "results.json").read_text())
-    assert results["meta"]["use_radar"] is False and len(results["results"]) == 2
+    assert results["meta"]["use_radar"] is False
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
-    assert [r["radar"] for r in records] == ["off", "off"] and all(r["gflops"] > 0 for r in records)
+    assert len(records) == m["frames"] and all(r["radar"] == "off" and r["gflops"] > 0 for r in records)
+
+
+def test_nds_check_fails_when_metrics_and_results_disagree(eval_run, tiny_world, tmp_path):
+    """The devkit check of the end-to-end test, fed results that are not the ones metrics.json was computed on
+    (every box 2 m off in y): it must fail."""
+    import shutil
+
+    out = tmp_path / "eval"
+    shutil.copytree(eval_run[0], out)
+    data = json.loads((out / "results.json").read_text())
+    for rows in data["results"].values():
+        for r in rows:
+            r["translation"][1] += 2.0
+    (out / "results.json").write_text(json.dumps(data))
+    with pytest.raises(AssertionError, match="metrics.json NDS .* the devkit's on results.json"):
+        _check_nds_is_the_devkits(out, tiny_world)
