@@ -1,0 +1,29 @@
+"""fusion/cost.py's command line: GFLOPs and measured ms per branch, mode and static configuration of a config."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from fusion.cost import SHARED, branch_gflops, config_gflops, detector_from_config, main, static_configs, synthetic_frame
+from fusion.detector import MODES
+from sensors.names import SENSORS
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_static_configs_are_every_nonempty_choice_full_first():
+    configs = static_configs()
+    assert len(configs) == len(set(configs)) == 3 * 3 * 2 - 1
+    assert str(configs[0]) == "camera=high,lidar=fine,radar=on"
+
+
+def test_cost_command_prints_every_branch_and_configuration():
+    report = main(["--config", str(REPO / "configs" / "tiny.yaml"), "--repeats", "1", "--lidar-points", "2000",
+                   "--radar-points", "50"])
+    rows = [r for r in report.splitlines() if r.startswith("| ") and not r.startswith("| branch")
+            and not r.startswith("| configuration")]
+    assert len(rows) == sum(len(MODES[s]) - 1 for s in SENSORS) + 1 + len(static_configs())
+    detector, image_size = detector_from_config(str(REPO / "configs" / "tiny.yaml"))
+    assert image_size == (160, 90) and detector.grid.cell == 3.2
+    table = branch_gflops(detector, synthetic_frame(detector.grid, image_size, 2000, 50))
+    full = config_gflops(table, static_configs()[0])
+    assert f"{full:.3f} GFLOPs" in report and f"| shared | on     | {table[SHARED]:6.3f} |" in report
