@@ -111,8 +111,9 @@ def synthetic_frame(grid: BEVGrid, image_size: tuple[int, int], lidar_points: in
         p[:, 2] = -1.5 + 3.5 * p[:, 2]
         return p
 
-    return Batch(camera, LidarData(points(lidar_points, len(LIDAR_DIMS)), torch.zeros(lidar_points, dtype=torch.long)),
-                 RadarData(points(radar_points, len(RADAR_DIMS)), torch.zeros(radar_points, dtype=torch.long)),
+    lidar = LidarData(points(lidar_points, len(LIDAR_DIMS)), torch.zeros(lidar_points, dtype=torch.long))
+    radar = RadarData(points(radar_points, len(RADAR_DIMS)), torch.zeros(radar_points, dtype=torch.long))
+    return Batch(camera, lidar, radar,
                  [Boxes.empty()], torch.ones(1, len(SENSORS), dtype=torch.bool), [FrameMeta("synthetic", "", 0)])
 
 
@@ -144,8 +145,8 @@ def branch_ms(detector: FusionDetector, batch: Batch, repeats: int) -> dict[tupl
                 if m_i == 0:
                     table[(s, mode)] = 0.0
                     continue
-                table[(s, mode)] = median_ms(lambda: detector.fusion.proj[s](detector.run_encoder(s, batch, idx, mode)),
-                                             repeats)
+                run = lambda: detector.fusion.proj[s](detector.run_encoder(s, batch, idx, mode))  # noqa: E731
+                table[(s, mode)] = median_ms(run, repeats)
                 features[s] = detector.run_encoder(s, batch, idx, mode)
         used = torch.ones(1, len(SENSORS), dtype=torch.bool, device=idx.device)
         table[SHARED] = median_ms(lambda: detector.head.decode(detector.shared(features, used)), repeats)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fusion.cost import SHARED, branch_gflops, config_gflops, detector_from_config, main, static_configs, synthetic_frame
+from fusion.cost import (SHARED, branch_gflops, config_gflops, detector_from_config, main, static_configs,
+                         synthetic_frame)
 from fusion.detector import MODES
 from sensors.names import SENSORS
 
