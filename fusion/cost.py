@@ -186,7 +186,8 @@ def cost_report(detector: FusionDetector, batch: Batch, repeats: int) -> str:
     full_ms = measured[configs[0]]
     lines = [f"per branch and mode, one frame, batch size 1 (full = {configs[0]}: {full_g:.3f} GFLOPs, "
              f"{full_ms:.1f} ms end to end)",
-             "| branch | mode   | GFLOPs | share | ms     | share |", "|--------|--------|--------|-------|--------|-------|"]
+             "| branch | mode   | GFLOPs | share | ms     | share |",
+             "|--------|--------|--------|-------|--------|-------|"]
     for key in [(s, m) for s in SENSORS for m in MODES[s][1:]] + [SHARED]:
         lines.append(f"| {key[0]:<6} | {key[1]:<6} | {flops[key]:6.3f} | {flops[key] / full_g:5.2f} | "
                      f"{ms[key]:6.1f} | {ms[key] / full_ms:5.2f} |")
