@@ -4,10 +4,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?= data
 DEMO_WORLD ?= $(DATA)/synth-demo
+TINY_WORLD ?= $(DATA)/tiny
 DEMO_RUN ?= runs/demo
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup test test-slow demo world clean
+.PHONY: setup test test-slow demo world tiny-world clean
 
 setup: $(STAMP)
 
@@ -34,6 +35,11 @@ test-slow: setup
 world: setup
 	@if [ -f $(DEMO_WORLD)/v1.0-synth/sample.json ]; then echo "demo world exists: $(DEMO_WORLD)"; \
 	else $(BIN)/python -m datasets.synthetic --out $(DEMO_WORLD) --preset demo --workers 2; fi
+
+# The tiny world that configs/tiny.yaml names: make tiny-world && .venv/bin/python train.py fit --config configs/tiny.yaml
+tiny-world: setup
+	@if [ -f $(TINY_WORLD)/v1.0-synth/sample.json ]; then echo "tiny world exists: $(TINY_WORLD)"; \
+	else $(BIN)/python -m datasets.synthetic --out $(TINY_WORLD) --preset tiny --workers 2; fi
 
 # Train (or resume an interrupted run; a finished run is kept: rm -r $(DEMO_RUN) to retrain), evaluate, draw.
 demo: world
