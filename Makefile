@@ -36,7 +36,7 @@ world: setup
 	@if [ -f $(DEMO_WORLD)/v1.0-synth/sample.json ]; then echo "demo world exists: $(DEMO_WORLD)"; \
 	else $(BIN)/python -m datasets.synthetic --out $(DEMO_WORLD) --preset demo --workers 2; fi
 
-# The tiny world that configs/tiny.yaml names: make tiny-world && .venv/bin/python train.py fit --config configs/tiny.yaml
+# The world configs/tiny.yaml names (make tiny-world && .venv/bin/python train.py fit --config configs/tiny.yaml)
 tiny-world: setup
 	@if [ -f $(TINY_WORLD)/v1.0-synth/sample.json ]; then echo "tiny world exists: $(TINY_WORLD)"; \
 	else $(BIN)/python -m datasets.synthetic --out $(TINY_WORLD) --preset tiny --workers 2; fi

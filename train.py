@@ -54,8 +54,8 @@ def run_loggers(root: str) -> list[Logger]:
 
 
 class GateFusionCLI(LightningCLI):
-    """LightningCLI whose `trainer.default_root_dir` moves the whole run: without a `trainer.logger` in the config
-    (null, or true: Lightning's default logger) the trainer gets run_loggers(default_root_dir). Lightning's own
+    """LightningCLI whose `trainer.default_root_dir` moves the whole run: where it is set and `trainer.logger` is
+    not (null, or true: Lightning's default logger), the trainer gets run_loggers(default_root_dir). Lightning's own
     default would log to default_root_dir/lightning_logs/version_N, a new folder on every resume."""
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
