@@ -4,10 +4,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?= data
 DEMO_WORLD ?= $(DATA)/synth-demo
+TINY_WORLD ?= $(DATA)/tiny
 DEMO_RUN ?= runs/demo
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup test test-slow demo world clean check-hf-datasets
+.PHONY: setup test test-slow demo world tiny-world clean check-hf-datasets
 
 setup: $(STAMP)
 
@@ -35,9 +36,15 @@ world: setup
 	@if [ -f $(DEMO_WORLD)/v1.0-synth/sample.json ]; then echo "demo world exists: $(DEMO_WORLD)"; \
 	else $(BIN)/python -m datasets.synthetic --out $(DEMO_WORLD) --preset demo --workers 2; fi
 
+# The world configs/tiny.yaml names (make tiny-world && .venv/bin/python train.py fit --config configs/tiny.yaml)
+tiny-world: setup
+	@if [ -f $(TINY_WORLD)/v1.0-synth/sample.json ]; then echo "tiny world exists: $(TINY_WORLD)"; \
+	else $(BIN)/python -m datasets.synthetic --out $(TINY_WORLD) --preset tiny --workers 2; fi
+
 # Train (or resume an interrupted run; a finished run is kept: rm -r $(DEMO_RUN) to retrain), evaluate, draw.
 demo: world
-	$(BIN)/python train.py fit --config configs/demo.yaml --data.dataroot $(DEMO_WORLD) --ckpt_path last
+	$(BIN)/python train.py fit --config configs/demo.yaml --data.dataroot $(DEMO_WORLD) \
+	  --trainer.default_root_dir $(DEMO_RUN) --ckpt_path last
 	$(BIN)/python eval.py --ckpt $(DEMO_RUN)/checkpoints/last.ckpt --dataroot $(DEMO_WORLD) \
 	  --version v1.0-synth --split synth_val --out $(DEMO_RUN)/eval
 	$(BIN)/python bench/render_geometry.py --dataroot $(DEMO_WORLD) --out $(DEMO_RUN)/pictures

@@ -1,8 +1,11 @@
 """Train gatefusion with LightningCLI: `python train.py fit --config configs/demo.yaml`.
 
 The constructor signatures of fusion.module.GateFusionModule and datasets.datamodule.NuScenesDataModule are the
-configuration schema (`--print_config` shows it). Each config gives its run its own folder (runs/<name>): the
-resolved config.yaml, TensorBoard events, csv/metrics.csv and checkpoints/ (last.ckpt + best) all go there.
+configuration schema (`--print_config` shows it). `trainer.default_root_dir` is the run folder and the one setting
+that moves a run (each config names runs/<name>; `--trainer.default_root_dir R` moves it to R): the resolved
+config.yaml, TensorBoard events, csv/metrics.csv and checkpoints/ (last.ckpt + best) all go there, because a config
+that sets no `trainer.logger` gets two loggers rooted there (GateFusionCLI) and a ModelCheckpoint without dirpath
+saves into <first logger's log_dir>/checkpoints. A config that sets `trainer.logger` keeps its own loggers.
 Resume an interrupted run with `python train.py fit --config <same config> --ckpt_path last`: global_step,
 optimizer and schedule continue from last.ckpt, and the loggers have a fixed version, so the run continues the
 same logs (ResumableCSVLogger appends to metrics.csv instead of deleting it). To start a run afresh, delete its
@@ -11,11 +14,13 @@ folder.
 from __future__ import annotations
 
 import csv
+from typing import Any
 
+from pytorch_lightning import Trainer
 from pytorch_lightning.cli import LightningCLI
-from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
-from pytorch_lightning.loggers.logger import rank_zero_experiment
+from pytorch_lightning.loggers.logger import Logger, rank_zero_experiment
 
 from datasets.datamodule import NuScenesDataModule
 from fusion.module import GateFusionModule
@@ -42,10 +47,29 @@ class ResumableCSVLogger(CSVLogger):
         return self._experiment
 
 
-def main(args: list[str] | None = None) -> LightningCLI:
-    """Run the CLI on `args` (default: sys.argv[1:]); returns the CLI (its .trainer and .model) for tests."""
-    return LightningCLI(GateFusionModule, NuScenesDataModule, args=args, seed_everything_default=0,
-                        save_config_kwargs={"overwrite": True})
+def run_loggers(root: str) -> list[Logger]:
+    """The loggers of a run in folder `root`: TensorBoard events in root itself (first, so that trainer.log_dir is
+    root, where config.yaml goes, and checkpoints go to root/checkpoints) and root/csv/metrics.csv."""
+    return [TensorBoardLogger(root, name="", version=""), ResumableCSVLogger(root, name="", version="csv")]
+
+
+class GateFusionCLI(LightningCLI):
+    """LightningCLI whose `trainer.default_root_dir` moves the whole run: where it is set and `trainer.logger` is
+    not (null, or true: Lightning's default logger), the trainer gets run_loggers(default_root_dir). Lightning's own
+    default would log to default_root_dir/lightning_logs/version_N, a new folder on every resume."""
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        config = self._get(self.config_init, "trainer", default={})
+        if config.get("default_root_dir") and config.get("logger") in (None, True) and "logger" not in kwargs:
+            kwargs["logger"] = run_loggers(str(config["default_root_dir"]))
+        return super().instantiate_trainer(**kwargs)
+
+
+def main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
+    """Run the CLI on `args` (default: sys.argv[1:]); returns the CLI (its .trainer and .model) for tests.
+    run=False only builds model, data and trainer (args then name no subcommand)."""
+    return GateFusionCLI(GateFusionModule, NuScenesDataModule, args=args, run=run, seed_everything_default=0,
+                         save_config_kwargs={"overwrite": True})
 
 
 if __name__ == "__main__":

@@ -252,31 +252,68 @@ def test_head_target_decode_round_trip(detector):
     assert len(head.decode(flat, score_threshold=0.0, max_detections=500)[0].scores) <= 500
 
 
-def test_overfit_one_batch():
-    torch.manual_seed(0)
-    det = build_detector(**{**TINY, "bev_cell": 0.8, "bev_channels": 16, "head_channels": 16, "fusion_channels": 16,
-                            "lidar_channels": 16})
-    batch = make_batch(B=2, k=3, extent=18.0, seed=5)
-    decisions = SensorConfig.parse("lidar=coarse,radar=on").decisions(batch.present)
-    opt = torch.optim.AdamW(det.parameters(), lr=5e-3)
-    first = None
-    for step in range(450):
+@pytest.fixture
+def one_thread():
+    """Run a test in one intra-op thread: these small convolutions gain nothing from two, and on a loaded 2-core
+    machine two OpenMP threads cost up to 30x (measured 1.5 s against 0.05 s per step of the tiny detector)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def overfit(det, batch: Batch, sensors: str, steps: int, lr: float) -> tuple[float, float, list]:
+    """Train `det` on `batch` alone for `steps` AdamW steps; (first loss, last loss, decoded detections >= 0.3)."""
+    decisions = SensorConfig.parse(sensors).decisions(batch.present)
+    opt = torch.optim.AdamW(det.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
         loss = det.head.loss(det(batch, decisions), batch.gt)["loss"]
-        first = first if first is not None else float(loss.detach())
+        losses.append(float(loss.detach()))
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert float(loss.detach()) < 0.1 * first, (first, float(loss.detach()))
     det.eval()
     with torch.no_grad():
-        dets = det.head.decode(det(batch, decisions), score_threshold=0.3)
-    for d, g in zip(dets, batch.gt):
+        return losses[0], losses[-1], det.head.decode(det(batch, decisions), score_threshold=0.3)
+
+
+def matched(dets, gt: list[Boxes]):
+    """Per frame: (detections, the ground-truth box nearest each detection, its distance)."""
+    for d, g in zip(dets, gt):
         assert len(d.scores) == len(g.labels)
         dist = torch.cdist(d.boxes[:, :2], g.boxes[:, :2])
-        j = dist.argmin(1)
-        assert (dist.min(1).values < 0.5).all()
-        assert torch.equal(d.labels, g.labels[j])
-        assert torch.allclose(d.boxes[:, 3:6], g.boxes[j, 3:6], rtol=0.2)
+        yield d, g.boxes[dist.argmin(1)], g.labels[dist.argmin(1)], dist.min(1).values
+
+
+def test_overfit_one_batch_fast(one_thread):
+    """The tiny detector (32x32 grid) memorises one LiDAR-only batch in 200 steps: every box found, at its place,
+    with its class (sizes: the slow test)."""
+    torch.manual_seed(0)
+    det = build_detector(**{**TINY, "bev_channels": 16, "head_channels": 16, "fusion_channels": 16,
+                            "lidar_channels": 16})
+    batch = make_batch(B=2, k=3, extent=18.0, seed=5)
+    first, last, dets = overfit(det, batch, "lidar=coarse", 200, 1e-2)
+    assert last < 0.05 * first, (first, last)
+    for d, _, labels, dist in matched(dets, batch.gt):
+        assert (dist < 0.5).all() and torch.equal(d.labels, labels)
+
+
+@pytest.mark.slow
+def test_overfit_one_batch(one_thread):
+    """LiDAR + radar on a 64x64 grid memorise one batch: every box found at its place with its class and size.
+    The head has 32 channels: with 16, only 1-3 hidden regression channels stayed active (ReLU) at the box
+    centres, too few to fit 10 numbers for 6 boxes, and whether the last box's size converged by step 450
+    depended on the seed and on float rounding (it failed with two threads, 23% off on one height)."""
+    torch.manual_seed(0)
+    det = build_detector(**{**TINY, "bev_cell": 0.8, "bev_channels": 16, "head_channels": 32, "fusion_channels": 16,
+                            "lidar_channels": 16})
+    batch = make_batch(B=2, k=3, extent=18.0, seed=5)
+    first, last, dets = overfit(det, batch, "lidar=coarse,radar=on", 450, 5e-3)
+    assert last < 0.1 * first, (first, last)
+    for d, boxes, labels, dist in matched(dets, batch.gt):
+        assert (dist < 0.5).all() and torch.equal(d.labels, labels)
+        assert torch.allclose(d.boxes[:, 3:6], boxes[:, 3:6], rtol=0.2)
 
 
 def test_velocity_is_learned_when_most_boxes_stand_still():

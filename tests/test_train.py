@@ -1,4 +1,6 @@
-"""train.py end to end on the tiny synthetic world: one-batch fit, resume from last.ckpt, DDP on 2 CPU processes."""
+"""train.py end to end on the tiny synthetic world: one-batch fit in a run folder moved by trainer.default_root_dir,
+every config parsed, one step of the demo model, resume from last.ckpt, DDP on 2 CPU processes; slow: the demo
+config learns on the tiny world, and a full tiny fit followed by eval.py."""
 from __future__ import annotations
 
 import csv
@@ -11,15 +13,7 @@ import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def world(request):
-    pytest.importorskip("datasets.synthetic")
-    try:
-        return Path(request.getfixturevalue("tiny_world"))
-    except pytest.FixtureLookupError:
-        pytest.skip("tiny_world fixture not available")
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 
 
 @pytest.fixture(scope="module")
@@ -28,34 +22,42 @@ def cache_dir(tmp_path_factory) -> Path:
 
 
 def tiny_config(tmp_path: Path, world: Path, cache: Path, **trainer) -> Path:
-    """configs/tiny.yaml with its run folder moved under tmp_path and the dataroot set to the tiny world."""
-    text = (REPO / "configs" / "tiny.yaml").read_text().replace("runs/tiny", str(tmp_path / "run"))
-    cfg = yaml.safe_load(text)
-    cfg["data"]["dataroot"] = str(world)
-    cfg["data"]["cache_dir"] = str(cache)
-    cfg["trainer"].update(trainer)
+    """configs/tiny.yaml with its run folder at tmp_path/run and the dataroot set to the tiny world."""
+    cfg = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
+    cfg["data"].update(dataroot=str(world), cache_dir=str(cache))
+    cfg["trainer"].update(default_root_dir=str(tmp_path / "run"), **trainer)
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
 
 
-def steps_logged(run: Path) -> list[int]:
+def train_losses(run: Path) -> dict[int, float]:
+    """{step: train_loss} from run/csv/metrics.csv."""
     with open(run / "csv" / "metrics.csv") as f:
-        return [int(r["step"]) for r in csv.DictReader(f) if r.get("train_loss")]
+        return {int(r["step"]): float(r["train_loss"]) for r in csv.DictReader(f) if r.get("train_loss")}
 
 
-def test_fit_one_batch_saves_run_and_loads(tmp_path, world, cache_dir):
+def test_fit_one_batch_puts_the_run_under_default_root_dir_and_loads(tmp_path, tiny_world, cache_dir, monkeypatch):
+    """configs/tiny.yaml as written, moved by --trainer.default_root_dir alone: config.yaml, TensorBoard events,
+    csv/metrics.csv and checkpoints/ land there, and nothing in the config's own runs/tiny (cwd is tmp_path)."""
     import train
     from fusion.detector import SensorConfig
     from fusion.module import GateFusionModule
 
-    cli = train.main(["fit", "--config", str(tiny_config(tmp_path, world, cache_dir, max_steps=1))])
-    run = tmp_path / "run"
-    assert cli.trainer.global_step == 1
-    assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
-    assert list(run.glob("events.out.tfevents*")) and steps_logged(run)
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "elsewhere" / "run"
+    cli = train.main(["fit", "--config", str(REPO / "configs" / "tiny.yaml"), "--data.dataroot", str(tiny_world),
+                      "--data.cache_dir", str(cache_dir), "--trainer.default_root_dir", str(run),
+                      "--trainer.max_steps", "1"])
+    assert cli.trainer.global_step == 1 and Path(cli.trainer.log_dir) == run
+    assert sorted(p.name for p in run.iterdir() if not p.name.startswith("events.")) == [
+        "checkpoints", "config.yaml", "csv", "hparams.yaml"]
+    assert list(run.glob("events.out.tfevents*")) and train_losses(run)
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere"]
     saved = yaml.safe_load((run / "config.yaml").read_text())
-    assert saved["data"]["dataroot"] == str(world) and saved["model"]["bev_cell"] == 3.2
+    assert saved["data"]["dataroot"] == str(tiny_world) and saved["model"]["bev_cell"] == 3.2
+    assert saved["trainer"]["default_root_dir"] == str(run)
 
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["hyper_parameters"]["sensors"] == "camera=high,lidar=fine,radar=on"
@@ -67,32 +69,109 @@ def test_fit_one_batch_saves_run_and_loads(tmp_path, world, cache_dir):
     assert all(torch.isfinite(d.boxes).all() for d in dets)
 
 
-def test_print_config(tmp_path, world, cache_dir, capsys):
+def test_a_config_logger_is_kept(tmp_path):
+    """A config that names trainer.logger keeps it: default_root_dir then only sets Lightning's defaults."""
+    import train
+
+    cli = train.main(["--config", str(REPO / "configs" / "tiny.yaml"), "--data.dataroot", str(tmp_path),
+                      "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.logger", "false"], run=False)
+    assert cli.trainer.loggers == []
+    cli = train.main(["--config", str(REPO / "configs" / "tiny.yaml"), "--data.dataroot", str(tmp_path),
+                      "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.logger", "CSVLogger",
+                      "--trainer.logger.save_dir", str(tmp_path / "mine")], run=False)
+    assert [type(lg).__name__ for lg in cli.trainer.loggers] == ["CSVLogger"]
+    assert cli.trainer.log_dir.startswith(str(tmp_path / "mine"))
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
+def test_every_config_parses(config, tmp_path, capsys):
+    """`--print_config` of each config (the dataroot overridden: nothing reads it while printing); each names its
+    run folder once, as trainer.default_root_dir, and leaves the loggers and checkpoint folder to it."""
     import train
 
     with pytest.raises(SystemExit) as e:
-        train.main(["fit", "--config", str(tiny_config(tmp_path, world, cache_dir)), "--print_config"])
+        train.main(["fit", "--config", str(config), "--data.dataroot", str(tmp_path), "--print_config"])
     assert e.value.code in (0, None)
-    assert "train_sensor_dropout" in capsys.readouterr().out
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["trainer"]["default_root_dir"] == f"runs/{config.stem}" and printed["trainer"]["logger"] is None
+    assert "train_sensor_dropout" in printed["model"] and printed["data"]["dataroot"] == str(tmp_path)
+    assert all("dirpath" not in (c.get("init_args") or {}) or c["init_args"]["dirpath"] is None
+               for c in printed["trainer"]["callbacks"])
 
 
-def test_resume_continues_global_step_and_logs(tmp_path, world, cache_dir):
+def test_one_step_of_the_demo_model(tmp_path, tiny_world, cache_dir):
+    """configs/demo.yaml (its model, grid and image size) trains one step on the tiny world."""
     import train
 
-    cfg = str(tiny_config(tmp_path, world, cache_dir))
-    first = train.main(["fit", "--config", cfg])
-    per_epoch = first.trainer.global_step
-    assert per_epoch >= 1 and first.trainer.current_epoch == 1
-    second = train.main(["fit", "--config", cfg, "--trainer.max_epochs", "2", "--ckpt_path", "last"])
-    assert second.trainer.global_step == 2 * per_epoch and second.trainer.current_epoch == 2
-    assert steps_logged(tmp_path / "run") == list(range(2 * per_epoch))
+    demo = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
+    cli = train.main(["fit", "--config", str(REPO / "configs" / "demo.yaml"), "--data.dataroot", str(tiny_world),
+                      "--data.cache_dir", str(cache_dir), "--data.batch_size", "1", "--data.num_workers", "0",
+                      "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.max_steps", "1",
+                      "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false"])
+    assert cli.trainer.global_step == 1 and (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    assert {k: cli.model.hparams[k] for k in demo["model"]} == demo["model"]
+    assert list(cli.datamodule.hparams.image_size) == demo["data"]["image_size"] == [320, 180]
+    assert cli.model.detector.grid.H == 128 and torch.isfinite(torch.tensor(train_losses(tmp_path / "run")[0]))
 
 
-def test_ddp_two_cpu_processes(tmp_path, world, cache_dir):
-    cfg = tiny_config(tmp_path, world, cache_dir, max_steps=2, devices=2, strategy="ddp_find_unused_parameters_true")
+def test_resume_continues_global_step_and_logs(tmp_path, tiny_world, cache_dir):
+    """Two steps, then `--ckpt_path last` with max_steps 4: global_step, metrics.csv and the TensorBoard folder
+    continue (two steps each, no validation: seconds, where two whole epochs took a minute). The stop at max_steps
+    closes epoch 0, so the resumed run needs max_epochs 2."""
+    import train
+
+    cfg = str(tiny_config(tmp_path, tiny_world, cache_dir))
+    first = train.main(["fit", "--config", cfg, "--trainer.max_steps", "2"])
+    assert first.trainer.global_step == 2
+    second = train.main(["fit", "--config", cfg, "--trainer.max_steps", "4", "--trainer.max_epochs", "2",
+                         "--ckpt_path", "last"])
+    assert second.trainer.global_step == 4
+    assert sorted(train_losses(tmp_path / "run")) == [0, 1, 2, 3]
+    assert len(list((tmp_path / "run").glob("events.out.tfevents*"))) == 2  # the same folder, one file per session
+
+
+def test_ddp_two_cpu_processes(tmp_path, tiny_world, cache_dir):
+    cfg = tiny_config(tmp_path, tiny_world, cache_dir, max_steps=2, devices=2,
+                      strategy="ddp_find_unused_parameters_true")
     proc = subprocess.run([sys.executable, str(REPO / "train.py"), "fit", "--config", str(cfg)], cwd=REPO,
                           capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 2
+
+
+@pytest.mark.slow
+def test_demo_config_learns_on_the_tiny_world(tmp_path, tiny_world, cache_dir):
+    """The demo model and schedule, 40 steps on the tiny world: the training loss falls."""
+    import train
+
+    train.main(["fit", "--config", str(REPO / "configs" / "demo.yaml"), "--data.dataroot", str(tiny_world),
+                "--data.cache_dir", str(cache_dir), "--data.batch_size", "2", "--data.num_workers", "0",
+                "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.max_steps", "40",
+                "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false"])
+    losses = list(train_losses(tmp_path / "run").values())
+    assert len(losses) == 40
+    first, last = sum(losses[:8]) / 8, sum(losses[-8:]) / 8
+    assert last < 0.85 * first, (first, last)  # measured 12.3 -> 9.0
+
+
+@pytest.mark.slow
+def test_tiny_fit_then_eval_end_to_end(tmp_path, tiny_world, cache_dir):
+    """The whole tiny config (one epoch with validation) as a script, then eval.py as a script on its best
+    checkpoint over the whole val split: metrics.json with a finite NDS."""
+    import json
+
+    run, out = tmp_path / "run", tmp_path / "eval"
+    proc = subprocess.run([sys.executable, "train.py", "fit", "--config", "configs/tiny.yaml", "--data.dataroot",
+                           str(tiny_world), "--data.cache_dir", str(cache_dir), "--trainer.default_root_dir", str(run)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    best = [p for p in (run / "checkpoints").glob("*.ckpt") if p.name != "last.ckpt"]
+    assert len(best) == 1 and "val_loss" in (run / "csv" / "metrics.csv").read_text()
+    proc = subprocess.run([sys.executable, "eval.py", "--ckpt", str(best[0]), "--dataroot", str(tiny_world),
+                           "--split", "synth_val", "--out", str(out), "--num-workers", "0", "--cache-dir",
+                           str(cache_dir), "--flop-frames", "1"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["frames"] > 0 and 0.0 <= m["nds"] <= 1.0 and len(m["per_class_ap"]) == 10
