@@ -28,6 +28,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="output folder (default: RUN/report)")
     p.add_argument("--scenes", type=int, default=2, help="scenes drawn as panels and animations (timelines: all)")
     p.add_argument("--all", action="store_true", help="panels and animations of every scene")
+    p.add_argument("--report-timelines", type=int, default=40, help="timelines in the report (all are written)")
     p.add_argument("--score", type=float, default=0.3, help="detections drawn and matched have score >= this")
     p.add_argument("--frame", default=None, help="sample token of the 3D view (default: the first panel's frame)")
     p.add_argument("--interactive", action="store_true", help="open the 3D view in a window (needs a display)")
@@ -88,6 +89,8 @@ def main(argv=None) -> dict:
     for name, recs in tqdm(scenes.items(), desc="timelines", unit="scene", file=sys.stdout):
         d = draw_timeline(name, recs, [quality.get(r["sample_token"]) for r in recs], MODES, args.score, sub)
         d.path = save_png(d.image, out / "timelines" / f"{name}.png")
+        if len(timelines) >= args.report_timelines:
+            d.image = None  # in the file only; memory stays flat on a large split
         timelines.append(d)
 
     chosen = list(scenes) if args.all else list(scenes)[:args.scenes]
@@ -123,10 +126,13 @@ def main(argv=None) -> dict:
         if view.image is not None:
             view.path = save_png(view.image, out / f"view3d_{token}.png")
 
-    report = write_report(out / "report.html", run, [(d.scene, d.image) for d in timelines], samples,
-                          (chosen[0], small) if small else None,
-                          (f"scene {frame.meta.scene_name}, sample {token}", view.image) if view and view.image
-                          is not None else None, notes)
+    if len(timelines) > args.report_timelines:
+        notes.append(f"The report shows the timelines of the first {args.report_timelines} of {len(timelines)} "
+                     f"scenes; all of them are in {out / 'timelines'}.")
+    shown = [(d.scene, d.image) for d in timelines[:args.report_timelines]]
+    view_item = (f"scene {frame.meta.scene_name}, sample {token}", view.image) if view and view.path else None
+    report = write_report(out / "report.html", run, shown, samples, (chosen[0], small) if small else None, view_item,
+                          notes)
     print(f"{len(timelines)} timelines, {len(panels)} panels, {len(animations)} animations in "
           f"{time.perf_counter() - t0:.0f} s; report ({report.stat().st_size / 1e6:.1f} MB):\n{report}")
     return {"report": report, "timelines": timelines, "panels": panels, "animations": animations, "view3d": view}

@@ -28,6 +28,7 @@ from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
+from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw
 
 from sensors.frame import Frame
@@ -270,15 +271,17 @@ def draw_timeline(scene: str, records: list[dict], qualities: list[FrameQuality 
     if ax_gate is not None:
         for j, s in enumerate(gated):
             p = np.nan_to_num(d.gate_probs[s])
-            bottom = np.full(n, float(j))
+            bottom = np.full(n, float(len(gated) - 1 - j))  # the first sensor on top, as in the rows above
             for k, m in enumerate(modes[s]):
                 h = 0.9 * p[:, k]
                 ax_gate.bar(x, h, bottom=bottom, width=0.9, color=LEVEL_COLOURS[_level(s, m, modes)],
                             edgecolor="k", lw=0.3)
                 bottom = bottom + h
-        ax_gate.set_yticks(np.arange(len(gated)) + 0.45, [SENSOR_TITLES[s] for s in gated])
+        ax_gate.set_yticks(np.arange(len(gated)) + 0.45, [SENSOR_TITLES[s] for s in reversed(gated)])
         ax_gate.set_ylim(0, len(gated))
         ax_gate.set_ylabel("gate P(mode)", fontsize=8)
+        ax_gate.text(1.01, 0.5, "probability of each mode,\nstacked off / low / high\n(colours as above)",
+                     transform=ax_gate.transAxes, va="center", fontsize=7)
 
     ax_cost.bar(x, d.gflops, width=0.7, color="#6baed6", label="GFLOPs (estimate, left)")
     ax_cost.set_ylabel("GFLOPs / frame", fontsize=8)
@@ -288,7 +291,7 @@ def draw_timeline(scene: str, records: list[dict], qualities: list[FrameQuality 
     ax_ms.set_ylim(0, max(1.0, np.nanmax(d.latency_ms) * 1.15) if np.isfinite(d.latency_ms).any() else 1.0)
     ax_cost.legend(handles=[Patch(color="#6baed6", label="GFLOPs, counted once\nper mode (left)"),
                             Line2D([], [], color="#e6550d", marker="o", ms=3, label="latency ms (right)")],
-                   loc="upper left", bbox_to_anchor=(1.06, 1), fontsize=7)
+                   loc="upper left", bbox_to_anchor=(1.09, 1), fontsize=7)
 
     ax_q.plot(x, d.recall, "s-", color=GT_COLOURS[1], ms=4, lw=1.2, label="matched GT fraction (left)")
     ax_q.set_ylim(-0.05, 1.05)
@@ -301,7 +304,7 @@ def draw_timeline(scene: str, records: list[dict], qualities: list[FrameQuality 
     ax_q.legend(handles=[Line2D([], [], color=GT_COLOURS[1], marker="s", ms=4, label="matched GT fraction (left)"),
                          Patch(color=PRED_COLOURS[0], alpha=0.6, label="false positives (right)"),
                          Line2D([], [], color="#555555", label="GT boxes evaluated (right)")],
-                loc="upper left", bbox_to_anchor=(1.06, 1), fontsize=7,
+                loc="upper left", bbox_to_anchor=(1.09, 1), fontsize=7,
                 title=f"score >= {min_score:g}, centre <= {MATCH_DISTANCE:g} m", title_fontsize=7)
     ax_q.set_xlabel("key frame of the scene (index, 2 Hz in nuScenes)")
     ax_q.set_xlim(-0.5, n - 0.5)
@@ -309,7 +312,9 @@ def draw_timeline(scene: str, records: list[dict], qualities: list[FrameQuality 
         for i in np.flatnonzero(np.any([d.faults[s] for s in SENSORS], 0)):
             ax.axvspan(i - 0.5, i + 0.5, color=FAULT_COLOUR, alpha=0.12, lw=0)
         ax.tick_params(labelsize=7)
-    fig.subplots_adjust(left=0.09, right=0.8, top=1 - 0.8 / fig.get_figheight(), bottom=0.45 / fig.get_figheight())
+    ax_q.xaxis.set_major_locator(MaxNLocator(integer=True))
+    w, h = fig.get_size_inches()
+    fig.subplots_adjust(left=1.0 / w, right=1 - 2.5 / w, top=1 - 0.8 / h, bottom=0.5 / h)
     d.image = _figure_rgb(fig)
     return d
 
@@ -371,9 +376,9 @@ def draw_panel(frame: Frame, record: dict, pred: dict[str, np.ndarray], quality:
         boxes={"gt": frame.gt.boxes.double().numpy().reshape(-1, 9), "pred": pred["boxes"]},
         status={"gt": quality.gt_status, "pred": quality.pred_status}, gate_probs=probs)
 
-    fig = Figure(figsize=(17, 7.4), dpi=80)
-    gs = fig.add_gridspec(3, 4, width_ratios=[1, 1, 1, 1.45], height_ratios=[1, 1, 0.5], wspace=0.04, hspace=0.12,
-                          left=0.01, right=0.99, top=0.9, bottom=0.02)
+    fig = Figure(figsize=(17, 7.2), dpi=80)
+    gs = fig.add_gridspec(3, 4, width_ratios=[1, 1, 1, 1.2], height_ratios=[1, 1, 0.45], wspace=0.04, hspace=0.14,
+                          left=0.01, right=0.99, top=0.92, bottom=0.02)
     fig.suptitle(title, fontsize=11)
     images = frame.camera.images.permute(0, 2, 3, 1).numpy()
     for r, row in enumerate(CAMERA_GRID):
@@ -391,12 +396,12 @@ def draw_panel(frame: Frame, record: dict, pred: dict[str, np.ndarray], quality:
             label = f"{name}  ·  {'off' if cam_mode == 'off' else cam_mode + ' resolution'}"
             ax.set_title(label, fontsize=9, color="#888888" if cam_mode == "off" else "black", pad=2)
 
-    ax = fig.add_subplot(gs[:, 3])
+    ax = fig.add_subplot(gs[:2, 3])
     lidar, radar = frame.lidar.points.numpy(), frame.radar.points.numpy()
     if len(lidar):
         keep = np.abs(lidar[:, :2]).max(1) < bev_range
         lp = lidar[keep]
-        ax.scatter(-lp[:, 1], lp[:, 0], s=0.15, c="#bbbbbb" if d.lidar_greyed else np.clip(lp[:, 2], -2, 4),
+        ax.scatter(-lp[:, 1], lp[:, 0], s=0.4, c="#bbbbbb" if d.lidar_greyed else np.clip(lp[:, 2], -2, 4),
                    cmap=None if d.lidar_greyed else "viridis", vmin=None if d.lidar_greyed else -2,
                    vmax=None if d.lidar_greyed else 4, linewidths=0, zorder=1)
     if len(radar):
@@ -414,7 +419,7 @@ def draw_panel(frame: Frame, record: dict, pred: dict[str, np.ndarray], quality:
             bbox={"facecolor": "white", "alpha": 0.8, "lw": 0})
     ax.set_xlim(-bev_range, bev_range), ax.set_ylim(-bev_range, bev_range)
     ax.set_aspect("equal")
-    ax.set_xlabel("← left     metres (ego frame, forward is up)     right →", fontsize=8)
+    ax.set_xlabel("← left     metres (ego frame, forward is up)     right →", fontsize=8, labelpad=1)
     ax.tick_params(labelsize=7)
     ax.set_title("bird's-eye view", fontsize=10, pad=2)
     handles = [
@@ -427,19 +432,23 @@ def draw_panel(frame: Frame, record: dict, pred: dict[str, np.ndarray], quality:
         Line2D([], [], color=PRED_COLOURS[1], ls="--", label=f"detection (score >= {min_score:g}), matched"),
         Line2D([], [], color=PRED_COLOURS[0], ls="--", label="detection, false positive"),
         Line2D([], [], color=GT_COLOURS[-1], label="not evaluated (range / no points)")]
-    ax.legend(handles=handles, loc="lower left", fontsize=7, framealpha=0.85)
+    ax_legend = fig.add_subplot(gs[2, 3])
+    ax_legend.axis("off")
+    ax_legend.legend(handles=handles, loc="upper center", fontsize=7.5, ncol=2, frameon=False)
 
     ax_info = fig.add_subplot(gs[2, :3])
     ax_info.axis("off")
     faults = ", ".join(record.get("faults", ())) or "none"
-    lines = [f"ran: camera {cam_mode}, LiDAR {lidar_mode}, radar {radar_mode}    cost: "
-             f"{record.get('gflops', float('nan')):.2f} GFLOPs (estimate), {record.get('latency_ms', float('nan')):.0f}"
-             f" ms",
-             f"conditions: {', '.join(record.get('conditions', ())) or 'none'}    sensor faults: {faults}",
-             f"detections (score >= {min_score:g}): {len(pred['boxes'])}, of them matched {int((quality.pred_status == 1).sum())}"
-             f", false positives {quality.false_positives}    ground truth evaluated: {quality.gt}, detected "
-             f"{quality.matched}, missed {quality.gt - quality.matched}"]
-    ax_info.text(0.0, 0.9, "\n".join(lines), va="top", fontsize=10, family="monospace", transform=ax_info.transAxes)
+    n_match = int((quality.pred_status == 1).sum())
+    lines = [f"ran:          camera {cam_mode} · LiDAR {lidar_mode} · radar {radar_mode}",
+             f"cost:         {record.get('gflops', float('nan')):.2f} GFLOPs (estimate) · "
+             f"{record.get('latency_ms', float('nan')):.0f} ms",
+             f"conditions:   {', '.join(record.get('conditions', ())) or 'none'} · sensor faults: {faults}",
+             f"detections:   {len(pred['boxes'])} with score >= {min_score:g}: {n_match} matched, "
+             f"{quality.false_positives} false positives",
+             f"ground truth: {quality.gt} evaluated: {quality.matched} detected, {quality.gt - quality.matched} missed"]
+    ax_info.text(0.0, 0.95, "\n".join(lines), va="top", fontsize=9.5, family="monospace", transform=ax_info.transAxes,
+                 linespacing=1.4)
     ax_gate = ax_info.inset_axes([0.72, 0.0, 0.28, 1.0]) if probs else None
     if ax_gate is not None:
         for j, s in enumerate([s for s in SENSORS if s in probs]):
@@ -467,7 +476,7 @@ def draw_panel(frame: Frame, record: dict, pred: dict[str, np.ndarray], quality:
 def save_png(image: np.ndarray, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(path, optimize=True)
+    Image.fromarray(image).save(path)
     return path
 
 
@@ -517,14 +526,16 @@ def _geometries(frame: Frame, record: dict, pred: dict[str, np.ndarray], quality
         s.translate(p[:3])
         s.paint_uniform_color([0.6, 0.6, 0.6] if record.get("radar", "off") == "off" else [0.91, 0.16, 0.54])
         geoms.append(s)
-    for kind, boxes, status, colours in (("gt", frame.gt.boxes.double().numpy(), quality.gt_status, GT_COLOURS),
-                                         ("pred", pred["boxes"], quality.pred_status, PRED_COLOURS)):
+    ego = o3d.geometry.TriangleMesh.create_box(4.6, 2.0, 1.6).translate([-2.3, -1.0, 0.0])
+    ego.paint_uniform_color([0.95, 0.95, 0.95])
+    geoms += [ego, o3d.geometry.TriangleMesh.create_coordinate_frame(size=4.0, origin=[0, 0, 1.8])]
+    for boxes, status, colours in ((frame.gt.boxes.double().numpy(), quality.gt_status, GT_COLOURS),
+                                   (pred["boxes"], quality.pred_status, PRED_COLOURS)):
         for b, st in zip(boxes, status):
             R = o3d.geometry.get_rotation_matrix_from_xyz([0, 0, b[6]])
             obb = o3d.geometry.OrientedBoundingBox(b[:3], R, b[3:6])
-            ls = o3d.geometry.LineSet.create_from_oriented_bounding_box(obb)
-            ls.paint_uniform_color(to_rgb(colours[int(st)]))
-            geoms.append(ls)
+            obb.color = to_rgb(colours[int(st)])  # the constructor leaves it uninitialised; the line set copies it
+            geoms.append(o3d.geometry.LineSet.create_from_oriented_bounding_box(obb))
     return geoms
 
 
@@ -566,6 +577,8 @@ def render_3d(frame: Frame, record: dict, pred: dict[str, np.ndarray], quality: 
     legend = [("ground truth, detected", GT_COLOURS[1]), ("ground truth, missed", GT_COLOURS[0]),
               ("detection, matched", PRED_COLOURS[1]), ("detection, false positive", PRED_COLOURS[0]),
               ("radar point", "#e7298a" if record.get("radar", "off") != "off" else "#999999"),
+              ("not evaluated (range / no points)", GT_COLOURS[-1]),
+              ("ego car (white); axes: x forward red, y left green", "#ffffff"),
               ("LiDAR: colour = height" if record.get("lidar", "off") != "off" else "LiDAR: not processed (grey)",
                "#21918c" if record.get("lidar", "off") != "off" else "#999999")]
     for k, (text, colour) in enumerate(legend):
@@ -579,12 +592,13 @@ def render_3d(frame: Frame, record: dict, pred: dict[str, np.ndarray], quality: 
 # ----------------------------------------------------------------------------------------------- HTML report
 
 def data_uri(path_or_image, fmt: str | None = None, quality: int = 82) -> str:
-    """A file or an RGB array as a base64 data URI (arrays as JPEG unless fmt="PNG"), for a report without
-    any external reference."""
+    """A file or an RGB array as a base64 data URI (arrays as JPEG, or as a 64-colour PNG with fmt="PNG"), for a
+    report without any external reference."""
     if isinstance(path_or_image, np.ndarray):
-        buf = io.BytesIO()
-        fmt = fmt or "JPEG"
-        Image.fromarray(path_or_image).save(buf, format=fmt, quality=quality, optimize=True)
+        buf, fmt, im = io.BytesIO(), fmt or "JPEG", Image.fromarray(path_or_image)
+        if fmt == "PNG":  # plots: 64 colours keep them sharp at a third of the size
+            im = im.quantize(colors=64, method=Image.Quantize.FASTOCTREE)
+        im.save(buf, format=fmt, quality=quality)
         data, mime = buf.getvalue(), f"image/{fmt.lower()}"
     else:
         p = Path(path_or_image)
