@@ -31,6 +31,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--report-timelines", type=int, default=40, help="timelines in the report (all are written)")
     p.add_argument("--score", type=float, default=0.3, help="detections drawn and matched have score >= this")
     p.add_argument("--frame", default=None, help="sample token of the 3D view (default: the first panel's frame)")
+    p.add_argument("--no-3d", action="store_true", help="skip the 3D view")
     p.add_argument("--interactive", action="store_true", help="open the 3D view in a window (needs a display)")
     p.add_argument("--lidar-sweeps", type=int, default=3, help="LiDAR sweeps drawn per frame")
     p.add_argument("--radar-sweeps", type=int, default=3, help="radar sweeps drawn per frame")
@@ -60,7 +61,7 @@ def main(argv=None) -> dict:
     out = Path(args.out) if args.out else run.path / "report"
     print(f"run {run.path}: {len(run.records)} frames; dataroot {dataroot} ({version}, {split}); writing to {out}")
 
-    kw = dict(lidar_sweeps=args.lidar_sweeps, radar_sweeps=args.radar_sweeps, cache_dir=args.cache_dir)
+    kw = {"lidar_sweeps": args.lidar_sweeps, "radar_sweeps": args.radar_sweeps, "cache_dir": args.cache_dir}
     ds = NuScenesDataset(dataroot, version, split, **kw)
     if ds.infos and ds.infos[0]["cameras"]["path"]:  # draw at the world's aspect ratio, whatever its image size
         with Image.open(ds.root / ds.infos[0]["cameras"]["path"][0]) as im:
@@ -117,7 +118,7 @@ def main(argv=None) -> dict:
 
     view = None
     token = args.frame or (panels[0].sample_token if panels else None)
-    if token is not None and token in index:
+    if token is not None and token in index and not args.no_3d:
         rec = next(r for r in run.records if r["sample_token"] == token)
         frame = ds.load(index[token])
         title = f"scene {frame.meta.scene_name} · sample {token}"
@@ -131,8 +132,8 @@ def main(argv=None) -> dict:
                      f"scenes; all of them are in {out / 'timelines'}.")
     shown = [(d.scene, d.image) for d in timelines[:args.report_timelines]]
     view_item = (f"scene {frame.meta.scene_name}, sample {token}", view.image) if view and view.path else None
-    report = write_report(out / "report.html", run, shown, samples, (chosen[0], small) if small else None, view_item,
-                          notes)
+    report = write_report(out / "report.html", run, MODES, shown, samples, (chosen[0], small) if small else None,
+                          view_item, notes)
     print(f"{len(timelines)} timelines, {len(panels)} panels, {len(animations)} animations in "
           f"{time.perf_counter() - t0:.0f} s; report ({report.stat().st_size / 1e6:.1f} MB):\n{report}")
     return {"report": report, "timelines": timelines, "panels": panels, "animations": animations, "view3d": view}

@@ -254,7 +254,8 @@ def draw_timeline(scene: str, records: list[dict], qualities: list[FrameQuality 
     ax_cond.set_ylim(0, 1)
 
     levels = np.array([[_level(s, m, modes) for m in d.modes[s]] for s in SENSORS])
-    ax_modes.imshow([[to_rgb(LEVEL_COLOURS[k]) for k in row] for row in levels], aspect="auto", extent=(-0.5, n - 0.5, len(SENSORS) - 0.5, -0.5), interpolation="nearest")
+    ax_modes.imshow([[to_rgb(LEVEL_COLOURS[k]) for k in row] for row in levels], aspect="auto",
+                    extent=(-0.5, n - 0.5, len(SENSORS) - 0.5, -0.5), interpolation="nearest")
     for j, s in enumerate(SENSORS):
         if n <= 40:
             for i, m in enumerate(d.modes[s]):
@@ -610,13 +611,27 @@ def data_uri(path_or_image, fmt: str | None = None, quality: int = 82) -> str:
 
 def _table(header: list[str], rows: list[list]) -> str:
     def cell(v):
-        return f"{v:.3f}" if isinstance(v, float) else html.escape(str(v))
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return f"{v:.3f}" if isinstance(v, float) else str(v)
+        return f'<span class="t">{html.escape(str(v))}</span>' if v != "" else ""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
 TP_ERRORS = ("trans_err", "scale_err", "orient_err", "vel_err", "attr_err")
+
+
+def _mode_rows(records: list[dict], modes: dict[str, tuple[str, ...]]) -> list[list]:
+    """Per sensor: the share of the frames that ran each of its modes ("fine 75%"), and the frames with a fault."""
+    rows = []
+    for s in SENSORS:
+        values = [r.get(s, "off") for r in records]
+        cells = [""] * 3
+        for m in modes[s]:
+            cells[_level(s, m, modes)] = f"{m} {100 * values.count(m) / max(len(values), 1):.0f}%"
+        rows.append([SENSOR_TITLES[s], *cells, sum(s in r.get("faults", ()) for r in records)])
+    return rows
 
 
 def _summary_rows(tree: dict, prefix: str = "") -> list[list]:
@@ -656,8 +671,9 @@ def pareto_figure(points: list[dict]) -> np.ndarray:
     return _figure_rgb(fig)
 
 
-def write_report(path: str | os.PathLike, run: Run, timelines: list[tuple[str, np.ndarray]],
-                 panels: list[tuple[str, np.ndarray]], animation: tuple[str, Path] | None = None,
+def write_report(path: str | os.PathLike, run: Run, modes: dict[str, tuple[str, ...]],
+                 timelines: list[tuple[str, np.ndarray]], panels: list[tuple[str, np.ndarray]],
+                 animation: tuple[str, Path] | None = None,
                  view3d: tuple[str, np.ndarray] | None = None, notes: list[str] = ()) -> Path:
     """One HTML file with everything inline (images as base64 data URIs, no script, no external reference):
     the run's settings and metrics (overall, per condition, per corruption where present), the pareto plot where
@@ -668,7 +684,8 @@ def write_report(path: str | os.PathLike, run: Run, timelines: list[tuple[str, n
     lat = m.get("latency_ms", {})
     overview = [["frames", m.get("frames", len(run.records))], ["dataroot", m.get("dataroot", "")],
                 ["version / split", f"{m.get('version', '')} / {m.get('split', '')}"],
-                ["sensors (static configuration)", ", ".join(f"{k}={v}" for k, v in m.get("sensors", {}).items())],
+                ["sensors (eval.py --sensors, else the checkpoint's)",
+                 ", ".join(f"{k}={v}" for k, v in m.get("sensors", {}).items())],
                 ["checkpoint", m.get("checkpoint", "")], ["device", m.get("device", "")],
                 ["NDS", m.get("nds", "")], ["mAP", m.get("map", "")],
                 ["GFLOPs per frame (torch FLOP counter)", m.get("gflops_per_frame", "")],
@@ -684,6 +701,13 @@ def write_report(path: str | os.PathLike, run: Run, timelines: list[tuple[str, n
         parts += ["<h3>True-positive errors</h3>", _table(list(m["tp_errors"]), [list(m["tp_errors"].values())])]
     if m.get("per_class_ap"):
         parts += ["<h3>AP per class</h3>", _table(list(m["per_class_ap"]), [list(m["per_class_ap"].values())])]
+    parts += ["<h3>What ran (from records.jsonl)</h3>", _table(
+        ["sensor", "off", "low / coarse", "high / fine / on", "frames with a fault"], _mode_rows(run.records, modes))]
+    gflops = [r["gflops"] for r in run.records if "gflops" in r]
+    gated = sum(1 for r in run.records if r.get("gate_probs"))
+    parts.append(f"<p>{len(run.records)} frames; mean estimated GFLOPs per frame {np.mean(gflops):.3f}; "
+                 f"{gated} frames with gate probabilities"
+                 f"{'' if gated else ' (a static configuration: no gate chose)'}.</p>" if gflops else "")
     header = ["subset", "frames", "NDS", "mAP", *TP_ERRORS]
     if m.get("per_condition"):
         parts += ["<h2>Per condition</h2>", _table(header, _summary_rows(m["per_condition"]))]
@@ -711,7 +735,7 @@ def write_report(path: str | os.PathLike, run: Run, timelines: list[tuple[str, n
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
     style = ("body{font-family:sans-serif;margin:1.5em;max-width:1400px;color:#222}"
              "table{border-collapse:collapse;margin:.5em 0 1em}td,th{border:1px solid #ccc;padding:2px 8px;"
-             "font-size:13px;text-align:right}th{background:#f3f3f3}td:first-child{text-align:left}"
+             "font-size:13px;text-align:right}th{background:#f3f3f3}td:first-child,td:has(.t){text-align:left}"
              "img{max-width:100%;border:1px solid #ddd;margin:.3em 0}code{background:#f3f3f3}")
     doc = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
            f"<style>{style}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n")

@@ -2,7 +2,9 @@
 
 The run is written by hand from the tiny world's ground truth (fast, and it controls what each frame ran): two
 scenes, the camera off in some frames, a missed box and a false positive in the first frame, a detection under the
-score threshold, and gate probabilities in the second scene.
+score threshold in every frame, and gate probabilities in the first scene (as a gate would record them). A second
+world, written to look foreign (4:3 images, other sweep counts, nuScenes-style scene names, no
+synthetic_faults.json, a LiDAR file deleted), checks that nothing depends on our generator.
 """
 import json
 import re
@@ -14,7 +16,7 @@ import pytest
 import torch
 
 from datasets.evaluation import detections_to_results, write_json, write_results
-from datasets.report import FrameQuality, draw_panel, ego_detections, gate_probabilities, match_frame
+from datasets.report import FrameQuality, gate_probabilities, match_frame
 from fusion.detector import MODES
 from sensors.frame import Detections
 
@@ -55,7 +57,7 @@ def hand_run(world, tmp_path_factory):
                "lidar": LIDAR[i], "radar": RADAR[i], "gflops": 0.5 + 0.1 * i, "latency_ms": 40.0 + i,
                "detections": len(scores), "conditions": list(f.meta.conditions),
                "faults": ["lidar"] if k == 1 else []}
-        if f.meta.scene_name == SCENES[1]:
+        if f.meta.scene_name == SCENES[0]:
             rec["gate_probs"] = {"camera": {"off": 0.1, "low": 0.2, "high": 0.7}, "lidar": [0.0, 0.3, 0.7],
                                  "radar": [0.4, 0.6]}
         records.append(rec)
@@ -82,7 +84,7 @@ def drawn(hand_run, tmp_path_factory):
 
     run, _, _ = hand_run
     out = tmp_path_factory.mktemp("report")
-    return visualize.main(["--run", str(run), "--out", str(out), "--scenes", "2", "--lidar-sweeps", "1",
+    return visualize.main(["--run", str(run), "--out", str(out), "--scenes", "1", "--lidar-sweeps", "1",
                            "--radar-sweeps", "1", "--image-width", "160",
                            "--cache-dir", str(tmp_path_factory.mktemp("cache2"))])
 
@@ -124,9 +126,9 @@ def test_timeline_rows_equal_the_records(drawn, hand_run):
     # the first frame: one box moved 3 m, so one ground truth missed and one false positive; the rest all matched
     assert first.false_positives.tolist() == [1, 0, 0, 0]
     assert first.recall[0] == (first.gt[0] - 1) / first.gt[0] and np.all(first.recall[1:][first.gt[1:] > 0] == 1)
-    assert first.gate_probs == {}
-    assert second.gate_probs["camera"].tolist() == [[0.1, 0.2, 0.7]] * 4
-    assert second.gate_probs["radar"].tolist() == [[0.4, 0.6]] * 4
+    assert first.gate_probs["camera"].tolist() == [[0.1, 0.2, 0.7]] * 4
+    assert first.gate_probs["radar"].tolist() == [[0.4, 0.6]] * 4
+    assert second.gate_probs == {}
 
 
 def _by_position(boxes):
@@ -137,7 +139,7 @@ def test_panels_dim_the_cameras_that_were_off_and_draw_the_frames_boxes(drawn, h
     _, records, dets = hand_run
     _, frames = world
     by_token = {f.meta.sample_token: f for f in frames}
-    assert len(drawn["panels"]) == len(records)
+    assert len(drawn["panels"]) == 4  # --scenes 1
     for p, r in zip(drawn["panels"], records):
         assert p.sample_token == r["sample_token"] and p.path.is_file()
         assert p.cameras_dimmed == (r["camera"] == "off",) * 6
@@ -149,31 +151,16 @@ def test_panels_dim_the_cameras_that_were_off_and_draw_the_frames_boxes(drawn, h
         np.testing.assert_allclose(got[:, :6], want[:, :6], atol=1e-3)
         np.testing.assert_allclose(np.cos(got[:, 6] - want[:, 6]), 1.0, atol=1e-6)  # yaw equal modulo 2 pi
         assert len(p.status["pred"]) == keep.sum() and len(p.status["gt"]) == len(f.gt.boxes)
-    assert drawn["panels"][4].gate_probs["lidar"].tolist() == [0.0, 0.3, 0.7]
-    assert [a.name for a in drawn["animations"]] == [f"{s}.gif" for s in SCENES]
+    assert drawn["panels"][0].gate_probs["lidar"].tolist() == [0.0, 0.3, 0.7]
+    # the pixels agree: the camera images of the frame with the camera off are much darker than those of the next
     from PIL import Image
+    off, on = (np.asarray(Image.open(p.path).convert("L"), dtype=float) for p in drawn["panels"][:2])
+    h, w = off.shape
+    cams = (slice(int(0.12 * h), int(0.75 * h)), slice(0, int(0.6 * w)))
+    assert off[cams].mean() < 0.6 * on[cams].mean()
+    assert [a.name for a in drawn["animations"]] == [f"{SCENES[0]}.gif"]
     with Image.open(drawn["animations"][0]) as im:
         assert im.n_frames == 4
-
-
-def test_a_dimmed_camera_is_darker_and_a_missing_lidar_is_drawn_as_missing(world):
-    """The pixels agree with the dataclass: a panel with the camera off is darker than the same frame with it on;
-    a frame without LiDAR data (present False, no points) draws, says so and draws no LiDAR point."""
-    _, frames = world
-    f = frames[1]
-    pred = ego_detections([], f.meta.global_T_ego)
-    q = match_frame(pred, f.gt.boxes.numpy(), f.gt.labels.numpy())
-    rec = {"camera": "high", "lidar": "fine", "radar": "on", "gflops": 1.0, "latency_ms": 1.0}
-    on = draw_panel(f, rec, pred, q, MODES, 0.3, "on")
-    off = draw_panel(f, {**rec, "camera": "off"}, pred, q, MODES, 0.3, "off")
-    h, w = on.image.shape[:2]
-    cams = (slice(int(0.12 * h), int(0.75 * h)), slice(0, int(0.6 * w)))
-    assert off.cameras_dimmed == (True,) * 6 and on.cameras_dimmed == (False,) * 6
-    assert off.image[cams].mean() < 0.6 * on.image[cams].mean()
-    f.present = torch.tensor([True, False, True])
-    f.lidar.points, f.lidar.batch_index = torch.zeros(0, 5), torch.zeros(0, dtype=torch.long)
-    d = draw_panel(f, rec, pred, q, MODES, 0.3, "no lidar")
-    assert d.lidar_points == 0 and d.image.shape == on.image.shape
 
 
 def test_html_report_is_self_contained(drawn):
@@ -183,9 +170,10 @@ def test_html_report_is_self_contained(drawn):
     assert "<script" not in text.lower() and "url(" not in text
     srcs = re.findall(r"""src="([^"]*)\"""", text)
     assert srcs and all(s.startswith("data:image/") for s in srcs)
-    # 2 timelines, 2 sample panels, 1 animation, 1 3D view, 1 pareto plot
-    assert len(srcs) == 7 and text.count("data:image/gif") == 1
-    for expected in ("Per condition", "Per corruption", "fog / 5", "Accuracy against cost", *SCENES):
+    # 2 timelines, 1 sample panel, 1 animation, 1 3D view, 1 pareto plot
+    assert len(srcs) == 6 and text.count("data:image/gif") == 1
+    for expected in ("Per condition", "Per corruption", "fog / 5", "Accuracy against cost", *SCENES,
+                     "camera rig</span></td><td><span class=\"t\">off 50%</span></td><td><span class=\"t\">low 25%"):
         assert expected in text
     assert drawn["report"].stat().st_size < 5e6
 
@@ -197,7 +185,8 @@ def test_3d_view_is_rendered_off_screen(drawn, hand_run):
     assert v.path.name == f"view3d_{first}.png" and v.path.is_file()
     assert v.boxes["pred"] == int((dets[first].scores >= 0.3).sum()) and v.lidar_points > 0
     img = v.image.astype(float)
-    assert img.std() > 5 and len(np.unique(img.reshape(-1, 3), axis=0)) > 50  # not a blank frame
+    colours = np.unique(v.image.astype(np.int64) @ [65536, 256, 1])
+    assert img.std() > 5 and len(colours) > 50  # not a blank frame
 
 
 def test_visualize_rejects_a_folder_that_is_not_a_run(tmp_path):
@@ -205,6 +194,44 @@ def test_visualize_rejects_a_folder_that_is_not_a_run(tmp_path):
 
     with pytest.raises(ValueError, match="not an eval.py output folder: no metrics.json"):
         visualize.main(["--run", str(tmp_path)])
+
+
+def test_a_world_we_did_not_write_with_a_sensor_missing_in_one_frame(tmp_path):
+    """4:3 images, one LiDAR sweep between key frames, a nuScenes-style scene name, no synthetic_faults.json and
+    one frame's LiDAR file gone: the panels keep the images' aspect ratio and draw that frame without LiDAR."""
+    from dataclasses import replace
+
+    import visualize
+    from datasets.nuscenes import NuScenesDataset
+    from datasets.synthetic import PRESETS, generate
+
+    root = tmp_path / "world"
+    generate(root, replace(PRESETS["tiny"], scenes=1, samples_per_scene=2, image_size=(160, 120), lidar_sweeps=1))
+    meta = root / "v1.0-synth"
+    (meta / "synthetic_faults.json").unlink()
+    for name in ("scene.json", "splits.json"):
+        (meta / name).write_text((meta / name).read_text().replace("synth-0000", "scene-0061"))
+    ds = NuScenesDataset(str(root), "v1.0-synth", "synth_all", cache_dir=str(tmp_path / "cache"))
+    (root / ds.infos[1]["lidar"]["path"][0]).unlink()
+    run = tmp_path / "run"
+    run.mkdir()
+    records = [{"sample_token": i["token"], "scene": i["scene_name"], "camera": "low", "lidar": "fine",
+                "radar": "on", "gflops": 1.0, "latency_ms": 50.0, "detections": 0, "conditions": [],
+                "faults": ["lidar"] if k == 1 else []} for k, i in enumerate(ds.infos)]
+    (run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (run / "results.json").write_text(json.dumps({"meta": {}, "results": {r["sample_token"]: [] for r in records}}))
+    write_json(run / "metrics.json", {"dataroot": str(root), "version": "v1.0-synth", "split": "synth_all"})
+    with pytest.warns(UserWarning, match="missing"):
+        out = visualize.main(["--run", str(run), "--out", str(tmp_path / "out"), "--no-3d", "--image-width", "120",
+                              "--cache-dir", str(tmp_path / "cache")])
+    assert [t.scene for t in out["timelines"]] == ["scene-0061"] and out["view3d"] is None
+    assert out["timelines"][0].faults["lidar"].tolist() == [False, True]
+    panels = out["panels"]
+    assert [p.lidar_points == 0 for p in panels] == [False, True]
+    assert all(p.cameras_missing == (False,) * 6 and p.scene == "scene-0061" for p in panels)
+    from PIL import Image
+    assert Image.open(panels[0].path).size == Image.open(panels[1].path).size
+    assert "scene-0061" in out["report"].read_text()
 
 
 @pytest.mark.slow
@@ -216,8 +243,9 @@ def test_report_opens_in_headless_chromium(drawn, tmp_path):
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars",
              "--window-size=1280,1600"]
     url = drawn["report"].resolve().as_uri()
-    dom = subprocess.run([chromium, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
-    assert "<title>gatefusion evaluation report" in dom and dom.count("<img") == 7
+    dom = subprocess.run([chromium, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120,
+                         check=True).stdout
+    assert "<title>gatefusion evaluation report" in dom and dom.count("<img") == 6
     blank = tmp_path / "blank.html"
     blank.write_text("<!DOCTYPE html><html><head><title>blank</title></head><body></body></html>")
     from PIL import Image
