@@ -84,6 +84,8 @@ def main(argv=None) -> dict:
             quality[tok] = match_frame(preds[tok], info["gt_boxes"], info["gt_labels"], info.get("gt_num_pts"),
                                        ranges)
 
+    if args.frame and (args.frame not in index or args.frame not in preds):
+        raise ValueError(f"--frame {args.frame}: not a recorded frame of split {split}")
     scenes = run.scenes()
     sub = f"run {run.path.resolve().name} · {version} / {split}"
     timelines = []
@@ -118,7 +120,7 @@ def main(argv=None) -> dict:
 
     view = None
     token = args.frame or (panels[0].sample_token if panels else None)
-    if token is not None and token in index and not args.no_3d:
+    if token is not None and not args.no_3d:
         rec = next(r for r in run.records if r["sample_token"] == token)
         frame = ds.load(index[token])
         title = f"scene {frame.meta.scene_name} · sample {token}"

@@ -32,7 +32,7 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw
 
 from sensors.frame import Frame
-from sensors.geometry import box_corners, box_from_nuscenes, invert
+from sensors.geometry import apply, box_corners, box_from_nuscenes, invert
 from sensors.names import CAMERAS, CLASSES, SENSORS
 
 MATCH_DISTANCE = 2.0
@@ -327,7 +327,8 @@ class PanelDrawing:
     cameras_dimmed / cameras_missing: per CAMERAS entry, drawn dimmed because the camera branch did not run / drawn
     as a placeholder because the image is missing; lidar_greyed / radar_greyed: points drawn grey because the branch
     did not run; boxes: {"gt": (K, 9), "pred": (P, 9)} in the ego frame, with status: {"gt": (K,), "pred": (P,)}
-    as in FrameQuality; gate_probs as gate_probabilities.
+    as in FrameQuality; gate_probs as gate_probabilities; in_cameras: {"gt": [6 counts], "pred": [...]} boxes
+    projected into each camera image (CAMERAS order).
     """
 
     sample_token: str
@@ -341,6 +342,7 @@ class PanelDrawing:
     boxes: dict[str, np.ndarray]
     status: dict[str, np.ndarray]
     gate_probs: dict[str, np.ndarray]
+    in_cameras: dict[str, list[int]] = field(default_factory=lambda: {"gt": [0] * 6, "pred": [0] * 6})
     image: np.ndarray | None = None
     path: Path | None = None
 
@@ -359,11 +361,34 @@ def _bev_boxes(ax, boxes: np.ndarray, status: np.ndarray, colours: dict, dashed:
     ax.add_collection(LineCollection(list(np.stack([centre, front], 1)), colors=cols, lw=1.1, zorder=4))
 
 
+BOX_EDGES = ((0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4), (0, 4), (1, 5), (2, 6), (3, 7),
+             (0, 5), (1, 4))  # the 12 edges and a cross on the front face, as the devkit draws a box
+
+
+def _camera_boxes(ax, boxes: np.ndarray, status: np.ndarray, colours: dict, K, ego_T_cam, size: tuple[int, int],
+                  dashed: bool = False) -> int:
+    """Draw the boxes whose corners all lie in front of the camera and that reach into the image (the devkit's
+    view_points projection); returns how many were drawn."""
+    from nuscenes.utils.geometry_utils import view_points
+
+    if not len(boxes):
+        return 0
+    cam = apply(invert(np.asarray(ego_T_cam, dtype=np.float64)), box_corners(boxes).reshape(-1, 3))
+    uv = view_points(cam.T, np.asarray(K, dtype=np.float64), normalize=True)[:2].T.reshape(-1, 8, 2)
+    depth = cam[:, 2].reshape(-1, 8)
+    inside = (uv[..., 0] >= 0) & (uv[..., 0] < size[0]) & (uv[..., 1] >= 0) & (uv[..., 1] < size[1])
+    keep = np.flatnonzero((depth > 0.1).all(1) & inside.any(1))
+    ax.add_collection(LineCollection([uv[k, list(e)] for k in keep for e in BOX_EDGES], lw=1.0,
+                                     colors=[colours[int(status[k])] for k in keep for _ in BOX_EDGES],
+                                     linestyles="--" if dashed else "-"))
+    return len(keep)
+
+
 def draw_panel(frame: Frame, record: dict, pred: dict[str, np.ndarray], quality: FrameQuality,
                modes: dict[str, tuple[str, ...]], min_score: float, title: str = "",
                bev_range: float = 55.0) -> PanelDrawing:
-    """The six camera images (dimmed where the camera branch did not run, labelled with its resolution), a
-    bird's-eye view of LiDAR and radar points (grey where not run) with ground-truth and predicted boxes, and the
+    """The six camera images (dimmed where the camera branch did not run, labelled with its resolution) with the
+    boxes projected into them, a bird's-eye view of LiDAR and radar points (grey where not run) with ground-truth and predicted boxes, and the
     gate's probabilities where a gate chose."""
     present = [bool(v) for v in frame.present.tolist()]
     cam_mode, lidar_mode, radar_mode = (record.get(s, "off") for s in SENSORS)
@@ -391,6 +416,12 @@ def draw_panel(frame: Frame, record: dict, pred: dict[str, np.ndarray], quality:
                 ax.text(8, 4.5, "no image\n(missing or unreadable)", ha="center", va="center", color="white")
             else:
                 ax.imshow(images[i] * (0.25 if d.cameras_dimmed[i] else 1.0))
+                size = images[i].shape[1::-1]
+                K, T = frame.camera.intrinsics[i].numpy(), frame.camera.ego_T_cam[i].numpy()
+                for kind, colours in (("gt", GT_COLOURS), ("pred", PRED_COLOURS)):
+                    d.in_cameras[kind][i] = _camera_boxes(ax, d.boxes[kind], d.status[kind], colours, K, T, size,
+                                                          dashed=kind == "pred")
+                ax.set_xlim(-0.5, size[0] - 0.5), ax.set_ylim(size[1] - 0.5, -0.5)
                 if d.cameras_dimmed[i]:
                     ax.text(0.5, 0.5, "camera branch off\n(not processed)", transform=ax.transAxes, ha="center",
                             va="center", color="white", fontsize=11)

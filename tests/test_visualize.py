@@ -151,6 +151,10 @@ def test_panels_dim_the_cameras_that_were_off_and_draw_the_frames_boxes(drawn, h
         np.testing.assert_allclose(got[:, :6], want[:, :6], atol=1e-3)
         np.testing.assert_allclose(np.cos(got[:, 6] - want[:, 6]), 1.0, atol=1e-6)  # yaw equal modulo 2 pi
         assert len(p.status["pred"]) == keep.sum() and len(p.status["gt"]) == len(f.gt.boxes)
+        # a ground-truth box straight ahead is drawn into CAM_FRONT; every box that reaches into a camera is drawn
+        ahead = (f.gt.boxes[:, 0] > 8) & (f.gt.boxes[:, 1].abs() < 0.2 * f.gt.boxes[:, 0])
+        assert p.in_cameras["gt"][0] >= int(ahead.sum())
+        assert sum(p.in_cameras["gt"]) >= int((f.gt.boxes[:, :2].norm(dim=1) > 8).sum())
     assert drawn["panels"][0].gate_probs["lidar"].tolist() == [0.0, 0.3, 0.7]
     # the pixels agree: the camera images of the frame with the camera off are much darker than those of the next
     from PIL import Image
@@ -189,11 +193,20 @@ def test_3d_view_is_rendered_off_screen(drawn, hand_run):
     assert img.std() > 5 and len(colours) > 50  # not a blank frame
 
 
-def test_visualize_rejects_a_folder_that_is_not_a_run(tmp_path):
+def test_visualize_rejects_what_it_cannot_draw(tmp_path, hand_run, world, monkeypatch):
     import visualize
+    from datasets.report import ego_detections, render_3d
 
     with pytest.raises(ValueError, match="not an eval.py output folder: no metrics.json"):
         visualize.main(["--run", str(tmp_path)])
+    with pytest.raises(ValueError, match="--frame nope: not a recorded frame"):
+        visualize.main(["--run", str(hand_run[0]), "--out", str(tmp_path), "--frame", "nope", "--scenes", "0"])
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    f = world[1][0]
+    pred = ego_detections([], f.meta.global_T_ego)
+    with pytest.raises(ValueError, match="needs a display"):
+        render_3d(f, {}, pred, match_frame(pred, f.gt.boxes.numpy(), f.gt.labels.numpy()), "x", interactive=True)
 
 
 def test_a_world_we_did_not_write_with_a_sensor_missing_in_one_frame(tmp_path):
