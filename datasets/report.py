@@ -388,8 +388,8 @@ def draw_panel(frame: Frame, record: dict, pred: dict[str, np.ndarray], quality:
                modes: dict[str, tuple[str, ...]], min_score: float, title: str = "",
                bev_range: float = 55.0) -> PanelDrawing:
     """The six camera images (dimmed where the camera branch did not run, labelled with its resolution) with the
-    boxes projected into them, a bird's-eye view of LiDAR and radar points (grey where not run) with ground-truth and predicted boxes, and the
-    gate's probabilities where a gate chose."""
+    boxes projected into them, a bird's-eye view of LiDAR and radar points (grey where not run) with ground-truth
+    and predicted boxes, and the gate's probabilities where a gate chose."""
     present = [bool(v) for v in frame.present.tolist()]
     cam_mode, lidar_mode, radar_mode = (record.get(s, "off") for s in SENSORS)
     valid = frame.camera.valid.tolist()
