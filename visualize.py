@@ -98,7 +98,8 @@ def main(argv=None) -> dict:
 
     chosen = list(scenes) if args.all else list(scenes)[:args.scenes]
     jobs = [(name, i, r) for name in chosen for i, r in enumerate(scenes[name]) if r["sample_token"] in index]
-    panels, animations, samples, by_scene, small = [], [], [], {}, None
+    last = {name: i for name, i, _ in jobs}
+    panels, animations, samples, scene_panels, small = [], [], [], [], None
     for name, i, r in tqdm(jobs, desc="panels", unit="frame", file=sys.stdout):
         tok = r["sample_token"]
         frame = ds.load(index[tok])
@@ -107,16 +108,17 @@ def main(argv=None) -> dict:
         d = draw_panel(frame, r, preds[tok], quality[tok], MODES, args.score, title)
         d.path = save_png(d.image, out / "panels" / name / f"{i:03d}_{tok}.png")
         panels.append(d)
-        by_scene.setdefault(name, []).append(d)
-    for k, (name, scene_panels) in enumerate(by_scene.items()):
-        images = [d.image for d in scene_panels]
-        animations.append(save_gif(images, out / "animations" / f"{name}.gif"))
-        if k == 0:  # a lighter copy for the report
-            small = save_gif(images, out / "animations" / f"{name}_small.gif", width=560, ms=700)
-        mid = scene_panels[len(scene_panels) // 2]
-        samples.append((f"{name}, sample {mid.sample_token}", mid.image))
-        for d in scene_panels:
-            d.image = None  # the files hold them; memory stays flat with --all
+        scene_panels.append(d)
+        if i == last[name]:  # the scene's animation, then its images go (the files hold them): memory stays flat
+            images = [p.image for p in scene_panels]
+            animations.append(save_gif(images, out / "animations" / f"{name}.gif"))
+            if small is None:  # a lighter copy for the report
+                small = (name, save_gif(images, out / "animations" / f"{name}_small.gif", width=560, ms=700))
+            mid = scene_panels[len(scene_panels) // 2]
+            samples.append((f"{name}, sample {mid.sample_token}", mid.image))
+            for p in scene_panels:
+                p.image = None
+            scene_panels = []
 
     view = None
     token = args.frame or (panels[0].sample_token if panels else None)
@@ -134,8 +136,7 @@ def main(argv=None) -> dict:
                      f"scenes; all of them are in {out / 'timelines'}.")
     shown = [(d.scene, d.image) for d in timelines[:args.report_timelines]]
     view_item = (f"scene {frame.meta.scene_name}, sample {token}", view.image) if view and view.path else None
-    report = write_report(out / "report.html", run, MODES, shown, samples, (chosen[0], small) if small else None,
-                          view_item, notes)
+    report = write_report(out / "report.html", run, MODES, shown, samples, small, view_item, notes)
     print(f"{len(timelines)} timelines, {len(panels)} panels, {len(animations)} animations in "
           f"{time.perf_counter() - t0:.0f} s; report ({report.stat().st_size / 1e6:.1f} MB):\n{report}")
     return {"report": report, "timelines": timelines, "panels": panels, "animations": animations, "view3d": view}
