@@ -1,12 +1,13 @@
 """Draw what an evaluation run chose, cost and detected, frame by frame, and write one HTML report.
 
     python visualize.py --run runs/demo/eval [--dataroot data/synth-demo --version v1.0-synth --split synth_val]
-        [--out runs/demo/eval/report] [--scenes 2 | --all] [--score 0.3] [--interactive]
+        [--out runs/demo/eval/report] [--scenes 2 | --scene NAME ... | --all] [--score 0.3] [--interactive]
 
 --run is an eval.py output folder (metrics.json, results.json, records.jsonl); the dataroot, version and split
 default to those metrics.json records. Writes into --out (default RUN/report): timelines/<scene>.png for every
-scene, panels/<scene>/<index>_<token>.png and animations/<scene>.gif for the first --scenes scenes (every scene
-with --all), view3d_<token>.png (open3d, off-screen) and report.html (self-contained: images inline).
+scene, panels/<scene>/<index>_<token>.png and animations/<scene>.gif for the first --scenes scenes (or those named
+by --scene; every scene with --all), view3d_<token>.png (open3d, off-screen) and report.html (self-contained:
+images inline).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--split", default=None, help="default: metrics.json's")
     p.add_argument("--out", default=None, help="output folder (default: RUN/report)")
     p.add_argument("--scenes", type=int, default=2, help="scenes drawn as panels and animations (timelines: all)")
+    p.add_argument("--scene", action="append", default=None, help="draw panels of this scene (repeatable)")
     p.add_argument("--all", action="store_true", help="panels and animations of every scene")
     p.add_argument("--report-timelines", type=int, default=40, help="timelines in the report (all are written)")
     p.add_argument("--score", type=float, default=0.3, help="detections drawn and matched have score >= this")
@@ -96,7 +98,10 @@ def main(argv=None) -> dict:
             d.image = None  # in the file only; memory stays flat on a large split
         timelines.append(d)
 
-    chosen = list(scenes) if args.all else list(scenes)[:args.scenes]
+    unknown = set(args.scene or ()) - set(scenes)
+    if unknown:
+        raise ValueError(f"--scene {', '.join(sorted(unknown))}: not in the records (scenes: {', '.join(scenes)})")
+    chosen = list(scenes) if args.all else args.scene or list(scenes)[:args.scenes]
     jobs = [(name, i, r) for name in chosen for i, r in enumerate(scenes[name]) if r["sample_token"] in index]
     last = {name: i for name, i, _ in jobs}
     panels, animations, samples, scene_panels, small = [], [], [], [], None
