@@ -89,6 +89,10 @@ def main(argv=None) -> dict:
     if args.frame and (args.frame not in index or args.frame not in preds):
         raise ValueError(f"--frame {args.frame}: not a recorded frame of split {split}")
     scenes = run.scenes()
+    unknown = set(args.scene or ()) - set(scenes)
+    if unknown:
+        raise ValueError(f"--scene {', '.join(sorted(unknown))}: not in the records (scenes: {', '.join(scenes)})")
+    chosen = list(scenes) if args.all else args.scene or list(scenes)[:args.scenes]
     sub = f"run {run.path.resolve().name} · {version} / {split}"
     timelines = []
     for name, recs in tqdm(scenes.items(), desc="timelines", unit="scene", file=sys.stdout):
@@ -98,10 +102,6 @@ def main(argv=None) -> dict:
             d.image = None  # in the file only; memory stays flat on a large split
         timelines.append(d)
 
-    unknown = set(args.scene or ()) - set(scenes)
-    if unknown:
-        raise ValueError(f"--scene {', '.join(sorted(unknown))}: not in the records (scenes: {', '.join(scenes)})")
-    chosen = list(scenes) if args.all else args.scene or list(scenes)[:args.scenes]
     jobs = [(name, i, r) for name in chosen for i, r in enumerate(scenes[name]) if r["sample_token"] in index]
     last = {name: i for name, i, _ in jobs}
     panels, animations, samples, scene_panels, small = [], [], [], [], None

@@ -200,7 +200,9 @@ def test_visualize_rejects_what_it_cannot_draw(tmp_path, hand_run, world, monkey
     with pytest.raises(ValueError, match="not an eval.py output folder: no metrics.json"):
         visualize.main(["--run", str(tmp_path)])
     with pytest.raises(ValueError, match="--frame nope: not a recorded frame"):
-        visualize.main(["--run", str(hand_run[0]), "--out", str(tmp_path), "--frame", "nope", "--scenes", "0"])
+        visualize.main(["--run", str(hand_run[0]), "--out", str(tmp_path), "--frame", "nope"])
+    with pytest.raises(ValueError, match="--scene nope: not in the records"):
+        visualize.main(["--run", str(hand_run[0]), "--out", str(tmp_path), "--scene", "nope"])
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     f = world[1][0]
