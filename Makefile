@@ -29,7 +29,11 @@ $(STAMP): pyproject.toml
 test: setup
 	$(BIN)/python -m pytest -q
 
+# The slow set includes opening the HTML report in headless Chromium (Debian's chromium, installed here when root).
 test-slow: setup
+	@if ! command -v chromium >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then apt-get update -qq && apt-get install -y -qq chromium; \
+	  else echo "warning: chromium is missing (apt-get install chromium): the report's browser test will fail"; fi; fi
 	$(BIN)/python -m pytest -q -m slow
 
 world: setup
@@ -48,6 +52,7 @@ demo: world
 	$(BIN)/python eval.py --ckpt $(DEMO_RUN)/checkpoints/last.ckpt --dataroot $(DEMO_WORLD) \
 	  --version v1.0-synth --split synth_val --out $(DEMO_RUN)/eval
 	$(BIN)/python bench/render_geometry.py --dataroot $(DEMO_WORLD) --out $(DEMO_RUN)/pictures
+	$(BIN)/python visualize.py --run $(DEMO_RUN)/eval --out $(DEMO_RUN)/report
 
 # In a virtual environment that already has Hugging Face `datasets`: pip install -e . leaves it importable, and the
 # tests and a tiny train + eval still use this repository's datasets/ (README, "Names").
