@@ -51,7 +51,7 @@ def main(argv=None) -> dict:
     from datasets.nuscenes import NuScenesDataset
     from datasets.report import (class_ranges, draw_panel, draw_timeline, ego_detections, load_run, match_frame,
                                  render_3d, save_gif, save_png, write_report)
-    from fusion.detector import MODES
+    from sensors.names import MODES
 
     t0 = time.perf_counter()
     run = load_run(args.run)

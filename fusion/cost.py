@@ -29,10 +29,10 @@ import torch
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
-from fusion.detector import MODES, FusionDetector, SensorConfig, build_detector, select_camera, select_points
+from fusion.detector import FusionDetector, SensorConfig, build_detector, select_camera, select_points
 from sensors.bev import BEVGrid
 from sensors.frame import Batch, Boxes, CameraData, FrameMeta, LidarData, RadarData
-from sensors.names import CAMERAS, LIDAR_DIMS, RADAR_DIMS, SENSORS
+from sensors.names import CAMERAS, LIDAR_DIMS, MODES, RADAR_DIMS, SENSORS
 
 SHARED = ("shared", "on")
 

@@ -1,7 +1,7 @@
 """The BEV fusion detector: per-sensor encoders (run only where chosen), mask-aware fusion, BEV backbone, head.
 
-Per-frame decisions are a (B, 3) long tensor over SENSORS holding a mode index into CAMERA_MODES, LIDAR_MODES
-and RADAR_MODES (0 = "off"). A branch runs only on the sub-batch of frames that chose that mode; a mode chosen by
+Per-frame decisions are a (B, 3) long tensor over SENSORS holding a mode index into sensors.names.MODES
+(0 = "off"). A branch runs only on the sub-batch of frames that chose that mode; a mode chosen by
 no frame is not computed at all. `SensorConfig` is one static choice ("camera=high,lidar=fine,radar=on").
 """
 from __future__ import annotations
@@ -17,13 +17,8 @@ from sensors.bev import BEVGrid, conv_block, norm2d
 from sensors.camera import CameraEncoder
 from sensors.frame import Batch, CameraData, LidarData, RadarData
 from sensors.lidar import LidarEncoder
-from sensors.names import CLASSES, SENSORS
+from sensors.names import CLASSES, MODES, SENSORS
 from sensors.radar import RadarEncoder
-
-CAMERA_MODES = ("off", "low", "high")
-LIDAR_MODES = ("off", "coarse", "fine")
-RADAR_MODES = ("off", "on")
-MODES = {"camera": CAMERA_MODES, "lidar": LIDAR_MODES, "radar": RADAR_MODES}
 
 
 @dataclass(frozen=True)

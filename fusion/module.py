@@ -15,9 +15,9 @@ import torch
 from torch import Tensor
 
 from fusion.cost import branch_gflops, config_gflops
-from fusion.detector import MODES, FrameRecord, SensorConfig, build_detector
+from fusion.detector import FrameRecord, SensorConfig, build_detector
 from sensors.frame import Batch, Detections
-from sensors.names import SENSORS
+from sensors.names import MODES, SENSORS
 
 
 def random_decisions(present: Tensor, static: Tensor, p: float, generator: torch.Generator | None = None) -> Tensor:

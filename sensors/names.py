@@ -12,6 +12,11 @@ ATTRIBUTES = (
     "cycle.with_rider", "cycle.without_rider",
 )
 SENSORS = ("camera", "lidar", "radar")
+# The modes each sensor branch can run in, per frame; index 0 is "off" (a decisions tensor holds these indices).
+CAMERA_MODES = ("off", "low", "high")
+LIDAR_MODES = ("off", "coarse", "fine")
+RADAR_MODES = ("off", "on")
+MODES = {"camera": CAMERA_MODES, "lidar": LIDAR_MODES, "radar": RADAR_MODES}
 CAMERAS = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_RIGHT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_FRONT_LEFT")
 RADARS = ("RADAR_FRONT", "RADAR_FRONT_LEFT", "RADAR_FRONT_RIGHT", "RADAR_BACK_LEFT", "RADAR_BACK_RIGHT")
 LIDAR = "LIDAR_TOP"

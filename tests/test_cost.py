@@ -5,8 +5,7 @@ from pathlib import Path
 
 from fusion.cost import (SHARED, branch_gflops, config_gflops, detector_from_config, main, static_configs,
                          synthetic_frame)
-from fusion.detector import MODES
-from sensors.names import SENSORS
+from sensors.names import MODES, SENSORS
 
 REPO = Path(__file__).resolve().parents[1]
 

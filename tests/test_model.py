@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from fusion.cost import SHARED, branch_gflops, config_gflops, decisions_gflops
-from fusion.detector import CAMERA_MODES, LIDAR_MODES, RADAR_MODES, SensorConfig, build_detector
+from fusion.detector import SensorConfig, build_detector
 from fusion.head import CenterHead
 from fusion.module import GateFusionModule, random_decisions
 from sensors.bev import BEVGrid
 from sensors.frame import Batch, Boxes, CameraData, FrameMeta, LidarData, RadarData
-from sensors.names import CLASSES, SENSORS
+from sensors.names import CAMERA_MODES, CLASSES, LIDAR_MODES, RADAR_MODES, SENSORS
 
 TINY = dict(bev_range=25.6, bev_cell=1.6, camera_width=4, camera_channels=8, camera_heights=2, camera_bev_factor=2,
             lidar_channels=8, lidar_coarse_points=4096, lidar_fine_points=8192, radar_channels=8, radar_points=512,

@@ -17,8 +17,8 @@ import torch
 
 from datasets.evaluation import detections_to_results, write_json, write_results
 from datasets.report import FrameQuality, gate_probabilities, match_frame
-from fusion.detector import MODES
 from sensors.frame import Detections
+from sensors.names import MODES
 
 SCENES = ("synth-0001", "synth-0002")
 CAMERA = ("off", "low", "high", "off")
