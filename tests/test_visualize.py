@@ -1,4 +1,4 @@
-"""visualize.py and datasets/report.py: the pictures show what the records, results and ground truth say.
+"""visualize.py and datasets/report/: the pictures show what the records, results and ground truth say.
 
 The run is written by hand from the tiny world's ground truth (fast, and it controls what each frame ran): two
 scenes, the camera off in some frames, a missed box and a false positive in the first frame, a detection under the
