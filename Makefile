@@ -55,11 +55,12 @@ demo: world
 	$(BIN)/python visualize.py --run $(DEMO_RUN)/eval --out $(DEMO_RUN)/report
 
 # In a virtual environment that already has Hugging Face `datasets`: pip install -e . leaves it importable, and the
-# tests and a tiny train + eval still use this repository's datasets/ (README, "Names").
+# tests and a tiny train + eval still use this repository's datasets/ (README, "Names"). nuscenes-devkit 1.2.0 needs
+# numpy<2, and pyarrow>=20 and pandas 3 need numpy 2, so an environment that has both holds those below them.
 HF_VENV ?= .venv-hf
 check-hf-datasets:
-	test -x $(HF_VENV)/bin/python || $(PY) -m venv $(HF_VENV)
-	$(HF_VENV)/bin/python -m pip install -q torch==2.13.0 datasets
+	rm -rf $(HF_VENV) && $(PY) -m venv $(HF_VENV)
+	$(HF_VENV)/bin/python -m pip install -q torch==2.13.0 "numpy<2" "pyarrow<20" "pandas<3" datasets
 	$(HF_VENV)/bin/python -m pip install -q -e '.[test]'
 	cd / && $(CURDIR)/$(HF_VENV)/bin/python -c "import datasets, sys; assert hasattr(datasets, 'load_dataset'), \
 	  datasets.__file__; print('outside the repository: Hugging Face datasets', datasets.__version__)"
