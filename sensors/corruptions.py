@@ -384,7 +384,7 @@ def temporal_misalignment(frame: Frame, probability: float, rng) -> Frame:
 
 # ----------------------------------------------------------------------------------------------- the suite
 
-IMAGENET_C = "ImageNet-C (Hendrycks & Dietterich 2019), as used by nuScenes-C (Xie et al. 2023)"
+IMAGENET_C = "ImageNet-C (Hendrycks & Dietterich 2019), on which nuScenes-C (Xie et al. 2023) builds"
 DONG = "Dong et al. 2023 (3D_Corruptions_AD)"
 _DONG_POSE = tuple(zip((0.004, 0.008, 0.012, 0.016, 0.020), (0.04, 0.08, 0.12, 0.16, 0.20)))
 
@@ -407,10 +407,10 @@ CORRUPTIONS: dict[str, CorruptionSpec] = dict([
     _spec("camera_occlusion", "camera", ("camera",), (0.1, 0.2, 0.3, 0.4, 0.5), camera_occlusion,
           "lens soiling as in WoodScape (Uricar et al. 2021); covered shares ours"),
     _spec("camera_missing_one", "camera", ("camera",), None, camera_missing_one,
-          "MultiCorrupt missing camera (one camera)"),
-    _spec("camera_missing_all", "camera", ("camera",), None, camera_missing_all, "all cameras dead"),
+          "missing camera (MultiCorrupt), camera crash (nuScenes-C): one camera"),
+    _spec("camera_missing_all", "camera", ("camera",), None, camera_missing_all, "all six cameras dead"),
     _spec("camera_extrinsic", "camera", ("camera",), _DONG_POSE, camera_extrinsic,
-          f"{DONG}: spatial misalignment (rotation rad, translation m), cameras only"),
+          f"{DONG}: spatial misalignment (rotation std rad, translation std m), cameras only"),
     _spec("lidar_point_drop", "lidar", ("lidar",), (0.2, 0.4, 0.6, 0.75, 0.9), lidar_point_drop,
           "MultiCorrupt points reducing (20/40/60%), 75/90% ours"),
     _spec("lidar_beam_reduction", "lidar", ("lidar",), (0.75, 0.5, 0.375, 0.25, 0.125), lidar_beam_reduction,
@@ -422,7 +422,7 @@ CORRUPTIONS: dict[str, CorruptionSpec] = dict([
           f"{DONG}: Gaussian noise (L) std (m)"),
     _spec("lidar_crosstalk", "lidar", ("lidar",), (0.004, 0.008, 0.012, 0.016, 0.020), lidar_crosstalk,
           f"{DONG}: crosstalk share of points (moved by N(0, 3 m))"),
-    _spec("lidar_missing", "lidar", ("lidar",), None, lidar_missing, "LiDAR dead (MultiCorrupt/Robo3D have none)"),
+    _spec("lidar_missing", "lidar", ("lidar",), None, lidar_missing, "LiDAR dead (not in MultiCorrupt, Robo3D, Dong et al.)"),
     _spec("lidar_stuck", "lidar", ("lidar",), None, lidar_stuck, "ours: LiDAR repeats its previous key frame",
           needs_stale=True),
     _spec("radar_dropout", "radar", ("radar",), (0.2, 0.4, 0.6, 0.75, 0.9), radar_dropout,
@@ -431,11 +431,11 @@ CORRUPTIONS: dict[str, CorruptionSpec] = dict([
           "ours: multipath ghosts + clutter, added points per real point"),
     _spec("radar_velocity_noise", "radar", ("radar",), (0.1, 0.2, 0.5, 1.0, 2.0), radar_velocity_noise,
           "ours: velocity noise std (m/s)"),
-    _spec("radar_missing", "radar", ("radar",), None, radar_missing, "all radars dead"),
+    _spec("radar_missing", "radar", ("radar",), None, radar_missing, "all five radars dead"),
     _spec("spatial_misalignment", "cross-sensor", SENSORS, _DONG_POSE, spatial_misalignment,
           f"{DONG}: spatial misalignment, each sensor its own error"),
     _spec("temporal_misalignment", "cross-sensor", ("lidar", "radar"), (0.2, 0.4, 0.6, 0.8, 1.0),
-          temporal_misalignment, "MultiCorrupt temporal misalignment (p 0.2/0.4/0.6), 0.8/1.0 ours",
+          temporal_misalignment, "MultiCorrupt temporal misalignment (share of frames 0.2/0.4/0.6), 0.8/1.0 ours",
           needs_stale=True),
 ])
 
