@@ -120,16 +120,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> dict:
-    from sensors.corruptions import Corruption, describe
-
     argv = sys.argv[1:] if argv is None else list(argv)
     if "--corruption=list" in argv or any(a == "--corruption" and b == "list" for a, b in zip(argv, argv[1:])):
+        from sensors.corruptions import describe
         print(describe())
         return {}
     args = parse_args(argv)
-    corruption = Corruption(args.corruption, args.severity) if args.corruption else None
-    if args.severity is not None and corruption is None:
-        raise ValueError("--severity needs --corruption")
     from nuscenes import NuScenes
     from torch.utils.data import DataLoader, Subset
 
@@ -137,7 +133,12 @@ def main(argv=None) -> dict:
                                      official_eval, run_model, write_json, write_results)
     from datasets.nuscenes import NuScenesDataset
     from fusion.detector import SensorConfig
+    from sensors.corruptions import Corruption
     from sensors.frame import collate
+
+    corruption = Corruption(args.corruption, args.severity) if args.corruption else None
+    if args.severity is not None and corruption is None:
+        raise ValueError("--severity needs --corruption")
 
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)

@@ -87,7 +87,8 @@ def format_report(title: str, clean: dict, runs: dict, selections: dict, sensors
 
     s = summarize(clean, runs)
     width = max([len("corruption")] + [len(n) for n, _ in runs])
-    head = f"| {'corruption':<{width}} | group        | sev | NDS   | mAP   | RA    | GFLOPs | ms/frame | selection / note"
+    head = (f"| {'corruption':<{width}} | group        | sev | NDS   | mAP   | RA    | GFLOPs | ms/frame "
+            f"| selection / note")
     lines = [title, head, "|" + "|".join("-" * len(c) for c in head[1:].split("|"))]
 
     def row(name, group, sev, m, ra, note):
@@ -102,7 +103,9 @@ def format_report(title: str, clean: dict, runs: dict, selections: dict, sensors
             format_selection(selections.get((name, sev)), sensors)
         lines.append(row(name, CORRUPTIONS[name].group, "-" if sev is None else sev, m, s["ra_run"][(name, sev)],
                          note))
-    fmt = lambda v: "  -  " if v is None else f"{v:.3f}"  # noqa: E731
+    def fmt(v):
+        return "  -  " if v is None else f"{v:.3f}"
+
     lines.append("")
     lines.append(f"mRA {fmt(s['mra'])} over {len(s['ra_corruption'])} corruptions (RA per corruption: mean over "
                  f"severities; faults once); per group: "
@@ -170,7 +173,7 @@ def main(argv=None) -> dict:
                     "--sensors", str(sensors), "--num-workers", str(args.num_workers)]
             base += ["--limit", str(args.limit)] if args.limit else []
 
-            def run(name, severity):
+            def run(name, severity, folder=folder, ckpt=ckpt, sensors=sensors, base=base):
                 where = folder / ("clean" if name is None else folder_name(name, severity))
                 if args.reuse:
                     m = reusable(where / "metrics.json", ckpt, str(sensors), args)

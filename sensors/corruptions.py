@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import numpy as np
 import torch
@@ -422,7 +422,8 @@ CORRUPTIONS: dict[str, CorruptionSpec] = dict([
           f"{DONG}: Gaussian noise (L) std (m)"),
     _spec("lidar_crosstalk", "lidar", ("lidar",), (0.004, 0.008, 0.012, 0.016, 0.020), lidar_crosstalk,
           f"{DONG}: crosstalk share of points (moved by N(0, 3 m))"),
-    _spec("lidar_missing", "lidar", ("lidar",), None, lidar_missing, "LiDAR dead (not in MultiCorrupt, Robo3D, Dong et al.)"),
+    _spec("lidar_missing", "lidar", ("lidar",), None, lidar_missing,
+          "LiDAR dead (not in MultiCorrupt, Robo3D, Dong et al.)"),
     _spec("lidar_stuck", "lidar", ("lidar",), None, lidar_stuck, "ours: LiDAR repeats its previous key frame",
           needs_stale=True),
     _spec("radar_dropout", "radar", ("radar",), (0.2, 0.4, 0.6, 0.75, 0.9), radar_dropout,

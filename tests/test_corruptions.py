@@ -116,7 +116,8 @@ HARM = {  # corruption -> (statistic of (clean, corrupted), +1: grows with harm,
     "camera_overexposure": (_psnr, -1), "camera_fog": (_psnr, -1), "camera_occlusion": (_psnr, -1),
     "camera_extrinsic": (_pixel_shift, 1),
     "lidar_point_drop": (lambda f, g: _boxes_hit(g), -1), "lidar_beam_reduction": (lambda f, g: _boxes_hit(g), -1),
-    "lidar_fov": (lambda f, g: _boxes_hit(g), -1), "lidar_fog": (lambda f, g: _chamfer(f.lidar.points, g.lidar.points), 1),
+    "lidar_fov": (lambda f, g: _boxes_hit(g), -1),
+    "lidar_fog": (lambda f, g: _chamfer(f.lidar.points, g.lidar.points), 1),
     "lidar_jitter": (lambda f, g: _chamfer(f.lidar.points, g.lidar.points), 1),
     "lidar_crosstalk": (lambda f, g: _chamfer(f.lidar.points, g.lidar.points), 1),
     "radar_dropout": (lambda f, g: -len(g.radar.points), 1),
@@ -256,7 +257,7 @@ def test_eval_py_records_the_corruption_and_runs_without_the_missing_lidar(tiny_
 def test_robustness_bench_reports_ra_and_skips_what_cannot_matter(tiny_ckpt, tiny_world, tmp_path, capsys):
     from bench import robustness
 
-    ckpt, cache = tiny_ckpt
+    ckpt, _ = tiny_ckpt
     with pytest.raises(SystemExit):
         robustness.main(["--ckpt", str(ckpt), "--only", "lidar_sonw"])
     assert "valid corruptions: camera_noise" in capsys.readouterr().err
@@ -265,7 +266,8 @@ def test_robustness_bench_reports_ra_and_skips_what_cannot_matter(tiny_ckpt, tin
                                "--num-workers", "0", "--out", str(tmp_path / "rob")])
     out = capsys.readouterr().out
     r = next(iter(results.values()))
-    assert r["runs"][("camera_noise", 2)] is None and r["runs"][("radar_missing", None)]["corruption"] == "radar_missing"
+    assert r["runs"][("camera_noise", 2)] is None
+    assert r["runs"][("radar_missing", None)]["corruption"] == "radar_missing"
     assert r["summary"]["ra_corruption"]["camera_noise"] == 1.0
     assert "skipped: cannot affect this configuration (RA 1)" in out and "radar off 100%" in out
     assert "mRA" in out and "min wall time" in out
