@@ -2,7 +2,7 @@
 
     python bench/robustness.py --ckpt runs/demo/checkpoints/last.ckpt [B.ckpt ...] \
         --sensors "camera=high,lidar=fine,radar=on" "lidar=fine" [--severities 1 3 5] [--only NAME ...] \
-        [--limit 40] [--dataroot data/synth-demo] [--out runs/robustness] [--reuse] [--no-skip]
+        [--limit 40] [--dataroot data/synth-demo] [--out runs/robustness] [--cache-dir DIR] [--reuse] [--no-skip]
 
 For every checkpoint and sensor configuration it runs eval.py's main once clean and once per corruption of
 sensors/corruptions.py and severity (the faults, which have no severity, once each), each into
@@ -93,8 +93,8 @@ def format_report(title: str, clean: dict, runs: dict, selections: dict, sensors
 
     def row(name, group, sev, m, ra, note):
         if m is None:
-            return f"| {name:<{width}} | {group:<12} | {sev:>3} |   -   |   -   | {ra:.3f} |    -   |     -    | {note}"
-        return (f"| {name:<{width}} | {group:<12} | {sev:>3} | {m['nds']:.3f} | {m['map']:.3f} | {ra:.3f} | "
+            return f"| {name:<{width}} | {group:<12} | {sev:>3} |   -   |   -   | {ra:5.3f} |    -   |     -    | {note}"
+        return (f"| {name:<{width}} | {group:<12} | {sev:>3} | {m['nds']:.3f} | {m['map']:.3f} | {ra:5.3f} | "
                 f"{m['gflops_per_frame']:6.2f} | {m['latency_ms']['mean']:8.1f} | {note}")
 
     lines.append(row("clean", "-", "-", clean, 1.0, format_selection(selections.get(("clean", None)), sensors)))
@@ -141,6 +141,7 @@ def main(argv=None) -> dict:
     p.add_argument("--split", default="synth_val")
     p.add_argument("--out", default="runs/robustness")
     p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--cache-dir", default=None, help="where the dataset index cache goes (eval.py --cache-dir)")
     p.add_argument("--reuse", action="store_true", help="reuse a metrics.json written for the same checkpoint "
                                                         "file, sensors, data, --limit, corruption and severity")
     p.add_argument("--no-skip", action="store_true", help="also evaluate corruptions that cannot affect a "
@@ -172,6 +173,7 @@ def main(argv=None) -> dict:
             base = ["--ckpt", ckpt, "--dataroot", args.dataroot, "--version", args.version, "--split", args.split,
                     "--sensors", str(sensors), "--num-workers", str(args.num_workers)]
             base += ["--limit", str(args.limit)] if args.limit else []
+            base += ["--cache-dir", args.cache_dir] if args.cache_dir else []
 
             def run(name, severity, folder=folder, ckpt=ckpt, sensors=sensors, base=base):
                 where = folder / ("clean" if name is None else folder_name(name, severity))
