@@ -7,6 +7,9 @@ Writes into --out: results.json (official nuScenes results format), metrics.json
 errors from the devkit's DetectionEval, overall and per condition; GFLOPs per frame counted by torch's FLOP counter;
 latency mean/p50/p95 and frames/s on this device) and records.jsonl (per frame: which branches ran, their cost,
 latency, conditions).
+
+    python eval.py ... --corruption lidar_beam_reduction --severity 3     # every frame corrupted after loading
+    python eval.py --corruption list                                      # the corruptions (sensors/corruptions.py)
 """
 from __future__ import annotations
 
@@ -110,10 +113,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--flop-frames", type=int, default=8, help="frames counted with the FLOP counter")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--cache-dir", default=None, help="where the dataset index cache goes")
+    p.add_argument("--corruption", default=None, help="corrupt every frame (sensors/corruptions.py); 'list' prints "
+                                                      "the names")
+    p.add_argument("--severity", type=int, default=None, help="severity 1-5 of --corruption (none for the faults)")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> dict:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--corruption=list" in argv or any(a == "--corruption" and b == "list" for a, b in zip(argv, argv[1:])):
+        from sensors.corruptions import describe
+        print(describe())
+        return {}
     args = parse_args(argv)
     from nuscenes import NuScenes
     from torch.utils.data import DataLoader, Subset
@@ -122,7 +133,12 @@ def main(argv=None) -> dict:
                                      official_eval, run_model, write_json, write_results)
     from datasets.nuscenes import NuScenesDataset
     from fusion.detector import SensorConfig
+    from sensors.corruptions import Corruption
     from sensors.frame import collate
+
+    corruption = Corruption(args.corruption, args.severity) if args.corruption else None
+    if args.severity is not None and corruption is None:
+        raise ValueError("--severity needs --corruption")
 
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
@@ -133,6 +149,7 @@ def main(argv=None) -> dict:
         args.dataroot, args.version, args.split,
         lidar_sweeps=data_hp.get("lidar_sweeps", 3), radar_sweeps=data_hp.get("radar_sweeps", 3),
         image_size=tuple(data_hp.get("image_size", (320, 180))), cache_dir=args.cache_dir,
+        augment=corruption, stale_readings=bool(corruption and corruption.spec.needs_stale),
     )
     if args.limit is not None:
         dataset = Subset(dataset, range(min(args.limit, len(dataset))))
@@ -158,6 +175,7 @@ def main(argv=None) -> dict:
         "sensors": {"camera": used.camera, "lidar": used.lidar, "radar": used.radar},
         "checkpoint": str(args.ckpt), "checkpoint_sha256": file_sha256(args.ckpt), "dataroot": str(args.dataroot),
         "version": args.version, "split": args.split, "limit": args.limit, "frames": len(metas),
+        "corruption": args.corruption, "severity": args.severity,
     }
     write_json(out / "metrics.json", metrics)
     with open(out / "records.jsonl", "w") as f:
@@ -171,7 +189,8 @@ def main(argv=None) -> dict:
 
 
 def format_metrics(m: dict) -> str:
-    lines = [f"sensors {m['sensors']}  frames {m['frames']}  device {m['device']}",
+    corrupted = f"  corruption {m['corruption']} severity {m['severity']}" if m.get("corruption") else ""
+    lines = [f"sensors {m['sensors']}  frames {m['frames']}  device {m['device']}{corrupted}",
              f"NDS {m['nds']:.4f}  mAP {m['map']:.4f}  GFLOPs/frame {m['gflops_per_frame']:.2f}  "
              f"latency {m['latency_ms']['mean']:.1f} ms (p50 {m['latency_ms']['p50']:.1f}, "
              f"p95 {m['latency_ms']['p95']:.1f})  {m['latency_ms']['fps']:.1f} frames/s",

@@ -528,19 +528,22 @@ class NuScenesDataset(torch.utils.data.Dataset):
     cache_dir: where the index is cached (default <dataroot>/.gatefusion_cache, or a user cache dir).
     augment: optional callable (frame, numpy Generator) -> frame applied to every item; an item's generator is
     seeded from (seed, index) or from an explicit per-item seed when the key is an (index, seed) pair
-    (see datasets.augment.SeededSampler).
+    (see datasets.augment.SeededSampler). sensors.corruptions.Corruption is one (it seeds itself from the token).
+    stale_readings: also load LidarData.stale / RadarData.stale, the previous key frame's points of the same scene
+    in that frame's own ego frame (what a stale or stuck sensor delivers as current); None for a scene's first key
+    frame. Costs a second read of the point files, so only the stale/stuck corruptions ask for it.
     """
 
     def __init__(self, dataroot: str, version: str, split: str, lidar_sweeps: int = 3, radar_sweeps: int = 3,
                  image_size: tuple[int, int] = (320, 180), cache_dir: str | None = None,
-                 augment=None, seed: int = 0, index_workers: int = 1):
+                 augment=None, seed: int = 0, index_workers: int = 1, stale_readings: bool = False):
         if lidar_sweeps < 1 or radar_sweeps < 1:
             raise ValueError(f"lidar_sweeps and radar_sweeps must be >= 1, got {lidar_sweeps}, {radar_sweeps}")
         self.root = check_dataroot(dataroot, version)
         self.version, self.split = version, split
         self.lidar_sweeps, self.radar_sweeps = int(lidar_sweeps), int(radar_sweeps)
         self.image_size = (int(image_size[0]), int(image_size[1]))
-        self.augment, self.seed = augment, int(seed)
+        self.augment, self.seed, self.stale_readings = augment, int(seed), bool(stale_readings)
         n = max(self.lidar_sweeps, self.radar_sweeps)
         self.infos, self.cache_path, self.cache_built = load_index(
             self.root, version, split, cache_dir, workers=index_workers, n_sweeps=n)
@@ -563,6 +566,9 @@ class NuScenesDataset(torch.utils.data.Dataset):
         faults = set(info["faults"])
         lidar, lidar_ok = self._load_lidar(info, faults)
         radar, radar_ok = self._load_radar(info, faults)
+        if self.stale_readings and index > 0 and self.infos[index - 1]["scene_name"] == info["scene_name"]:
+            prev = self.infos[index - 1]
+            lidar.stale, radar.stale = self._load_lidar(prev, set())[0].points, self._load_radar(prev, set())[0].points
         camera = self._load_cameras(info, faults)
         present = torch.tensor([bool(camera.valid.any()), lidar_ok, radar_ok])
         gt = Boxes(torch.from_numpy(info["gt_boxes"]).float(), torch.from_numpy(info["gt_labels"]).long(),
@@ -577,11 +583,13 @@ class NuScenesDataset(torch.utils.data.Dataset):
     def _load_lidar(self, info: dict, faults: set) -> tuple[LidarData, bool]:
         def rows(raw, key_T_sensor, lag):
             raw = raw[~((np.abs(raw[:, 0]) < LIDAR_MIN_DISTANCE) & (np.abs(raw[:, 1]) < LIDAR_MIN_DISTANCE))]
-            return np.concatenate([apply(key_T_sensor, raw[:, :3]), raw[:, 3:4], np.full((len(raw), 1), lag)], 1)
+            return np.concatenate([apply(key_T_sensor, raw[:, :3]), raw[:, 3:4], np.full((len(raw), 1), lag),
+                                   raw[:, 4:5]], 1)  # the ring rides along as a last column
 
         points, ok = self._accumulate(info["lidar"], self.lidar_sweeps, read_lidar, "LiDAR", "lidar", faults, rows,
-                                      len(LIDAR_DIMS))
-        return LidarData(points, torch.zeros(len(points), dtype=torch.long)), ok
+                                      len(LIDAR_DIMS) + 1)
+        return LidarData(points[:, :-1].contiguous(), torch.zeros(len(points), dtype=torch.long),
+                         points[:, -1].long()), ok
 
     def _load_radar(self, info: dict, faults: set) -> tuple[RadarData, bool]:
         def rows(raw, key_T_sensor, lag):

@@ -55,10 +55,17 @@ class LidarData:
 
     points:      (N, 5) float32, columns LIDAR_DIMS (time_lag in seconds, >= 0)
     batch_index: (N,) int64, which frame of the batch each point belongs to (zeros in a Frame)
+    ring:        (N,) int64 beam index of each point (the .pcd.bin 5th column), -1 where unknown; None: not loaded.
+                 Beam-level corruptions (sensors/corruptions.py) need it; the encoders do not read it.
+    stale:       (M, 5) float32 or None: an older reading of the LiDAR presented as current (the previous key
+                 frame's points in its own ego frame), loaded only for the stale/stuck corruptions; a Frame-only
+                 field, not collated into a Batch.
     """
 
     points: Tensor
     batch_index: Tensor
+    ring: Tensor | None = None
+    stale: Tensor | None = None
 
     to = _to
 
@@ -70,10 +77,12 @@ class RadarData:
     points:      (M, 7) float32, columns RADAR_DIMS: position, rcs (dBsm), ego-motion compensated velocity
                  rotated into the ego frame (m/s), time_lag (s)
     batch_index: (M,) int64
+    stale:       (K, 7) float32 or None: an older reading presented as current, as LidarData.stale (Frame only)
     """
 
     points: Tensor
     batch_index: Tensor
+    stale: Tensor | None = None
 
     to = _to
 
@@ -180,7 +189,8 @@ def _cat_points(parts: list[Tensor], dim: int) -> tuple[Tensor, Tensor]:
 
 
 def collate(frames: list[Frame]) -> Batch:
-    """Stack frames into a Batch; point sets of different lengths are concatenated with a batch index."""
+    """Stack frames into a Batch; point sets of different lengths are concatenated with a batch index (LiDAR ring
+    indices alongside, -1 for frames without them); the Frame-only `stale` readings are left out."""
     cam = CameraData(
         images=torch.stack([f.camera.images for f in frames]),
         intrinsics=torch.stack([f.camera.intrinsics for f in frames]),
@@ -189,9 +199,13 @@ def collate(frames: list[Frame]) -> Batch:
     )
     lp, li = _cat_points([f.lidar.points for f in frames], len(LIDAR_DIMS))
     rp, ri = _cat_points([f.radar.points for f in frames], len(RADAR_DIMS))
+    ring = None
+    if any(f.lidar.ring is not None for f in frames):  # -1 for the points of frames loaded without it
+        ring = torch.cat([f.lidar.ring if f.lidar.ring is not None else torch.full((len(f.lidar.points),), -1)
+                          for f in frames]).long()
     return Batch(
         camera=cam,
-        lidar=LidarData(lp, li),
+        lidar=LidarData(lp, li, ring),
         radar=RadarData(rp, ri),
         gt=[f.gt for f in frames],
         present=torch.stack([f.present for f in frames]),

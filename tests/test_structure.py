@@ -22,6 +22,7 @@ TORCH = ("torch", "pytorch_lightning", "lightning", "einops", "torchmetrics")
 LAYERS = (
     ("names and geometry", ("sensors.names", "sensors.geometry"), (), False),
     ("frame types", ("sensors.frame",), ("names and geometry",), True),
+    ("corruptions", ("sensors.corruptions",), ("names and geometry", "frame types"), True),
     ("grid and blocks", ("sensors.bev", "sensors.points"), ("names and geometry", "frame types"), True),
     ("encoders", ("sensors.camera", "sensors.lidar", "sensors.radar"),
      ("names and geometry", "frame types", "grid and blocks"), True),
@@ -31,11 +32,11 @@ LAYERS = (
      True),
     # the data package sits beside the model: it reads files into frame types and scores detections, and neither
     # it nor the model imports the other
-    ("data", ("datasets",), ("names and geometry", "frame types"), True),
+    ("data", ("datasets",), ("names and geometry", "frame types", "corruptions"), True),
     ("world generator", ("datasets.synthetic",), ("names and geometry",), False),
     ("entry points", ("train", "eval", "visualize", "bench"),
      ("names and geometry", "frame types", "grid and blocks", "encoders", "model", "lightning", "data",
-      "world generator"), True),
+      "world generator", "corruptions"), True),
 )
 PACKAGE_INITS = ("sensors", "fusion", "datasets")  # empty __init__ files: importing a package costs nothing
 
