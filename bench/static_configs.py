@@ -96,13 +96,15 @@ def main(argv=None) -> dict:
 
 
 def seed_config(seed: int) -> tuple[str, dict]:
-    """(run folder, config): configs/demo.yaml with seed_everything `seed` and everything it writes in runs/demo
-    (seed 0, what `make demo` trains) or runs/demo-seed<seed>."""
+    """(run folder, config): configs/demo.yaml with seed_everything `seed` and its run folder
+    (trainer.default_root_dir, which moves everything the run writes) runs/demo (seed 0, what `make demo` trains)
+    or runs/demo-seed<seed>."""
     import yaml
 
     root = "runs/demo" if seed == 0 else f"runs/demo-seed{seed}"
-    cfg = yaml.safe_load(Path("configs/demo.yaml").read_text().replace("runs/demo", root))
+    cfg = yaml.safe_load(Path("configs/demo.yaml").read_text())
     cfg["seed_everything"] = seed
+    cfg["trainer"]["default_root_dir"] = root
     return root, cfg
 
 
