@@ -1,9 +1,12 @@
-"""Shared pytest fixtures: `tiny_world`, a tiny synthetic nuScenes-format world generated once per session."""
+"""Shared pytest fixtures: `tiny_world`, a tiny synthetic nuScenes-format world generated once per session, and
+`tiny_run`, one training step of configs/tiny.yaml on it."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -14,3 +17,16 @@ def tiny_world(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny_world") / "synth-tiny"
     generate(root, PRESETS["tiny"], workers=1)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_world, tmp_path_factory) -> tuple[Path, Path]:
+    """(checkpoint, index cache dir) of one training step of train.py on configs/tiny.yaml over the tiny world, the
+    run under a temporary folder."""
+    import train
+
+    tmp = tmp_path_factory.mktemp("tiny_run")
+    train.main(["fit", "--config", str(REPO / "configs" / "tiny.yaml"), "--data.dataroot", str(tiny_world),
+                "--data.cache_dir", str(tmp / "cache"), "--trainer.max_steps", "1",
+                "--trainer.default_root_dir", str(tmp / "run")])
+    return tmp / "run" / "checkpoints" / "last.ckpt", tmp / "cache"

@@ -2,7 +2,6 @@
 harm grows with severity, the seed is (token, corruption, severity), missing sensors reach the model as absent."""
 import math
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -218,28 +217,12 @@ def test_bad_name_or_severity_is_a_clear_error_listing_the_valid_ones(frame):
     assert len(lines) == len(CORRUPTIONS) and "no severity" in lines[[n for n in CORRUPTIONS].index("lidar_missing")]
 
 
-@pytest.fixture(scope="module")
-def tiny_ckpt(tiny_world, tmp_path_factory):
-    """(checkpoint, index cache dir) of one training step of train.py on the tiny config."""
-    import yaml
-
-    import train
-
-    tmp = tmp_path_factory.mktemp("tiny_run")
-    cfg = yaml.safe_load(Path("configs/tiny.yaml").read_text().replace("runs/tiny", str(tmp / "run")))
-    cfg["data"].update(dataroot=str(tiny_world), cache_dir=str(tmp / "cache"))
-    cfg["trainer"]["max_steps"] = 1
-    (tmp / "tiny.yaml").write_text(yaml.safe_dump(cfg))
-    train.main(["fit", "--config", str(tmp / "tiny.yaml")])
-    return tmp / "run" / "checkpoints" / "last.ckpt", tmp / "cache"
-
-
-def test_eval_py_records_the_corruption_and_runs_without_the_missing_lidar(tiny_ckpt, tiny_world, tmp_path, capsys):
+def test_eval_py_records_the_corruption_and_runs_without_the_missing_lidar(tiny_run, tiny_world, tmp_path, capsys):
     import json
 
     import eval as evaluate
 
-    ckpt, cache = tiny_ckpt
+    ckpt, cache = tiny_run
     common = ["--ckpt", str(ckpt), "--dataroot", str(tiny_world), "--split", "synth_val", "--num-workers", "0",
               "--cache-dir", str(cache), "--limit", "2", "--flop-frames", "1"]
     m = evaluate.main(common + ["--out", str(tmp_path / "e"), "--corruption", "lidar_missing"])
@@ -254,10 +237,10 @@ def test_eval_py_records_the_corruption_and_runs_without_the_missing_lidar(tiny_
         evaluate.main(common + ["--out", str(tmp_path / "x"), "--severity", "2"])
 
 
-def test_robustness_bench_reports_ra_and_skips_what_cannot_matter(tiny_ckpt, tiny_world, tmp_path, capsys):
+def test_robustness_bench_reports_ra_and_skips_what_cannot_matter(tiny_run, tiny_world, tmp_path, capsys):
     from bench import robustness
 
-    ckpt, _ = tiny_ckpt
+    ckpt, _ = tiny_run
     with pytest.raises(SystemExit):
         robustness.main(["--ckpt", str(ckpt), "--only", "lidar_sonw"])
     assert "valid corruptions: camera_noise" in capsys.readouterr().err

@@ -102,22 +102,6 @@ def test_eval_rejects_missing_and_corrupt_checkpoints(tmp_path):
         load_checkpoint(other)
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tiny_world, tmp_path_factory):
-    """(checkpoint, index cache dir) of one training step of train.py on the tiny config."""
-    import yaml
-
-    import train
-
-    tmp = tmp_path_factory.mktemp("tiny_run")
-    cfg = yaml.safe_load(Path("configs/tiny.yaml").read_text().replace("runs/tiny", str(tmp / "run")))
-    cfg["data"].update(dataroot=str(tiny_world), cache_dir=str(tmp / "cache"))
-    cfg["trainer"]["max_steps"] = 1
-    (tmp / "tiny.yaml").write_text(yaml.safe_dump(cfg))
-    train.main(["fit", "--config", str(tmp / "tiny.yaml")])
-    return tmp / "run" / "checkpoints" / "last.ckpt", tmp / "cache"
-
-
 def _edited_checkpoint(ckpt_path, out, edit):
     """A copy of the checkpoint at ckpt_path, changed in place by edit(dict), saved to out."""
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
