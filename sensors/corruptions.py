@@ -9,8 +9,8 @@ Severities run from 1 to 5; the faults (a missing sensor, a stuck LiDAR) have no
 a dead one is: `present` False and empty points (LiDAR, radar) or CameraData.valid False with the loader's empty
 image and identity intrinsics (cameras), never a frame of plausible zeros marked present. Each corruption changes
 only the sensor(s) it names (and their `present` entry); ground truth and metadata stay as loaded. Parameters and
-their sources (nuScenes-C / ImageNet-C, Dong et al. 2023, MultiCorrupt, Robo3D) are in CORRUPTIONS and in
-docs/robustness-readme.md.
+their sources (nuScenes-C / ImageNet-C, Dong et al. 2023, MultiCorrupt, Robo3D) are in CORRUPTIONS and in the
+README (section "Robustness under sensor noise and failure").
 
     frame = corrupt(frame, "lidar_beam_reduction", 3)       # or, as a dataset's augment hook:
     NuScenesDataset(..., augment=Corruption("camera_fog", 2), stale_readings=spec("camera_fog").needs_stale)
