@@ -4,9 +4,15 @@
         --split synth_val --out runs/demo/eval [--sensors camera=high,lidar=fine,radar=on]
 
 Writes into --out: results.json (official nuScenes results format), metrics.json (NDS, mAP, per-class AP and TP
-errors from the devkit's DetectionEval, overall and per condition; GFLOPs per frame counted by torch's FLOP counter;
-latency mean/p50/p95 and frames/s on this device) and records.jsonl (per frame: which branches ran, their cost,
-latency, conditions).
+errors from the devkit's DetectionEval, overall and per condition; GFLOPs per frame counted by torch's FLOP counter
+on each frame; latency mean/p50/p95 and frames/s on this device; how often each sensor ran in each mode, overall
+and per condition, with the mean and p95 cost per frame) and records.jsonl (per frame: which branches ran, their
+cost as a fraction of full, its counted GFLOPs and measured ms, the gate's probabilities, conditions).
+
+    python eval.py ... --budget 0.5      # the gate chooses per frame, at a mean cost of half the full configuration's
+
+With --budget b (a gated checkpoint), the price that makes the gate's mean cost b x full is calibrated on
+--calibration-frames frames of the training split (fusion/gate.py calibrate_price), never on the split evaluated.
 
     python eval.py ... --corruption lidar_beam_reduction --severity 3     # every frame corrupted after loading
     python eval.py --corruption list                                      # the corruptions (sensors/corruptions.py)
@@ -65,10 +71,10 @@ def load_checkpoint(path: str | Path, map_location="cpu"):
     if not isinstance(ckpt, dict) or not all(k in ckpt for k in needed) or not isinstance(ckpt["state_dict"], dict):
         raise ValueError(f"checkpoint {path}: not a Lightning checkpoint (no {' / '.join(needed)})")
     weights, hparams = ckpt["state_dict"], dict(ckpt["hyper_parameters"] or {})
-    foreign = [k for k in weights if not k.startswith("detector.")]
+    foreign = [k for k in weights if not k.startswith(("detector.", "gate."))]
     if not weights or foreign:
         raise ValueError(f"checkpoint {path}: not a gatefusion checkpoint (a GateFusionModule's weights are all under "
-                         f"'detector.'; this one has {_few(foreign) if foreign else 'no weights'})")
+                         f"'detector.' and 'gate.'; this one has {_few(foreign) if foreign else 'no weights'})")
     known = known_hyperparameters()
     unknown = [k for k in hparams if not k.startswith("_") and known is not None and k not in known]
     if unknown:
@@ -110,7 +116,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=1, help="frames per forward (latency is per frame)")
     p.add_argument("--num-workers", type=int, default=2)
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N frames of the split")
-    p.add_argument("--flop-frames", type=int, default=8, help="frames counted with the FLOP counter")
+    p.add_argument("--budget", type=float, default=None, help="the gate chooses per frame at this mean cost, a "
+                                                                  "fraction of the full configuration's (gated "
+                                                                  "checkpoints); default: the static configuration")
+    p.add_argument("--calibration-frames", type=int, default=200,
+                   help="training-split frames the budget's price is calibrated on")
+    p.add_argument("--no-flops", action="store_true", help="skip counting each frame's FLOPs (faster)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--cache-dir", default=None, help="where the dataset index cache goes")
     p.add_argument("--corruption", default=None, help="corrupt every frame (sensors/corruptions.py); 'list' prints "
@@ -129,8 +140,8 @@ def main(argv=None) -> dict:
     from nuscenes import NuScenes
     from torch.utils.data import DataLoader, Subset
 
-    from datasets.evaluation import (condition_subsets, count_gflops, detections_to_results, latency_stats,
-                                     official_eval, run_model, write_json, write_results)
+    from datasets.evaluation import (condition_subsets, detections_to_results, latency_stats, official_eval,
+                                     run_model, selection_stats, write_json, write_results)
     from datasets.nuscenes import NuScenesDataset
     from fusion.detector import SensorConfig
     from sensors.corruptions import Corruption
@@ -139,59 +150,98 @@ def main(argv=None) -> dict:
     corruption = Corruption(args.corruption, args.severity) if args.corruption else None
     if args.severity is not None and corruption is None:
         raise ValueError("--severity needs --corruption")
+    if args.budget is not None and args.sensors:
+        raise ValueError("--budget lets the gate choose; it cannot be combined with --sensors")
 
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
     model, data_hp = load_checkpoint(args.ckpt)
     model = model.to(device).eval()
     sensors = SensorConfig.parse(args.sensors) if args.sensors else None
-    dataset = NuScenesDataset(
-        args.dataroot, args.version, args.split,
-        lidar_sweeps=data_hp.get("lidar_sweeps", 3), radar_sweeps=data_hp.get("radar_sweeps", 3),
-        image_size=tuple(data_hp.get("image_size", (320, 180))), cache_dir=args.cache_dir,
-        augment=corruption, stale_readings=bool(corruption and corruption.spec.needs_stale),
-    )
+    settings = dict(lidar_sweeps=data_hp.get("lidar_sweeps", 3), radar_sweeps=data_hp.get("radar_sweeps", 3),
+                    image_size=tuple(data_hp.get("image_size", (320, 180))), cache_dir=args.cache_dir)
+    dataset = NuScenesDataset(args.dataroot, args.version, args.split, augment=corruption,
+                              stale_readings=bool(corruption and corruption.spec.needs_stale), **settings)
     if args.limit is not None:
         dataset = Subset(dataset, range(min(args.limit, len(dataset))))
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers, collate_fn=collate)
+    price = None
+    if args.budget is not None:
+        if model.gate is None:
+            raise ValueError(f"--budget: checkpoint {args.ckpt} has no gate (trained with gate: false)")
+        train_split = data_hp.get("train_split", "train")
+        train = NuScenesDataset(args.dataroot, args.version, train_split, **settings)
+        price = calibrate(model, train, args.budget, args.calibration_frames, device, args.num_workers)
+        print(f"budget {args.budget}: price {price:.4f}, calibrated on {min(args.calibration_frames, len(train))} "
+              f"frames of {train_split}")
 
-    detections, records, metas, latencies = run_model(model, loader, sensors, device)
+    detections, records, metas, measured = run_model(model, loader, sensors, device, budget=args.budget,
+                                                     price=price or 0.0, count_flops=not args.no_flops)
     out = Path(args.out)
     used = sensors or SensorConfig.parse(model.hparams.sensors)
+    ran = {s: any(getattr(r, s) != "off" for r in records) for s in ("camera", "lidar", "radar")}
     result_path = write_results(out / "results.json", detections_to_results(detections, metas),
+                                ran if args.budget is not None else
                                 {"camera": used.camera != "off", "lidar": used.lidar != "off",
                                  "radar": used.radar != "off"})
     nusc = NuScenes(version=args.version, dataroot=args.dataroot, verbose=False)
     official = official_eval(nusc, result_path, args.split, out / "devkit", condition_subsets(metas))
-    gflops = count_gflops(model, loader, sensors, device, frames=args.flop_frames)
-
+    selection = selection_stats(records, metas, measured)
     metrics = {
         **official["overall"],
         "per_condition": official["subsets"],
-        "gflops_per_frame": gflops,
-        "gflops_per_frame_records": sum(r.gflops for r in records) / max(len(records), 1),
-        "latency_ms": latency_stats(latencies),
+        "gflops_per_frame": selection["all"]["gflops"]["mean"],
+        "latency_ms": latency_stats([x["latency_ms"] for x in measured]),
+        "cost_per_frame": selection["all"]["cost"],
+        "selection": selection,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "sensors": {"camera": used.camera, "lidar": used.lidar, "radar": used.radar},
+        "sensors": "gate" if args.budget is not None else {"camera": used.camera, "lidar": used.lidar,
+                                                          "radar": used.radar},
+        "budget": args.budget, "price": price, "latency_table_ms": model.hparams.gate_costs,
         "checkpoint": str(args.ckpt), "checkpoint_sha256": file_sha256(args.ckpt), "dataroot": str(args.dataroot),
         "version": args.version, "split": args.split, "limit": args.limit, "frames": len(metas),
         "corruption": args.corruption, "severity": args.severity,
     }
     write_json(out / "metrics.json", metrics)
     with open(out / "records.jsonl", "w") as f:
-        for rec, meta, ms, det in zip(records, metas, latencies, detections):
+        for rec, meta, x, det in zip(records, metas, measured, detections):
             f.write(json.dumps({"sample_token": meta.sample_token, "scene": meta.scene_name,
-                                "camera": rec.camera, "lidar": rec.lidar, "radar": rec.radar,
-                                "gflops": rec.gflops, "latency_ms": ms, "detections": int(len(det.scores)),
+                                "camera": rec.camera, "lidar": rec.lidar, "radar": rec.radar, "cost": rec.cost,
+                                "gflops": x["gflops"], "latency_ms": x["latency_ms"], "gate": rec.gate,
+                                "detections": int(len(det.scores)), "gt_boxes": x["gt_boxes"],
                                 "conditions": list(meta.conditions), "faults": list(meta.faults)}) + "\n")
     print(format_metrics(metrics))
     return metrics
 
 
+def calibrate(model, dataset, budget: float, frames: int, device, num_workers: int = 0) -> float:
+    """The price at which the gate's mean cost over `frames` frames of `dataset` (evenly spread; the training split)
+    is `budget` x full: only the gate runs on them."""
+    from torch.utils.data import DataLoader, Subset
+
+    from fusion.gate import calibrate_price
+    from sensors.frame import collate
+
+    n = min(frames, len(dataset))
+    if n < 1:
+        raise ValueError(f"--calibration-frames must be >= 1 and the training split non-empty (got {frames}, "
+                         f"{len(dataset)} frames)")
+    subset = Subset(dataset, [int(i * len(dataset) / n) for i in range(n)])
+    logits = []
+    with torch.no_grad():
+        for batch in DataLoader(subset, batch_size=8, num_workers=num_workers, collate_fn=collate):
+            batch = batch.to(device)
+            logits.append(model.gate(batch, torch.full((len(batch),), budget, device=device)))
+    return calibrate_price(model.gate, torch.cat(logits), budget)
+
+
 def format_metrics(m: dict) -> str:
     corrupted = f"  corruption {m['corruption']} severity {m['severity']}" if m.get("corruption") else ""
-    lines = [f"sensors {m['sensors']}  frames {m['frames']}  device {m['device']}{corrupted}",
-             f"NDS {m['nds']:.4f}  mAP {m['map']:.4f}  GFLOPs/frame {m['gflops_per_frame']:.2f}  "
+    budget = f"  budget {m['budget']} (price {m['price']:.3f})" if m.get("budget") is not None else ""
+    cost = m.get("cost_per_frame") or {}
+    lines = [f"sensors {m['sensors']}  frames {m['frames']}  device {m['device']}{corrupted}{budget}",
+             f"NDS {m['nds']:.4f}  mAP {m['map']:.4f}  cost/frame {cost.get('mean', float('nan')):.3f} of full "
+             f"(p95 {cost.get('p95', float('nan')):.3f})  GFLOPs/frame {m['gflops_per_frame']:.2f}  "
              f"latency {m['latency_ms']['mean']:.1f} ms (p50 {m['latency_ms']['p50']:.1f}, "
              f"p95 {m['latency_ms']['p95']:.1f})  {m['latency_ms']['fps']:.1f} frames/s",
              "  ".join(f"{k} {v:.3f}" for k, v in m["tp_errors"].items()),
@@ -199,6 +249,12 @@ def format_metrics(m: dict) -> str:
     for name, s in m["per_condition"].items():
         if s:
             lines.append(f"  {name:<9} NDS {s['nds']:.4f}  mAP {s['map']:.4f}  ({s['frames']} frames)")
+    if m.get("budget") is not None:
+        lines.append("selection (share of frames per mode):")
+        for name, sel in m["selection"].items():
+            modes = "  ".join(f"{s} " + "/".join(f"{v:.2f}" for v in sel["selection"][s].values())
+                              for s in sel["selection"])
+            lines.append(f"  {name:<9} {modes}  cost {sel['cost']['mean']:.3f}  ({sel['frames']} frames)")
     return "\n".join(lines)
 
 

@@ -2,7 +2,8 @@
 
 Detections (ego frame, project box layout) -> official results JSON (global frame, devkit layout) -> the devkit's
 own DetectionEval (NDS, mAP, TP errors), overall and on subsets of frames (per condition, frames with a sensor
-fault). `run_model` runs any detector with a `detect(batch, sensors)` method over a DataLoader, timing each batch.
+fault). `run_model` runs any detector with a `detect(batch, sensors, budget, price)` method over a DataLoader, timing
+each batch and counting each frame's FLOPs.
 """
 from __future__ import annotations
 
@@ -155,53 +156,80 @@ def condition_subsets(metas: list[FrameMeta]) -> dict[str, list[str]]:
 
 @torch.no_grad()
 def run_model(model, loader, sensors=None, device: torch.device | str = "cpu", warmup: int = 2,
-              limit: int | None = None):
-    """Run `model.detect(batch, sensors)` over `loader`.
+              limit: int | None = None, budget: float | None = None, price: float = 0.0, count_flops: bool = True):
+    """Run `model.detect(batch, sensors, budget, price)` over `loader`.
 
-    Returns (detections, records, metas, latencies_ms): one entry per frame; a frame's latency is its batch's
-    wall time (host to device copy, forward, decoding) divided by the batch size. The first `warmup` batches are
-    run twice so that one-time start-up costs are not timed.
-    """
+    Returns (detections, records, metas, measured): one entry per frame; measured holds what was measured on the
+    frame: "latency_ms", "gflops" and "gt_boxes" (its number of ground-truth boxes). A frame's latency is its
+    batch's wall time (host to device copy, gate, forward, decoding) divided by the batch size: at batch size 1,
+    the deployment case, it is the frame's own. Its GFLOPs are counted by torch's FlopCounterMode on the frame run
+    alone (`Batch.select`) after the timed run, so that counting never slows what is timed (NaN with
+    count_flops=False). The first `warmup` batches are run twice so that one-time start-up costs are not timed."""
     device = torch.device(device)
-    detections, records, metas, latencies = [], [], [], []
+    detections, records, metas, measured = [], [], [], []
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for i, batch in enumerate(loader):
         if limit is not None and len(metas) >= limit:
             break
         if i < warmup:
-            model.detect(batch.to(device), sensors)
+            model.detect(batch.to(device), sensors, budget, price)
         sync()
         t0 = time.perf_counter()
-        dets, recs = model.detect(batch.to(device), sensors)
+        dets, recs = model.detect(batch.to(device), sensors, budget, price)
         sync()
         dt = (time.perf_counter() - t0) * 1000.0 / len(batch)
         detections += [d.to("cpu") for d in dets]
         records += recs
         metas += batch.meta
-        latencies += [dt] * len(batch)
-    return detections, records, metas, latencies
+        on_device = batch.to(device)
+        for b in range(len(batch)):
+            flops = frame_gflops(model, on_device.select(torch.tensor([b])), sensors, budget, price) \
+                if count_flops else float("nan")
+            measured.append({"latency_ms": dt, "gflops": flops, "gt_boxes": int(len(batch.gt[b].boxes))})
+    return detections, records, metas, measured
 
 
-def count_gflops(model, loader, sensors=None, device: torch.device | str = "cpu", frames: int = 8) -> float:
-    """Mean GFLOPs per frame of `model.detect`, counted by torch's FlopCounterMode over up to `frames` frames."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
+def frame_gflops(model, frame, sensors=None, budget: float | None = None, price: float = 0.0) -> float:
+    """GFLOPs of `model.detect` on a one-frame Batch, counted by torch's FlopCounterMode (convolutions, linear
+    layers, matmuls; not grid_sample, scatter or norms, whose time the latency table and the measured ms carry)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    total, seen = 0, 0
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        with torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
-            for batch in loader:
-                counter = FlopCounterMode(display=False)
-                with counter:
-                    model.detect(batch.to(device), sensors)
-                total += counter.get_total_flops()
-                seen += len(batch)
-                if seen >= frames:
-                    break
-    finally:
-        torch.backends.mha.set_fastpath_enabled(True)
-    return total / max(seen, 1) / 1e9
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model.detect(frame, sensors, budget, price)
+    return counter.get_total_flops() / 1e9
+
+
+def selection_stats(records, metas: list[FrameMeta], measured: list[dict], empty_max: int = 5,
+                    dense_min: int = 20) -> dict:
+    """How often each sensor ran in each mode, overall and per condition (the conditions of condition_subsets, plus
+    "empty" (at most `empty_max` ground-truth boxes) and "dense" (at least `dense_min`) traffic), and the mean and
+    p95 per frame of the cost (fraction of full, by the model's latency table), GFLOPs and ms."""
+    from sensors.names import MODES, SENSORS
+
+    groups = condition_subsets(metas)
+    index = {m.sample_token: i for i, m in enumerate(metas)}
+    frames = {"all": list(range(len(metas))), **{k: [index[t] for t in v] for k, v in groups.items()}}
+    frames["empty"] = [i for i, x in enumerate(measured) if x["gt_boxes"] <= empty_max]
+    frames["dense"] = [i for i, x in enumerate(measured) if x["gt_boxes"] >= dense_min]
+
+    def stats(values: list[float]) -> dict:
+        a = np.asarray(values, dtype=np.float64)
+        return {"mean": float(np.nanmean(a)), "p95": float(np.nanpercentile(a, 95))} if len(a) else {}
+
+    out = {}
+    for name, rows in frames.items():
+        if not rows:
+            continue
+        out[name] = {
+            "frames": len(rows),
+            "selection": {s: {m: sum(getattr(records[i], s) == m for i in rows) / len(rows) for m in MODES[s]}
+                          for s in SENSORS},
+            "cost": stats([records[i].cost for i in rows]),
+            "gflops": stats([measured[i]["gflops"] for i in rows]),
+            "latency_ms": stats([measured[i]["latency_ms"] for i in rows]),
+        }
+    return out
 
 
 def latency_stats(latencies_ms: list[float]) -> dict:

@@ -1,6 +1,6 @@
 """Compute cost of every branch and mode of a FusionDetector, counted with torch's FlopCounterMode.
 
-`branch_gflops(detector, frame_batch)` runs each encoder at each mode, and the shared part (fusion + backbone +
+`branch_gflops(detector, frame_batch)` runs each encoder at each mode, and the shared part (fusion + decoder +
 head, without the per-sensor fusion projections, which count with their branch) once, on a one-frame batch in
 eval mode without grad, and returns GFLOPs (1e9 FLOPs; a multiply-add is 2):
 {(sensor, mode): GFLOPs} for every sensor and mode ("off" = 0) plus ("shared", "on"). FlopCounterMode counts
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import itertools
 import statistics
 import time
 
@@ -29,7 +28,7 @@ import torch
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
-from fusion.detector import FusionDetector, SensorConfig, build_detector, select_camera, select_points
+from fusion.detector import FusionDetector, SensorConfig, build_detector, static_configs
 from sensors.bev import BEVGrid
 from sensors.frame import Batch, Boxes, CameraData, FrameMeta, LidarData, RadarData
 from sensors.names import CAMERAS, LIDAR_DIMS, MODES, RADAR_DIMS, SENSORS
@@ -47,7 +46,8 @@ def _count(fn) -> float:
 def branch_gflops(detector: FusionDetector, frame_batch: Batch) -> dict[tuple[str, str], float]:
     """GFLOPs per (sensor, mode) and for SHARED, on the first frame of `frame_batch` (all sensors treated as
     present; an absent sensor's empty data still gives the fixed conv cost)."""
-    batch = _first_frame(frame_batch)
+    batch = frame_batch.select(torch.zeros(1, dtype=torch.long))
+    batch.present = torch.ones_like(batch.present)
     idx = torch.zeros(1, dtype=torch.long, device=batch.present.device)
     was_training = detector.training
     detector.eval()
@@ -65,24 +65,36 @@ def branch_gflops(detector: FusionDetector, frame_batch: Batch) -> dict[tuple[st
     return table
 
 
-def config_gflops(table: dict[tuple[str, str], float], config: SensorConfig) -> float:
-    """GFLOPs of one frame under `config`: the chosen modes plus the shared part."""
+def config_cost(table: dict[tuple[str, str], float], config: SensorConfig) -> float:
+    """Cost of one frame under `config` from a per-branch table (GFLOPs or ms): the chosen modes plus the shared
+    part."""
     return table[SHARED] + sum(table[(s, getattr(config, s))] for s in SENSORS)
 
 
-def decisions_gflops(table: dict[tuple[str, str], float], decisions: torch.Tensor) -> torch.Tensor:
-    """(B, 3) long mode indices -> (B,) float GFLOPs per frame (the gate's compute penalty)."""
-    rows = [torch.tensor([table[(s, m)] for m in MODES[s]], device=decisions.device) for s in SENSORS]
-    return table[SHARED] + sum(rows[i][decisions[:, i].long()] for i in range(len(SENSORS)))
+def relative_costs(table: dict[tuple[str, str], float], configs: list[SensorConfig]) -> torch.Tensor:
+    """(K,) each configuration's cost as a fraction of the first's (full)."""
+    full = config_cost(table, configs[0])
+    return torch.tensor([config_cost(table, c) / full for c in configs])
 
 
-def _first_frame(batch: Batch) -> Batch:
-    B = len(batch)
-    idx = torch.zeros(1, dtype=torch.long, device=batch.present.device)
-    lp, li = select_points(batch.lidar.points, batch.lidar.batch_index, idx, B)
-    rp, ri = select_points(batch.radar.points, batch.radar.batch_index, idx, B)
-    return Batch(select_camera(batch.camera, idx), LidarData(lp, li), RadarData(rp, ri), batch.gt[:1],
-                 torch.ones_like(batch.present[:1]), batch.meta[:1])
+def table_to_dict(table: dict[tuple[str, str], float]) -> dict[str, float]:
+    """{"camera=low": ms, ..., "shared": ms} (the YAML form of a latency table; "off" entries left out)."""
+    return {("shared" if k == SHARED else f"{k[0]}={k[1]}"): round(float(v), 4) for k, v in table.items()
+            if k[1] != "off"}
+
+
+def table_from_dict(values: dict[str, float]) -> dict[tuple[str, str], float]:
+    """The inverse of table_to_dict; ValueError naming what is missing or unknown."""
+    table: dict[tuple[str, str], float] = {(s, "off"): 0.0 for s in SENSORS}
+    expected = {"shared"} | {f"{s}={m}" for s in SENSORS for m in MODES[s][1:]}
+    if set(values) != expected:
+        raise ValueError(f"cost table: expected keys {sorted(expected)}, got {sorted(values)} (missing "
+                         f"{sorted(expected - set(values))}, unknown {sorted(set(values) - expected)})")
+    for key, v in values.items():
+        if not float(v) > 0:
+            raise ValueError(f"cost table: {key} must be > 0, got {v}")
+        table[SHARED if key == "shared" else tuple(key.split("="))] = float(v)
+    return table
 
 
 # ----------------------------------------------------------------------------------------------- measured cost
@@ -117,53 +129,90 @@ def synthetic_frame(grid: BEVGrid, image_size: tuple[int, int], lidar_points: in
                  [Boxes.empty()], torch.ones(1, len(SENSORS), dtype=torch.bool), [FrameMeta("synthetic", "", 0)])
 
 
+def _timed(fn) -> float:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) * 1e3
+
+
 def median_ms(fn, repeats: int, warmup: int = 1) -> float:
     """Median wall time of fn() in ms (CUDA synchronised)."""
-    times = []
+    return interleaved_ms({0: fn}, repeats, warmup)[0]
+
+
+def interleaved_ms(fns: dict, repeats: int, warmup: int = 1) -> dict:
+    """Median wall time in ms of each fn of `fns`, timed in `repeats` rounds that run every fn once: a burst of load
+    from elsewhere on a shared machine then slows one round of every fn, not every round of one, so the medians
+    stay comparable as ratios."""
+    times: dict = {k: [] for k in fns}
     for i in range(warmup + repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        if i >= warmup:
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+        for k, fn in fns.items():
+            t = _timed(fn)
+            if i >= warmup:
+                times[k].append(t)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def branch_ms(detector: FusionDetector, batch: Batch, repeats: int) -> dict[tuple[str, str], float]:
-    """Measured ms per (sensor, mode) (encoder + its fusion projection) and for SHARED (fusion, backbone, head and
-    decoding, with every branch's features given), on the one-frame `batch`, eval mode, no grad."""
+    """Measured ms per (sensor, mode) (encoder + its fusion projection) and for SHARED (fusion, decoder, head and
+    decoding, with every branch's features given), on the one-frame `batch`, eval mode, no grad; interleaved."""
     idx = torch.zeros(1, dtype=torch.long, device=batch.present.device)
+    was_training = detector.training
     detector.eval()
-    table: dict[tuple[str, str], float] = {}
-    with torch.no_grad():
-        features = {}
-        for s in SENSORS:
-            for m_i, mode in enumerate(MODES[s]):
-                if m_i == 0:
-                    table[(s, mode)] = 0.0
-                    continue
-                run = lambda: detector.fusion.proj[s](detector.run_encoder(s, batch, idx, mode))  # noqa: E731
-                table[(s, mode)] = median_ms(run, repeats)
-                features[s] = detector.run_encoder(s, batch, idx, mode)
-        used = torch.ones(1, len(SENSORS), dtype=torch.bool, device=idx.device)
-        table[SHARED] = median_ms(lambda: detector.head.decode(detector.shared(features, used)), repeats)
-    return table
+
+    def branch(s: str, mode: str):
+        return lambda: detector.fusion.proj[s](detector.run_encoder(s, batch, idx, mode))
+
+    try:
+        with torch.no_grad():
+            fns = {(s, m): branch(s, m) for s in SENSORS for m in MODES[s][1:]}
+            features = {s: detector.run_encoder(s, batch, idx, MODES[s][-1]) for s in SENSORS}
+            used = torch.ones(1, len(SENSORS), dtype=torch.bool, device=idx.device)
+            fns[SHARED] = lambda: detector.head.decode(detector.shared(features, used))
+            table = interleaved_ms(fns, repeats)
+    finally:
+        detector.train(was_training)
+    return {**{(s, "off"): 0.0 for s in SENSORS}, **table}
 
 
-def config_ms(detector: FusionDetector, batch: Batch, config: SensorConfig, repeats: int) -> float:
-    """Measured end-to-end ms of one frame under `config` (forward + decoding)."""
-    decisions = config.decisions(batch.present)
-    with torch.no_grad():
-        return median_ms(lambda: detector.head.decode(detector(batch, decisions)), repeats)
+def configs_ms(detector: FusionDetector, batch: Batch, configs: list[SensorConfig], repeats: int
+               ) -> dict[SensorConfig, float]:
+    """Measured end-to-end ms of one frame under each configuration (forward + decoding), interleaved."""
+    was_training = detector.training
+    detector.eval()
+
+    def run(config: SensorConfig):
+        decisions = config.decisions(batch.present)
+        return lambda: detector.head.decode(detector(batch, decisions))
+
+    try:
+        with torch.no_grad():
+            return interleaved_ms({c: run(c) for c in configs}, repeats)
+    finally:
+        detector.train(was_training)
 
 
-def static_configs() -> list[SensorConfig]:
-    """Every static configuration with at least one sensor on, full (every sensor at its top mode) first."""
-    combos = itertools.product(*(MODES[s][::-1] for s in SENSORS))
-    return [SensorConfig(*c) for c in combos if any(m != "off" for m in c)]
+def fit_latency_table(measured: dict[SensorConfig, float]) -> dict[tuple[str, str], float]:
+    """The per-branch latency table (ms per (sensor, mode) and SHARED) whose sums best explain the end-to-end ms of
+    the measured configurations (least squares, every entry at least 1% of the largest measured time). Timing the
+    branches one by one adds each one's fixed overheads to the shared part's; a table fitted to whole runs is the
+    one whose config costs track what the clock sees (cost_report prints the residuals)."""
+    keys = [(s, m) for s in SENSORS for m in MODES[s][1:]] + [SHARED]
+    configs = list(measured)
+    A = torch.tensor([[1.0 if k == SHARED or getattr(c, k[0]) == k[1] else 0.0 for k in keys] for c in configs],
+                     dtype=torch.float64)
+    y = torch.tensor([measured[c] for c in configs], dtype=torch.float64)[:, None]
+    x = torch.linalg.lstsq(A, y).solution.flatten().clamp(min=0.01 * float(y.max()))
+    return {**{(s, "off"): 0.0 for s in SENSORS}, **{k: float(v) for k, v in zip(keys, x)}}
+
+
+def measure_latency_table(detector: FusionDetector, batch: Batch, repeats: int) -> dict[tuple[str, str], float]:
+    """fit_latency_table over every static configuration timed end to end on the one-frame `batch`."""
+    return fit_latency_table(configs_ms(detector, batch, static_configs(), repeats))
 
 
 def detector_from_config(path: str) -> tuple[FusionDetector, tuple[int, int]]:
@@ -177,27 +226,49 @@ def detector_from_config(path: str) -> tuple[FusionDetector, tuple[int, int]]:
     return detector, tuple(data.get("image_size", (320, 180)))
 
 
+def gate_cost(batch: Batch, repeats: int) -> tuple[float, float]:
+    """(GFLOPs, ms) of the gate (fusion/gate.py: glimpses + MLP) on the one-frame `batch`."""
+    from fusion.gate import Gate, configurations
+
+    gate = Gate(torch.ones(len(configurations()))).to(batch.present.device).eval()
+    budget = torch.ones(len(batch), device=batch.present.device)
+    with torch.no_grad():
+        return _count(lambda: gate(batch, budget)), median_ms(lambda: gate(batch, budget), repeats)
+
+
 def cost_report(detector: FusionDetector, batch: Batch, repeats: int) -> str:
-    """The tables `python -m fusion.cost` prints."""
+    """The tables `python -m fusion.cost` prints, and the fitted latency table as a YAML line (the gate's costs)."""
     flops, ms = branch_gflops(detector, batch), branch_ms(detector, batch, repeats)
     configs = static_configs()
-    full_g = config_gflops(flops, configs[0])
-    measured = {c: config_ms(detector, batch, c, repeats) for c in configs}
-    full_ms = measured[configs[0]]
+    full_g = config_cost(flops, configs[0])
+    measured = configs_ms(detector, batch, configs, repeats)
+    fitted = fit_latency_table(measured)
+    full_ms, full_t = measured[configs[0]], config_cost(fitted, configs[0])
+    gate_g, gate_ms = gate_cost(batch, repeats)
     lines = [f"per branch and mode, one frame, batch size 1 (full = {configs[0]}: {full_g:.3f} GFLOPs, "
-             f"{full_ms:.1f} ms end to end)",
-             "| branch | mode   | GFLOPs | share | ms     | share |",
-             "|--------|--------|--------|-------|--------|-------|"]
+             f"{full_ms:.1f} ms end to end); ms timed branch by branch, and fitted to the end-to-end times",
+             "| branch | mode   | GFLOPs | share | ms     | share | fitted ms | share |",
+             "|--------|--------|--------|-------|--------|-------|-----------|-------|"]
     for key in [(s, m) for s in SENSORS for m in MODES[s][1:]] + [SHARED]:
         lines.append(f"| {key[0]:<6} | {key[1]:<6} | {flops[key]:6.3f} | {flops[key] / full_g:5.2f} | "
-                     f"{ms[key]:6.1f} | {ms[key] / full_ms:5.2f} |")
-    lines += ["", "static configurations: counted cost and measured time as shares of full",
-              "| configuration                       | GFLOPs | cost/full | ms     | ms/full |",
-              "|-------------------------------------|--------|-----------|--------|---------|"]
+                     f"{ms[key]:6.1f} | {ms[key] / full_ms:5.2f} | {fitted[key]:9.1f} | {fitted[key] / full_t:5.2f} |")
+    lines.append(f"| gate   | on     | {gate_g:6.4f} | {gate_g / full_g:5.3f} | {gate_ms:6.2f} | {gate_ms / full_ms:5.3f} "
+                 f"|           |       |")
+    for sensor, low, high in (("camera", "low", "high"), ("lidar", "coarse", "fine")):
+        lines.append(f"{sensor} {high} / {low}: {flops[(sensor, high)] / flops[(sensor, low)]:.1f}x GFLOPs, "
+                     f"{ms[(sensor, high)] / ms[(sensor, low)]:.1f}x ms")
+    lines += ["", "static configurations as shares of full: GFLOPs counted, the gate's cost (the fitted latency table) "
+              "and end-to-end ms measured in this run",
+              "| configuration                       | GFLOPs | GFLOPs/full | cost/full | ms     | ms/full | "
+              "cost vs ms |",
+              "|-------------------------------------|--------|-------------|-----------|--------|---------|"
+              "------------|"]
     for c in configs:
-        g = config_gflops(flops, c)
-        lines.append(f"| {str(c):<35} | {g:6.3f} | {g / full_g:9.2f} | {measured[c]:6.1f} | "
-                     f"{measured[c] / full_ms:7.2f} |")
+        g, t, m = config_cost(flops, c), config_cost(fitted, c) / full_t, measured[c] / full_ms
+        lines.append(f"| {str(c):<35} | {g:6.3f} | {g / full_g:11.2f} | {t:9.2f} | {measured[c]:6.1f} | {m:7.2f} | "
+                     f"{(t - m) / m:+10.0%} |")
+    lines += ["", "the fitted latency table (gate_costs of a config, ms):",
+              "gate_costs: {" + ", ".join(f"{k}: {v:.2f}" for k, v in table_to_dict(fitted).items()) + "}"]
     return "\n".join(lines)
 
 

@@ -1,4 +1,8 @@
-"""The BEV fusion detector: per-sensor encoders (run only where chosen), mask-aware fusion, BEV backbone, head.
+"""The BEV fusion detector: per-sensor encoders (run only where chosen), mask-aware fusion, a light BEV decoder, head.
+
+The compute is in the sensor branches, as in deployed camera+LiDAR detectors: each encoder ends in its own BEV stage
+at its own grid resolution (sensors/bev.py BEVStage), and what runs after fusion (the decoder and the head) is small,
+so choosing sensors and resolutions per frame decides what a frame costs (fusion/cost.py measures it).
 
 Per-frame decisions are a (B, 3) long tensor over SENSORS holding a mode index into sensors.names.MODES
 (0 = "off"). A branch runs only on the sub-batch of frames that chose that mode; a mode chosen by
@@ -6,6 +10,7 @@ no frame is not computed at all. `SensorConfig` is one static choice ("camera=hi
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -15,7 +20,7 @@ from torch import Tensor, nn
 from fusion.head import CenterHead
 from sensors.bev import BEVGrid, conv_block, norm2d
 from sensors.camera import CameraEncoder
-from sensors.frame import Batch, CameraData, LidarData, RadarData
+from sensors.frame import Batch, select_points
 from sensors.lidar import LidarEncoder
 from sensors.names import CLASSES, MODES, SENSORS
 from sensors.radar import RadarEncoder
@@ -72,37 +77,34 @@ class SensorConfig:
         return ",".join(f"{s}={getattr(self, s)}" for s in SENSORS)
 
 
+def static_configs() -> list[SensorConfig]:
+    """Every static configuration with at least one sensor on, full (every sensor at its top mode) first."""
+    combos = itertools.product(*(MODES[s][::-1] for s in SENSORS))
+    return [SensorConfig(*c) for c in combos if any(m != "off" for m in c)]
+
+
+
 @dataclass
 class FrameRecord:
-    """What ran on one frame and an estimate of what it cost.
-
-    gflops: the chosen modes' entries of the cost table of fusion/cost.py, which is counted once, on the first frame
-    the model sees, by torch's FLOP counter (convolutions, linear layers, matmuls; not grid_sample, scatter or norms).
-    It is not a count on this frame: the point encoders' cost depends on the frame's number of points.
-    """
+    """What ran on one frame: the modes, its cost as a fraction of full by the model's latency table (fusion/cost.py)
+    and, where a gate chose, its probabilities per sensor and mode (sensor -> one per MODES[sensor]).
+    Evaluation adds what it measured on the frame: FLOPs counted on its own forward pass and ms."""
 
     sample_token: str
     camera: str
     lidar: str
     radar: str
-    gflops: float
-
-def select_camera(data: CameraData, idx: Tensor) -> CameraData:
-    return CameraData(data.images[idx], data.intrinsics[idx], data.ego_T_cam[idx], data.valid[idx])
-
-
-def select_points(points: Tensor, batch_index: Tensor, idx: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:
-    """Points of the frames `idx` (K,), re-indexed 0..K-1 in that order."""
-    remap = torch.full((batch_size,), -1, dtype=torch.long, device=batch_index.device)
-    remap[idx] = torch.arange(len(idx), device=batch_index.device)
-    new = remap[batch_index.long()]
-    keep = new >= 0
-    return points[keep], new[keep]
+    cost: float
+    gate: dict[str, list[float]] | None = None
 
 
 class MaskedFusion(nn.Module):
     """Per-sensor 1x1 projections summed over the sensors each frame used, divided by their number, plus the
-    (B, 3) use mask broadcast as 3 channels: any subset of sensors per frame -> (B, channels + 3, H, W)."""
+    (B, 3) use mask broadcast as 3 channels: any subset of sensors per frame -> (B, channels + 3, H, W).
+
+    `weights` (B, 3), optional, multiply each sensor's projected features per frame: the gate's straight-through
+    selection values (1 in the forward pass; their gradient is the soft selection's, fusion/gate.py), through which
+    the detection loss of each frame reaches the gate."""
 
     def __init__(self, in_channels: dict[str, int], channels: int):
         super().__init__()
@@ -110,47 +112,49 @@ class MaskedFusion(nn.Module):
         self.proj = nn.ModuleDict({s: nn.Sequential(nn.Conv2d(c, channels, 1, bias=False), norm2d(channels))
                                    for s, c in in_channels.items()})
 
-    def forward(self, features: dict[str, Tensor | None], used: Tensor, hw: tuple[int, int]) -> Tensor:
+    def forward(self, features: dict[str, Tensor | None], used: Tensor, hw: tuple[int, int],
+                weights: Tensor | None = None) -> Tensor:
         """features: sensor -> (B, C_s, H, W) or None (not run for any frame); used (B, 3) bool; hw = (H, W)."""
         B = used.shape[0]
         ref = next(self.parameters())
         fused = ref.new_zeros(B, self.channels, *hw)
         w = used.to(ref.dtype)
+        scale = w if weights is None else w * weights.to(ref.dtype)
         for i, s in enumerate(SENSORS):
             f = features.get(s)
             if f is not None:
-                fused = fused + self.proj[s](f) * w[:, i, None, None, None].to(f.dtype)
+                fused = fused + self.proj[s](f) * scale[:, i, None, None, None].to(f.dtype)
         fused = fused / w.sum(1).clamp(min=1.0)[:, None, None, None].to(fused.dtype)
         masks = w[:, :, None, None].expand(-1, -1, *hw).to(fused.dtype)
         return torch.cat([fused, masks], 1)
 
 
-class BEVBackbone(nn.Module):
-    """(B, in_channels, H, W) -> (B, channels, H, W): conv blocks, one stride-2 stage, upsample and merge."""
+class BEVDecoder(nn.Module):
+    """The light shared decoder after fusion: (B, in_channels, H, W) -> (B, channels, H, W). One stride-2 stage for
+    context (a 1x1 skip at full resolution plus the upsampled stage), as small as the branches' own BEV stages
+    allow: every FLOP here is paid whatever the gate chooses."""
 
-    def __init__(self, in_channels: int, channels: int = 32):
+    def __init__(self, in_channels: int, channels: int = 16):
         super().__init__()
         c = channels
-        self.stem = nn.Sequential(conv_block(in_channels, c), conv_block(c, c))
-        self.down = nn.Sequential(conv_block(c, 2 * c, 2), conv_block(2 * c, 2 * c), conv_block(2 * c, 2 * c))
-        self.up = nn.Sequential(nn.ConvTranspose2d(2 * c, c, 2, 2, bias=False), norm2d(c), nn.ReLU(inplace=True))
-        self.merge = conv_block(2 * c, c)
+        self.skip = nn.Sequential(nn.Conv2d(in_channels, c, 1, bias=False), norm2d(c))
+        self.down = nn.Sequential(conv_block(in_channels, 2 * c, 2), conv_block(2 * c, 2 * c))
+        self.up = nn.Sequential(nn.ConvTranspose2d(2 * c, c, 2, 2, bias=False), norm2d(c))
         self.channels = c
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.stem(x)
         y = self.up(self.down(x))
-        return self.merge(torch.cat([x, y[..., :x.shape[-2], :x.shape[-1]]], 1))
+        return torch.relu(self.skip(x) + y[..., :x.shape[-2], :x.shape[-1]])
 
 
 class FusionDetector(nn.Module):
-    """Encoders + fusion + backbone + head. forward(batch, decisions) -> head outputs (see fusion/head.py)."""
+    """Encoders + fusion + decoder + head. forward(batch, decisions) -> head outputs (see fusion/head.py)."""
 
     def __init__(self, camera: CameraEncoder, lidar: LidarEncoder, radar: RadarEncoder, fusion: MaskedFusion,
-                 backbone: BEVBackbone, head: CenterHead, camera_heatmap: nn.Module | None = None):
+                 decoder: BEVDecoder, head: CenterHead, camera_heatmap: nn.Module | None = None):
         super().__init__()
         self.camera, self.lidar, self.radar = camera, lidar, radar
-        self.fusion, self.backbone, self.head = fusion, backbone, head
+        self.fusion, self.decoder, self.head = fusion, decoder, head
         self.camera_heatmap = camera_heatmap
         self.grid: BEVGrid = head.grid
 
@@ -161,19 +165,19 @@ class FusionDetector(nn.Module):
         LiDAR points (used whether or not the frame chose LiDAR) and its image semantics supervised by the boxes
         (sensors/camera.py)."""
         B = len(batch)
+        whole = len(idx) == B and bool((idx == torch.arange(B, device=idx.device)).all())
         if sensor == "camera":
+            camera = batch.camera if whole else batch.camera.select(idx)
             if aux is None:
-                return self.camera(select_camera(batch.camera, idx), mode)[0]
-            p, i = select_points(batch.lidar.points, batch.lidar.batch_index, idx, B)
-            bev, losses = self.camera(select_camera(batch.camera, idx), mode, p, i,
-                                      [batch.gt[j] for j in idx.tolist()])
+                return self.camera(camera, mode)[0]
+            (p, i), _ = select_points(batch.lidar.points, batch.lidar.batch_index, idx, B)
+            bev, losses = self.camera(camera, mode, p, i, [batch.gt[j] for j in idx.tolist()])
             aux.append(losses)
             return bev
-        if sensor == "lidar":
-            p, i = select_points(batch.lidar.points, batch.lidar.batch_index, idx, B)
-            return self.lidar(LidarData(p, i), len(idx), mode)
-        p, i = select_points(batch.radar.points, batch.radar.batch_index, idx, B)
-        return self.radar(RadarData(p, i), len(idx), mode)
+        data = batch.lidar if sensor == "lidar" else batch.radar
+        p, i = (data.points, data.batch_index) if whole else select_points(data.points, data.batch_index, idx, B)[0]
+        encoder = self.lidar if sensor == "lidar" else self.radar
+        return encoder(type(data)(p, i), len(idx), mode)
 
     def encode(self, batch: Batch, decisions: Tensor, aux: list[dict] | None = None) -> dict[str, Tensor | None]:
         """sensor -> (B, C_s, H, W) (zeros for frames that did not use it) or None where no frame used it; `aux`
@@ -196,8 +200,9 @@ class FusionDetector(nn.Module):
             out[s] = feat
         return out
 
-    def forward(self, batch: Batch, decisions: Tensor) -> dict[str, Tensor]:
-        """decisions (B, 3) long mode indices (a sensor not present is forced off) -> head outputs; in training
+    def forward(self, batch: Batch, decisions: Tensor, weights: Tensor | None = None) -> dict[str, Tensor]:
+        """decisions (B, 3) long mode indices (a sensor not present is forced off) -> head outputs; weights (B, 3):
+        the gate's straight-through selection values that multiply each sensor's features (MaskedFusion); in training
         mode, where a camera ran, also "camera_depth_loss" and "camera_semantic_loss" (scalars) and, with a
         camera_heatmap head, "camera_heatmap" (K, 10, H, W) logits of the camera's BEV alone for the K frames
         "camera_frames" (K,)."""
@@ -206,7 +211,7 @@ class FusionDetector(nn.Module):
         decisions = torch.where(batch.present.bool(), decisions.long(), torch.zeros_like(decisions.long()))
         aux: list[dict] | None = [] if self.training else None
         features = self.encode(batch, decisions, aux)
-        outputs = self.shared(features, decisions > 0)
+        outputs = self.shared(features, decisions > 0, weights)
         for name in ("depth", "semantic") if aux else ():
             outputs[f"camera_{name}_loss"] = torch.stack([a[name] for a in aux]).mean()
         if self.training and self.camera_heatmap is not None and features["camera"] is not None:
@@ -215,19 +220,21 @@ class FusionDetector(nn.Module):
             outputs["camera_frames"] = rows
         return outputs
 
-    def shared(self, features: dict[str, Tensor | None], used: Tensor) -> dict[str, Tensor]:
-        """Fusion + backbone + head on given encoder features (used by fusion/cost.py)."""
-        return self.head(self.fused_bev(features, used))
+    def shared(self, features: dict[str, Tensor | None], used: Tensor, weights: Tensor | None = None
+               ) -> dict[str, Tensor]:
+        """Fusion + decoder + head on given encoder features (used by fusion/cost.py)."""
+        return self.head(self.fused_bev(features, used, weights))
 
-    def fused_bev(self, features: dict[str, Tensor | None], used: Tensor) -> Tensor:
-        """Fusion + backbone: the (B, C, H, W) BEV features the head reads."""
-        return self.backbone(self.fusion(features, used, (self.grid.H, self.grid.W)))
+    def fused_bev(self, features: dict[str, Tensor | None], used: Tensor, weights: Tensor | None = None) -> Tensor:
+        """Fusion + decoder: the (B, C, H, W) BEV features the head reads."""
+        return self.decoder(self.fusion(features, used, (self.grid.H, self.grid.W), weights))
 
 
 def build_detector(bev_range: float = 51.2, bev_cell: float = 0.8, z_min: float = -2.0, z_max: float = 4.0,
                    camera_width: int = 16, camera_channels: int = 32, camera_heights: int = 4,
-                   camera_bev_factor: int = 2, lidar_channels: int = 32, lidar_coarse_points: int = 16384,
-                   lidar_fine_points: int = 65536, radar_channels: int = 16, radar_points: int = 4096,
+                   camera_bev_factor: int = 2, camera_bev_blocks: int = 2, lidar_channels: int = 32,
+                   lidar_coarse_points: int = 16384, lidar_fine_points: int = 65536, lidar_bev_blocks: int = 3,
+                   radar_channels: int = 16, radar_points: int = 4096,
                    fusion_channels: int = 32, bev_channels: int = 32, head_channels: int = 32,
                    score_threshold: float = 0.05, max_detections: int = 500, heatmap_weight: float = 1.0,
                    regression_weight: float = 0.25, attribute_weight: float = 0.2,
@@ -241,12 +248,12 @@ def build_detector(bev_range: float = 51.2, bev_cell: float = 0.8, z_min: float 
         raise ValueError(f"build_detector: direction_weight must be >= 0, got {direction_weight}")
     grid = BEVGrid((-bev_range, bev_range), (-bev_range, bev_range), bev_cell, (z_min, z_max))
     camera = CameraEncoder(grid, camera_width, camera_channels, camera_heights, camera_bev_factor,
-                           camera_depth_bins)
-    lidar = LidarEncoder(grid, lidar_channels, lidar_coarse_points, lidar_fine_points)
+                           camera_depth_bins, camera_bev_blocks)
+    lidar = LidarEncoder(grid, lidar_channels, lidar_coarse_points, lidar_fine_points, lidar_bev_blocks)
     radar = RadarEncoder(grid, radar_channels, radar_points)
     fusion = MaskedFusion({"camera": camera_channels, "lidar": lidar_channels, "radar": radar_channels},
                           fusion_channels)
-    backbone = BEVBackbone(fusion_channels + len(SENSORS), bev_channels)
+    decoder = BEVDecoder(fusion_channels + len(SENSORS), bev_channels)
     head = CenterHead(grid, bev_channels, head_channels, heatmap_weight=heatmap_weight,
                       regression_weight=regression_weight, attribute_weight=attribute_weight,
                       direction_weight=direction_weight, score_threshold=score_threshold, max_detections=max_detections)
@@ -254,4 +261,4 @@ def build_detector(bev_range: float = 51.2, bev_cell: float = 0.8, z_min: float 
     if camera_heatmap:
         aux_head = nn.Conv2d(camera_channels, len(CLASSES), 3, padding=1)
         nn.init.constant_(aux_head.bias, -math.log((1 - 0.01) / 0.01))
-    return FusionDetector(camera, lidar, radar, fusion, backbone, head, aux_head)
+    return FusionDetector(camera, lidar, radar, fusion, decoder, head, aux_head)

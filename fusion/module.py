@@ -1,9 +1,14 @@
-"""GateFusionModule: the LightningModule that trains and runs the fusion detector.
+"""GateFusionModule: the LightningModule that trains and runs the fusion detector and its gate.
 
 Training uses the static sensor configuration (`sensors`), except that with probability `train_sensor_dropout`
 per frame a random non-empty subset of the present sensors at random resolutions is used instead, so that one
-model can be evaluated under every static configuration. Validation and `detect` use the static configuration
-(or the one given). Hyperparameters are plain values (save_hyperparameters), so
+model can be evaluated under every static configuration and every branch keeps learning. With `gate`, after the
+first `gate_start` of the training steps, the frames not given a random subset are decided by the gate
+(fusion/gate.py): a straight-through Gumbel-softmax sample at a temperature falling from `gate_tau[0]` to
+`gate_tau[1]`, for a budget b drawn per batch between the cheapest configuration's share and 1, with the loss
+adding `gate_cost_weight * |mean expected cost - b|` (costs as fractions of full, from the latency table
+`gate_costs`). Validation uses the static configuration; `detect` the static configuration, the one given, or,
+with a budget, the gate. Hyperparameters are plain values (save_hyperparameters), so
 `GateFusionModule.load_from_checkpoint(path, map_location="cpu")` rebuilds it.
 """
 from __future__ import annotations
@@ -14,8 +19,10 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from fusion.cost import branch_gflops, config_gflops
+from fusion.cost import (config_cost, measure_latency_table, relative_costs, synthetic_frame, table_from_dict,
+                         table_to_dict)
 from fusion.detector import FrameRecord, SensorConfig, build_detector
+from fusion.gate import Gate, configurations
 from sensors.frame import Batch, Detections
 from sensors.names import MODES, SENSORS
 
@@ -62,6 +69,15 @@ class GateFusionModule(pl.LightningModule):
                           the images (sensors/camera.py), training only
     camera_heatmap_weight: weight of the training-only heatmap loss of the camera's BEV alone (0: no such head;
                           see build_detector)
+    gate:                 train and carry the gate (fusion/gate.py); without it the model is static
+    gate_costs:           latency table, ms per branch and mode and for the shared part ({"camera=low": ms, ...,
+                          "shared": ms}; `python -m fusion.cost --config C` prints it for this machine). None:
+                          measured on the training device at the start of fitting (or of the first detect), then
+                          stored in the hyperparameters, so the checkpoint records the costs its gate learned with
+    gate_start:           fraction of the training steps before the gate decides (modality dropout alone before)
+    gate_cost_weight:     weight of the compute penalty |mean expected cost - budget|
+    gate_tau:             Gumbel-softmax temperature at the start and the end of the gate's training
+    gate_hidden:          width of the gate's MLP
     **detector:           build_detector's hyperparameters (grid, widths, point budgets, head loss weights), passed
                           on by name. They are declared once, in build_detector's signature; LightningCLI reads them
                           from there (they are flat `model.*` keys of the YAML configs) and save_hyperparameters
@@ -71,7 +87,9 @@ class GateFusionModule(pl.LightningModule):
     def __init__(self, sensors: str = "camera=high,lidar=fine,radar=on", train_sensor_dropout: float = 0.5,
                  lr: float = 2e-3, weight_decay: float = 1e-2, pct_start: float = 0.2,
                  camera_depth_weight: float = 0.5, camera_heatmap_weight: float = 0.0,
-                 camera_semantic_weight: float = 0.0, **detector):
+                 camera_semantic_weight: float = 0.0, gate: bool = False, gate_costs: dict[str, float] | None = None,
+                 gate_start: float = 0.3, gate_cost_weight: float = 2.0, gate_tau: tuple[float, float] = (1.0, 0.2),
+                 gate_hidden: int = 64, **detector):
         super().__init__()
         self.save_hyperparameters()
         self.static = SensorConfig.parse(sensors)
@@ -84,8 +102,15 @@ class GateFusionModule(pl.LightningModule):
                 raise ValueError(f"GateFusionModule: {name} must be >= 0, got {value}")
         if not 0.0 <= train_sensor_dropout <= 1.0:
             raise ValueError(f"GateFusionModule: train_sensor_dropout must be in [0, 1], got {train_sensor_dropout}")
+        if not 0.0 <= gate_start < 1.0:
+            raise ValueError(f"GateFusionModule: gate_start must be in [0, 1), got {gate_start}")
+        if gate_cost_weight < 0 or len(gate_tau) != 2 or not all(t > 0 for t in gate_tau):
+            raise ValueError(f"GateFusionModule: gate_cost_weight must be >= 0 and gate_tau two temperatures > 0, got "
+                             f"{gate_cost_weight}, {gate_tau}")
         self.detector = build_detector(camera_heatmap=camera_heatmap_weight > 0, **detector)
-        self._cost_table: dict | None = None
+        self.latency: dict | None = table_from_dict(gate_costs) if gate_costs else None
+        costs = relative_costs(self.latency, configurations()) if self.latency else torch.ones(len(configurations()))
+        self.gate = Gate(costs, gate_hidden) if gate else None
 
     def forward(self, batch: Batch, decisions: Tensor) -> dict[str, Tensor]:
         return self.detector(batch, decisions)
@@ -94,12 +119,65 @@ class GateFusionModule(pl.LightningModule):
         return batch.to(device) if isinstance(batch, Batch) else super().transfer_batch_to_device(batch, device,
                                                                                                   dataloader_idx)
 
-    def training_decisions(self, batch: Batch) -> Tensor:
-        static = self.static.decisions(batch.present)
-        return random_decisions(batch.present, static, self.hparams.train_sensor_dropout)
+    def setup(self, stage: str) -> None:
+        """Without gate_costs, a gated model measures its latency table on the training device before fitting
+        (rank 0's, broadcast, so that every process penalises the same costs)."""
+        if stage == "fit" and self.gate is not None and self.latency is None:
+            dm = self.trainer.datamodule
+            image_size = tuple(dm.hparams.get("image_size", (320, 180))) if dm is not None else (320, 180)
+            frame = synthetic_frame(self.detector.grid, image_size, 32768, 300).to(self.device)
+            table = self.trainer.strategy.broadcast(measure_latency_table(self.detector, frame, repeats=5))
+            self.set_latency(table)
 
-    def _step(self, batch: Batch, decisions: Tensor, stage: str) -> Tensor:
-        outputs = self(batch, decisions)
+    def set_latency(self, table: dict) -> None:
+        """Use a measured latency table (fusion/cost.py measure_latency_table) for the gate's costs and record it in the
+        hyperparameters."""
+        self.latency = table
+        self.hparams.gate_costs = table_to_dict(table)
+        if self.gate is not None:
+            self.gate.costs.copy_(relative_costs(table, configurations()).to(self.gate.costs))
+
+    def gate_progress(self) -> float | None:
+        """Progress in [0, 1] through the gate's training phase; None before it (or without a gate)."""
+        if self.gate is None or self.trainer is None:
+            return None
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        start = int(self.hparams.gate_start * total)
+        if self.global_step < start:
+            return None
+        return min(1.0, (self.global_step - start) / max(1, total - start))
+
+    def training_decisions(self, batch: Batch) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """(decisions (B, 3), gate weights (B, 3) or None, compute penalty or None) for one training batch."""
+        static = self.static.decisions(batch.present)
+        progress = self.gate_progress()
+        if progress is None:
+            return random_decisions(batch.present, static, self.hparams.train_sensor_dropout), None, None
+        B = len(batch)
+        by_gate = torch.rand(B) >= self.hparams.train_sensor_dropout  # the other frames: a random subset
+        randomised = random_decisions(batch.present, static, 1.0).to(static.device)
+        by_gate = by_gate.to(static.device)
+        lo = self.gate.min_budget
+        budget = lo + (1 - lo) * float(torch.rand(()))
+        logits = self.gate(batch, torch.full((B,), budget, device=batch.present.device))
+        t0, t1 = self.hparams.gate_tau
+        tau = t0 * (t1 / t0) ** progress
+        decisions, weights = self.gate.selection(self.gate.sample(logits, tau))
+        decisions = torch.where(by_gate[:, None], decisions, randomised)
+        weights = torch.where(by_gate[:, None], weights, torch.ones_like(weights))
+        expected = self.gate.expected_cost(logits).mean()
+        log = {"gate/expected_cost": expected.detach(), "gate/budget": torch.tensor(budget), "gate/tau": torch.tensor(tau)}
+        chosen = decisions[by_gate]
+        if len(chosen):
+            for i, s in enumerate(SENSORS):
+                for m_i, m in enumerate(MODES[s]):
+                    log[f"gate/{s}_{m}"] = (chosen[:, i] == m_i).float().mean()
+        self.log_dict(log, batch_size=B)
+        return decisions, weights, (expected - budget).abs()
+
+    def _step(self, batch: Batch, decisions: Tensor, stage: str, weights: Tensor | None = None,
+              penalty: Tensor | None = None) -> Tensor:
+        outputs = self.detector(batch, decisions, weights)
         losses = self.detector.head.loss(outputs, batch.gt)
         for name in ("depth", "semantic"):  # training only: the camera's depth (LiDAR) and image semantics (boxes)
             if f"camera_{name}_loss" in outputs:
@@ -107,6 +185,9 @@ class GateFusionModule(pl.LightningModule):
                 losses["loss"] = losses["loss"] + self.hparams[f"camera_{name}_weight"] * losses[f"camera_{name}"]
         if "camera_heatmap" in losses:  # training only: the camera's BEV detecting alone
             losses["loss"] = losses["loss"] + self.hparams.camera_heatmap_weight * losses["camera_heatmap"]
+        if penalty is not None:
+            losses["gate_penalty"] = penalty
+            losses["loss"] = losses["loss"] + self.hparams.gate_cost_weight * penalty
         self.log_dict({f"{stage}/{k}": v.detach() for k, v in losses.items() if k != "loss"}, batch_size=len(batch),
                       prog_bar=False, sync_dist=stage != "train")
         self.log(f"{stage}_loss", losses["loss"].detach(), batch_size=len(batch), prog_bar=True,
@@ -114,7 +195,8 @@ class GateFusionModule(pl.LightningModule):
         return losses["loss"]
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        return self._step(batch, self.training_decisions(batch), "train")
+        decisions, weights, penalty = self.training_decisions(batch)
+        return self._step(batch, decisions, "train", weights, penalty)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> Tensor:
         return self._step(batch, self.static.decisions(batch.present), "val")
@@ -129,33 +211,58 @@ class GateFusionModule(pl.LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: one_cycle(step, total, pct))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
-    def cost_table(self, batch: Batch) -> dict:
-        """GFLOPs per (sensor, mode) (fusion/cost.py), counted once on the first frame seen and cached."""
-        if self._cost_table is None:
-            try:  # never count inside an outer FlopCounterMode (e.g. evaluation's own count)
+    def latency_table(self, batch: Batch) -> dict:
+        """ms per (sensor, mode) and SHARED: the hyperparameters' gate_costs, else measured once on the first frame of
+        `batch` (fusion/cost.py measure_latency_table) and kept."""
+        if self.latency is None:
+            try:  # never measure inside an outer FlopCounterMode (e.g. evaluation's own count)
                 from torch.utils._python_dispatch import _disable_current_modes
             except ImportError:  # pragma: no cover
                 from contextlib import nullcontext as _disable_current_modes
+            frame = batch.select(torch.zeros(1, dtype=torch.long))
+            frame.present = torch.ones_like(frame.present)
+            was_training = self.training
             with _disable_current_modes():
-                self._cost_table = branch_gflops(self.detector, batch)
-        return self._cost_table
+                self.set_latency(measure_latency_table(self.detector, frame, repeats=3))
+            self.train(was_training)
+        return self.latency
 
     @torch.no_grad()
-    def detect(self, batch: Batch, sensors: SensorConfig | None = None) -> tuple[list[Detections], list[FrameRecord]]:
+    def choose(self, batch: Batch, sensors: SensorConfig | None = None, budget: float | None = None,
+               price: float = 0.0) -> tuple[Tensor, dict[str, Tensor] | None]:
+        """(decisions (B, 3) long, the gate's per-sensor mode probabilities or None): the gate's hard choice at
+        `budget` and `price` (fusion/gate.py calibrate_price), else the static configuration `sensors` (default:
+        the hyperparameters')."""
+        if budget is None:
+            return (sensors if sensors is not None else self.static).decisions(batch.present), None
+        if self.gate is None:
+            raise ValueError("GateFusionModule: this checkpoint has no gate (trained with gate: false); evaluate it "
+                             "with a static configuration instead of a budget")
+        logits = self.gate(batch, torch.full((len(batch),), float(budget), device=batch.present.device))
+        decisions = self.gate.table[self.gate.decide(logits, price)]
+        decisions = torch.where(batch.present.bool(), decisions, torch.zeros_like(decisions))
+        return decisions, self.gate.marginals(logits)
+
+    @torch.no_grad()
+    def detect(self, batch: Batch, sensors: SensorConfig | None = None, budget: float | None = None,
+               price: float = 0.0) -> tuple[list[Detections], list[FrameRecord]]:
         """Eval-mode detections of a batch under a static configuration (default: `sensors` of the
-        hyperparameters), sensors not present in a frame turned off; one FrameRecord per frame."""
-        config = sensors if sensors is not None else self.static
+        hyperparameters) or, with a budget, the gate's choice; sensors not present in a frame turned off. One
+        FrameRecord per frame (its cost from the latency table; FLOPs and ms are measured by the caller)."""
         was_training = self.training
         self.eval()
         try:
-            decisions = config.decisions(batch.present)
+            decisions, probs = self.choose(batch, sensors, budget, price)
             detections = self.detector.head.decode(self.detector(batch, decisions))
         finally:
             self.train(was_training)
-        table = self.cost_table(batch)
+        table = self.latency_table(batch)
+        full = config_cost(table, configurations()[0])
         records = []
         for b, row in enumerate(decisions.tolist()):
             used = SensorConfig.from_indices(row)
             token = batch.meta[b].sample_token if b < len(batch.meta) else ""
-            records.append(FrameRecord(token, used.camera, used.lidar, used.radar, config_gflops(table, used)))
+            gate = {s: [round(float(v), 4) for v in p[b]] for s, p in probs.items()} if probs else None
+            records.append(FrameRecord(token, used.camera, used.lidar, used.radar,
+                                       config_cost(table, used) / full, gate))
         return detections, records

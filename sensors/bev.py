@@ -1,5 +1,6 @@
-"""The shared bird's-eye-view (BEV) grid that every sensor encoder writes onto, and the conv blocks the encoders and
-the fusion detector are built from (sensors/ and fusion/ both import this module; it imports neither).
+"""The shared bird's-eye-view (BEV) grid that every sensor encoder writes onto, the conv blocks the encoders and
+the fusion detector are built from, and `BEVStage`, a sensor branch's own BEV encoder at its own grid resolution
+(sensors/ and fusion/ both import this module; it imports neither).
 
 Layout: a BEV tensor is (B, C, H, W) with rows along +y and columns along +x of the key-frame ego frame:
 cell (row i, col j) covers x in [x_min + j * cell, x_min + (j + 1) * cell), y likewise with i. Metric points map
@@ -92,3 +93,30 @@ def conv_block(cin: int, cout: int, stride: int = 1, kernel: int = 3) -> torch.n
         norm2d(cout),
         torch.nn.ReLU(inplace=True),
     )
+
+
+class BEVStage(torch.nn.Module):
+    """A sensor branch's own BEV encoder, run at the branch's grid and brought to the shared one.
+
+    (B, cin, h, w) on `grid` -> (B, channels, H, W) on `shared`: `blocks` conv blocks at the branch's resolution,
+    then a transition conv block, strided by `grid`/`shared` when the branch's grid is finer (LiDAR fine); on a
+    coarser grid (the camera's lift) the output is upsampled bilinearly. In CenterPoint-style detectors the 2D
+    backbone after the pillar scatter belongs to the LiDAR branch; here every branch has one, so that a finer mode
+    pays for its resolution in this stage and the shared decoder after fusion stays light (fusion/detector.py)."""
+
+    def __init__(self, cin: int, channels: int, blocks: int, grid: BEVGrid, shared: BEVGrid):
+        super().__init__()
+        ratio = shared.cell / grid.cell
+        stride = int(round(ratio)) if ratio >= 1 else 1
+        if ratio >= 1 and (abs(ratio - stride) > 1e-6 or stride not in (1, 2, 4)):
+            raise ValueError(f"BEVStage: grid cell {grid.cell} m must be the shared cell {shared.cell} m / 1, 2 or 4")
+        self.shared = shared
+        layers = [conv_block(cin if i == 0 else channels, channels) for i in range(blocks)]
+        self.body = torch.nn.Sequential(*layers, conv_block(channels if blocks else cin, channels, stride))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.body(x)
+        if x.shape[-2:] != (self.shared.H, self.shared.W):
+            x = torch.nn.functional.interpolate(x, size=(self.shared.H, self.shared.W), mode="bilinear",
+                                                align_corners=False)
+        return x

@@ -48,6 +48,10 @@ class CameraData:
 
     to = _to
 
+    def select(self, idx: Tensor) -> "CameraData":
+        """Batch only: the frames `idx` (K,) long, in that order."""
+        return CameraData(self.images[idx], self.intrinsics[idx], self.ego_T_cam[idx], self.valid[idx])
+
 
 @dataclass
 class LidarData:
@@ -178,6 +182,27 @@ class Batch:
 
     def __len__(self) -> int:
         return int(self.present.shape[0])
+
+    def select(self, idx: Tensor) -> "Batch":
+        """The frames `idx` (K,) long, in that order, as a Batch of K (points re-indexed 0..K-1)."""
+        idx = idx.to(self.present.device).long()
+        camera = self.camera.select(idx)
+        (lp, li), keep = select_points(self.lidar.points, self.lidar.batch_index, idx, len(self))
+        ring = self.lidar.ring[keep] if self.lidar.ring is not None else None
+        (rp, ri), _ = select_points(self.radar.points, self.radar.batch_index, idx, len(self))
+        listed = idx.tolist()
+        return Batch(camera, LidarData(lp, li, ring), RadarData(rp, ri), [self.gt[i] for i in listed],
+                     self.present[idx], [self.meta[i] for i in listed if i < len(self.meta)])
+
+
+def select_points(points: Tensor, batch_index: Tensor, idx: Tensor, batch_size: int
+                  ) -> tuple[tuple[Tensor, Tensor], Tensor]:
+    """((points, batch index re-indexed 0..K-1 in the order of `idx` (K,)), keep mask over the input points)."""
+    remap = torch.full((batch_size,), -1, dtype=torch.long, device=batch_index.device)
+    remap[idx] = torch.arange(len(idx), device=batch_index.device)
+    new = remap[batch_index.long()]
+    keep = new >= 0
+    return (points[keep], new[keep]), keep
 
 
 def _cat_points(parts: list[Tensor], dim: int) -> tuple[Tensor, Tensor]:

@@ -1,9 +1,10 @@
 """fusion/cost.py's command line: GFLOPs and measured ms per branch, mode and static configuration of a config."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from fusion.cost import (SHARED, branch_gflops, config_gflops, detector_from_config, main, static_configs,
+from fusion.cost import (SHARED, branch_gflops, config_cost, detector_from_config, main, static_configs,
                          synthetic_frame)
 from sensors.names import MODES, SENSORS
 
@@ -21,9 +22,10 @@ def test_cost_command_prints_every_branch_and_configuration():
                    "--radar-points", "50"])
     rows = [r for r in report.splitlines() if r.startswith("| ") and not r.startswith("| branch")
             and not r.startswith("| configuration")]
-    assert len(rows) == sum(len(MODES[s]) - 1 for s in SENSORS) + 1 + len(static_configs())
+    assert len(rows) == sum(len(MODES[s]) - 1 for s in SENSORS) + 2 + len(static_configs())  # + shared, gate
+    assert re.search(r"^gate_costs: \{camera=low: [0-9.]+, .*shared: [0-9.]+\}$", report, re.M)
     detector, image_size = detector_from_config(str(REPO / "configs" / "tiny.yaml"))
     assert image_size == (160, 90) and detector.grid.cell == 3.2
     table = branch_gflops(detector, synthetic_frame(detector.grid, image_size, 2000, 50))
-    full = config_gflops(table, static_configs()[0])
+    full = config_cost(table, static_configs()[0])
     assert f"{full:.3f} GFLOPs" in report and f"| shared | on     | {table[SHARED]:6.3f} |" in report

@@ -208,14 +208,14 @@ def eval_run(tiny_world, tiny_run, tmp_path_factory):
     real = datasets.evaluation.run_model
 
     def jittered(model, loader, *args, **kwargs):
-        detections, records, metas, latencies = real(model, loader, *args, **kwargs)
+        detections, records, metas, measured = real(model, loader, *args, **kwargs)
         frames = [loader.dataset[i] for i in range(len(loader.dataset))]
         assert [f.meta.sample_token for f in frames] == [m.sample_token for m in metas]
         detections = _gt_as_detections(frames)
         for k, d in enumerate(detections):
             d.boxes = d.boxes.clone()
             d.boxes[:, 0] += 0.4 * k
-        return detections, records, metas, latencies
+        return detections, records, metas, measured
 
     out = tmp_path_factory.mktemp("eval_run") / "eval"
     ckpt, cache = tiny_run
@@ -223,7 +223,7 @@ def eval_run(tiny_world, tiny_run, tmp_path_factory):
         mp.setattr(datasets.evaluation, "run_model", jittered)
         m = eval_main(["--ckpt", str(ckpt), "--dataroot", str(tiny_world), "--split", "synth_val", "--out", str(out),
                        "--num-workers", "0", "--sensors", "camera=low,lidar=coarse,radar=off",
-                       "--cache-dir", str(cache), "--flop-frames", "1"])
+                       "--cache-dir", str(cache)])
     return out, m
 
 
@@ -236,11 +236,13 @@ def test_eval_py_end_to_end_on_a_tiny_checkpoint(eval_run, tiny_world):
     assert _check_nds_is_the_devkits(out, tiny_world)["nds"] == m["nds"] and 0.3 < m["nds"] < 0.99
     assert m["sensors"] == {"camera": "low", "lidar": "coarse", "radar": "off"}
     assert m["gflops_per_frame"] > 0 and m["latency_ms"]["p95"] >= m["latency_ms"]["p50"] > 0
-    assert abs(m["gflops_per_frame"] - m["gflops_per_frame_records"]) < 0.05 * m["gflops_per_frame"] + 1e-3
+    assert 0 < m["cost_per_frame"]["mean"] <= m["cost_per_frame"]["p95"] < 1
+    assert m["selection"]["all"]["selection"]["lidar"] == {"off": 0.0, "coarse": 1.0, "fine": 0.0}
     results = json.loads((out / "results.json").read_text())
     assert results["meta"]["use_radar"] is False
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     assert len(records) == m["frames"] and all(r["radar"] == "off" and r["gflops"] > 0 for r in records)
+    assert sum(r["gflops"] for r in records) / len(records) == pytest.approx(m["gflops_per_frame"])
 
 
 def test_nds_check_fails_when_metrics_and_results_disagree(eval_run, tiny_world, tmp_path):

@@ -26,7 +26,7 @@ LAYERS = (
     ("grid and blocks", ("sensors.bev", "sensors.points"), ("names and geometry", "frame types"), True),
     ("encoders", ("sensors.camera", "sensors.lidar", "sensors.radar"),
      ("names and geometry", "frame types", "grid and blocks"), True),
-    ("model", ("fusion.head", "fusion.detector", "fusion.cost"),
+    ("model", ("fusion.head", "fusion.detector", "fusion.cost", "fusion.gate"),
      ("names and geometry", "frame types", "grid and blocks", "encoders"), True),
     ("lightning", ("fusion.module",), ("names and geometry", "frame types", "grid and blocks", "encoders", "model"),
      True),
@@ -165,7 +165,7 @@ def test_detector_hyperparameters_are_declared_once_and_passed_by_name():
     d = m.detector
     assert (d.camera.channels, d.camera.heights, d.camera.depth_bins) == (8, 2, 5)
     assert (d.lidar.channels, d.radar.channels, d.radar.max_points, d.fusion.channels) == (12, 4, 77, 16)
-    assert d.backbone.channels == 20 and d.head.shared[0].out_channels == 8 and d.head.weights[3] == 0.3
+    assert d.decoder.channels == 20 and d.head.shared[0].out_channels == 8 and d.head.weights[3] == 0.3
     assert d.lidar.modes["coarse"].max_points == 1000 and d.grid.cell == 3.2
     assert m.hparams["lidar_channels"] == 12 and "detector" not in m.hparams  # stored flat, as the YAML keys
     with pytest.raises(TypeError, match="unexpected keyword argument 'lidar_chanels'"):

@@ -65,7 +65,7 @@ def test_fit_one_batch_puts_the_run_under_default_root_dir_and_loads(tmp_path, t
     batch = next(iter(cli.datamodule.val_dataloader()))
     dets, records = model.detect(batch, SensorConfig.parse("lidar=coarse,radar=on"))
     assert len(dets) == len(batch) == len(records)
-    assert all(r.camera == "off" and r.gflops > 0 for r in records)
+    assert all(r.camera == "off" and 0 < r.cost < 1 for r in records)
     assert all(torch.isfinite(d.boxes).all() for d in dets)
 
 
@@ -171,7 +171,7 @@ def test_tiny_fit_then_eval_end_to_end(tmp_path, tiny_world, cache_dir):
     assert len(best) == 1 and "val_loss" in (run / "csv" / "metrics.csv").read_text()
     proc = subprocess.run([sys.executable, "eval.py", "--ckpt", str(best[0]), "--dataroot", str(tiny_world),
                            "--split", "synth_val", "--out", str(out), "--num-workers", "0", "--cache-dir",
-                           str(cache_dir), "--flop-frames", "1"], cwd=REPO, capture_output=True, text=True, timeout=600)
+                           str(cache_dir), "--no-flops"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((out / "metrics.json").read_text())
     assert m["frames"] > 0 and 0.0 <= m["nds"] <= 1.0 and len(m["per_class_ap"]) == 10

@@ -1,0 +1,163 @@
+"""The adaptive gate (fusion/gate.py) and what it drives: the choice respects `present`, reads sensor data only,
+passes gradients through its relaxation, spends less at a lower budget; an unchosen branch never runs; per-frame
+FLOPs in the records are that frame's own; the latency table fits and tracks end-to-end time."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from fusion.cost import SHARED, config_cost, fit_latency_table, relative_costs, table_from_dict, table_to_dict
+from fusion.detector import SensorConfig
+from fusion.gate import Gate, calibrate_price, configurations, glimpses
+from fusion.module import GateFusionModule
+from sensors.frame import FrameMeta
+from sensors.names import MODES, SENSORS
+from tests.test_model import TINY, make_batch
+
+COSTS = {"camera=low": 2.0, "camera=high": 8.0, "lidar=coarse": 1.0, "lidar=fine": 4.0, "radar=on": 0.5,
+         "shared": 1.5}
+
+
+def gated(**kw) -> GateFusionModule:
+    torch.manual_seed(0)
+    return GateFusionModule(**TINY, gate=True, gate_costs=COSTS, **kw)
+
+
+def test_configurations_costs_and_table_round_trip():
+    configs = configurations()
+    assert len(configs) == 17 and str(configs[0]) == "camera=high,lidar=fine,radar=on"
+    table = table_from_dict(COSTS)
+    assert table_to_dict(table) == COSTS and table[("camera", "off")] == 0.0
+    costs = relative_costs(table, configs)
+    assert costs[0] == 1.0 and costs.min() == pytest.approx((0.5 + 1.5) / (8 + 4 + 0.5 + 1.5))
+    with pytest.raises(ValueError, match="missing \\['shared'\\]"):
+        table_from_dict({k: v for k, v in COSTS.items() if k != "shared"})
+    with pytest.raises(ValueError, match="radar=on must be > 0"):
+        table_from_dict({**COSTS, "radar=on": 0})
+
+
+def test_fitted_latency_table_recovers_an_additive_one():
+    truth = table_from_dict(COSTS)
+    measured = {c: config_cost(truth, c) * (1.0 + 0.01 * (i % 3 - 1)) for i, c in enumerate(configurations())}
+    fitted = fit_latency_table(measured)
+    for key in [(s, m) for s in SENSORS for m in MODES[s][1:]] + [SHARED]:
+        assert fitted[key] == pytest.approx(truth[key], rel=0.1, abs=0.1), key
+    for c, ms in measured.items():
+        assert config_cost(fitted, c) == pytest.approx(ms, rel=0.05)
+
+
+def test_gate_respects_present_and_never_turns_everything_off():
+    m = gated().eval()
+    batch = make_batch(B=4)
+    batch.present[1] = torch.tensor([False, True, True])
+    batch.present[2] = torch.tensor([False, False, True])
+    batch.present[3] = torch.tensor([False, False, False])
+    logits = m.gate(batch, torch.full((4,), 0.6))
+    for price in (-50.0, 0.0, 0.3, 50.0):
+        decisions, _ = m.choose(batch, budget=0.6, price=price)
+        assert ((decisions > 0) <= batch.present).all(), price
+        assert (decisions[:3] > 0).any(1).all() and (decisions[3] == 0).all()
+    assert torch.isinf(logits[2, :-1]).all() and torch.isfinite(logits[2, -1])  # radar alone is the last config
+    for _ in range(20):  # a training sample obeys the same mask
+        decisions, weights = m.gate.selection(m.gate.sample(logits, 1.0))
+        assert ((decisions[:3] > 0) <= batch.present[:3]).all()
+        assert torch.allclose(weights, torch.ones_like(weights))
+
+
+def test_gate_reads_sensor_data_only():
+    """Shuffling the frames' metadata (scene, conditions, faults, tokens) leaves the gate's outputs bit-identical;
+    changing the images changes them."""
+    m = gated().eval()
+    batch = make_batch(B=3)
+    budget = torch.full((3,), 0.5)
+    ref = m.gate(batch, budget)
+    metas = [FrameMeta(f"tok{i}", f"scene-{i}", 0, conditions=("night", "fog") if i else ("day",),
+                       faults=("CAM_FRONT",) if i == 2 else ()) for i in range(3)]
+    for order in ([0, 1, 2], [2, 0, 1], [1, 2, 0]):
+        batch.meta = [metas[i] for i in order]
+        assert torch.equal(m.gate(batch, budget), ref)
+    assert torch.equal(glimpses(dataclasses.replace(batch, meta=[])), glimpses(batch))
+    batch.camera.images = batch.camera.images * 0.2
+    assert not torch.equal(m.gate(batch, budget), ref)
+
+
+def test_gradients_reach_the_gate_through_the_relaxation():
+    """The straight-through weights carry the detection loss of each frame to the gate (and the penalty too)."""
+    m = gated()
+    batch = make_batch(B=2)
+    logits = m.gate(batch, torch.full((2,), 0.5))
+    decisions, weights = m.gate.selection(m.gate.sample(logits, 0.5))
+    m.detector.head.loss(m.detector(batch, decisions, weights), batch.gt)["loss"].backward()
+    grads = [p.grad for p in m.gate.parameters()]
+    assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
+    m.zero_grad()
+    (m.gate.expected_cost(m.gate(batch, torch.full((2,), 0.5))).mean() - 0.5).abs().backward()
+    assert float(m.gate.mlp[-1].weight.grad.abs().sum()) > 0
+
+
+def test_lower_budget_lowers_mean_cost_and_calibration_meets_it():
+    m = gated().eval()
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(400, 17, generator=gen) * 2
+    means = []
+    for budget in (m.gate.min_budget + 0.02, 0.4, 0.6, 0.8, 1.0):
+        price = calibrate_price(m.gate, logits, budget)
+        mean = float(m.gate.costs[m.gate.decide(logits, price)].mean())
+        means.append(mean)
+        assert mean == pytest.approx(budget, rel=0.1), budget
+    assert means == sorted(means)
+    with pytest.raises(ValueError, match="outside"):
+        calibrate_price(m.gate, logits, 0.05)
+
+
+def test_a_branch_no_frame_chose_never_runs():
+    m = gated().eval()
+    calls = {s: 0 for s in SENSORS}
+    for s in SENSORS:
+        getattr(m.detector, s).register_forward_hook(lambda *a, s=s: calls.__setitem__(s, calls[s] + 1))
+    batch = make_batch(B=3)
+    m.detect(batch, SensorConfig.parse("lidar=fine,radar=on"))
+    assert calls == {"camera": 0, "lidar": 1, "radar": 1}
+    batch.present[:, 0] = False
+    m.detect(batch, budget=1.0, price=-100.0)  # every frame takes its most expensive allowed configuration
+    assert calls["camera"] == 0 and calls["lidar"] == 2
+
+
+def test_records_count_each_frames_own_flops_in_a_mixed_batch():
+    """run_model's per-frame GFLOPs equal a FLOP count of that frame run alone, with frames choosing different
+    configurations in one batch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from datasets.evaluation import run_model
+
+    m = gated().eval()
+    batch = make_batch(B=3)
+    batch.present[1, 0] = False
+    batch.present[2] = torch.tensor([False, False, True])
+    _, records, _, measured = run_model(m, [batch], budget=0.9, price=0.0, warmup=0)
+    assert len({(r.camera, r.lidar, r.radar) for r in records}) >= 2
+    for b in range(3):
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            m.detect(batch.select(torch.tensor([b])), budget=0.9)
+        assert measured[b]["gflops"] == pytest.approx(counter.get_total_flops() / 1e9, rel=1e-9)
+    assert measured[0]["gflops"] != measured[2]["gflops"]
+    assert records[2].gate is not None and sum(records[2].gate["radar"]) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_gate_training_logs_selection_and_penalises_cost():
+    """In the gate's phase a training step draws a budget, samples the gate and adds the penalty."""
+    m = gated(gate_start=0.0, train_sensor_dropout=0.0)
+
+    class Trainer:  # what gate_progress reads
+        estimated_stepping_batches = 10
+        global_step = 5
+
+    m.trainer = None
+    m._trainer = Trainer()
+    m.log_dict = lambda *a, **k: None
+    decisions, weights, penalty = m.training_decisions(make_batch(B=4))
+    assert weights is not None and weights.requires_grad and penalty is not None and penalty >= 0
+    assert ((decisions > 0) <= make_batch(B=4).present).all()
