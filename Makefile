@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA ?= data
 DEMO_WORLD ?= $(DATA)/synth-demo
 TINY_WORLD ?= $(DATA)/tiny
-DEMO_RUN ?= runs/demo
+DEMO_RUN ?= runs/demo-gated
 STAMP := $(VENV)/.setup-done
 
 .PHONY: setup test test-slow demo world tiny-world clean check-hf-datasets
@@ -45,12 +45,18 @@ tiny-world: setup
 	@if [ -f $(TINY_WORLD)/v1.0-synth/sample.json ]; then echo "tiny world exists: $(TINY_WORLD)"; \
 	else $(BIN)/python -m datasets.synthetic --out $(TINY_WORLD) --preset tiny --workers 2; fi
 
-# Train (or resume an interrupted run; a finished run is kept: rm -r $(DEMO_RUN) to retrain), evaluate, draw.
+# Train the gated model (or resume an interrupted run; a finished run is kept: rm -r $(DEMO_RUN) to retrain), evaluate
+# it with the gate at DEMO_BUDGET and with every sensor at its top mode (the full static configuration), print the
+# two side by side, draw.
+DEMO_BUDGET ?= 0.5
 demo: world
-	$(BIN)/python train.py fit --config configs/demo.yaml --data.dataroot $(DEMO_WORLD) \
+	$(BIN)/python train.py fit --config configs/demo-gated.yaml --data.dataroot $(DEMO_WORLD) \
 	  --trainer.default_root_dir $(DEMO_RUN) --ckpt_path last
 	$(BIN)/python eval.py --ckpt $(DEMO_RUN)/checkpoints/last.ckpt --dataroot $(DEMO_WORLD) \
-	  --version v1.0-synth --split synth_val --out $(DEMO_RUN)/eval
+	  --version v1.0-synth --split synth_val --out $(DEMO_RUN)/eval-full --sensors camera=high,lidar=fine,radar=on
+	$(BIN)/python eval.py --ckpt $(DEMO_RUN)/checkpoints/last.ckpt --dataroot $(DEMO_WORLD) \
+	  --version v1.0-synth --split synth_val --out $(DEMO_RUN)/eval --budget $(DEMO_BUDGET)
+	$(BIN)/python eval.py --compare $(DEMO_RUN)/eval-full $(DEMO_RUN)/eval
 	$(BIN)/python bench/render_geometry.py --dataroot $(DEMO_WORLD) --out $(DEMO_RUN)/pictures
 	$(BIN)/python visualize.py --run $(DEMO_RUN)/eval --out $(DEMO_RUN)/report
 

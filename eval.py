@@ -16,6 +16,7 @@ With --budget b (a gated checkpoint), the price that makes the gate's mean cost 
 
     python eval.py ... --corruption lidar_beam_reduction --severity 3     # every frame corrupted after loading
     python eval.py --corruption list                                      # the corruptions (sensors/corruptions.py)
+    python eval.py --compare OUT1 OUT2 ...                                # metrics of earlier runs side by side
 """
 from __future__ import annotations
 
@@ -136,6 +137,9 @@ def main(argv=None) -> dict:
         from sensors.corruptions import describe
         print(describe())
         return {}
+    if argv[:1] == ["--compare"]:
+        print(compare(argv[1:]))
+        return {}
     args = parse_args(argv)
     from nuscenes import NuScenes
     from torch.utils.data import DataLoader, Subset
@@ -207,7 +211,7 @@ def main(argv=None) -> dict:
         for rec, meta, x, det in zip(records, metas, measured, detections):
             f.write(json.dumps({"sample_token": meta.sample_token, "scene": meta.scene_name,
                                 "camera": rec.camera, "lidar": rec.lidar, "radar": rec.radar, "cost": rec.cost,
-                                "gflops": x["gflops"], "latency_ms": x["latency_ms"], "gate": rec.gate,
+                                "gflops": x["gflops"], "latency_ms": x["latency_ms"], "gate_probs": rec.gate_probs,
                                 "detections": int(len(det.scores)), "gt_boxes": x["gt_boxes"],
                                 "conditions": list(meta.conditions), "faults": list(meta.faults)}) + "\n")
     print(format_metrics(metrics))
@@ -233,6 +237,30 @@ def calibrate(model, dataset, budget: float, frames: int, device, num_workers: i
             batch = batch.to(device)
             logits.append(model.gate(batch, torch.full((len(batch),), budget, device=device)))
     return calibrate_price(model.gate, torch.cat(logits), budget)
+
+
+def compare(out_dirs: list[str]) -> str:
+    """One line per earlier eval.py output folder: what chose, NDS, mAP, cost, GFLOPs and ms per frame, and each as
+    a share of the first folder's."""
+    if not out_dirs:
+        raise ValueError("--compare needs eval.py output folders")
+    rows = []
+    for d in out_dirs:
+        path = Path(d) / "metrics.json"
+        if not path.is_file():
+            raise ValueError(f"--compare: {path}: no such file (run eval.py --out {d} first)")
+        rows.append((d, json.loads(path.read_text())))
+    first = rows[0][1]
+    lines = ["| run | choice | NDS | mAP | cost/frame (of full) | GFLOPs/frame | ms/frame |", "|---|---|---|---|---|---|---|"]
+    for d, m in rows:
+        choice = f"gate, budget {m['budget']}" if m.get("budget") is not None else \
+            ",".join(f"{k}={v}" for k, v in m["sensors"].items())
+        share = {k: m[k] / first[k] if first[k] else float("nan") for k in ("nds", "gflops_per_frame")}
+        ms, ms0 = m["latency_ms"]["mean"], first["latency_ms"]["mean"]
+        lines.append(f"| {d} | {choice} | {m['nds']:.4f} ({share['nds']:.2f}x) | {m['map']:.4f} | "
+                     f"{m['cost_per_frame']['mean']:.3f} (p95 {m['cost_per_frame']['p95']:.3f}) | "
+                     f"{m['gflops_per_frame']:.2f} ({share['gflops_per_frame']:.2f}x) | {ms:.1f} ({ms / ms0:.2f}x) |")
+    return "\n".join(lines)
 
 
 def format_metrics(m: dict) -> str:

@@ -95,7 +95,7 @@ class FrameRecord:
     lidar: str
     radar: str
     cost: float
-    gate: dict[str, list[float]] | None = None
+    gate_probs: dict[str, list[float]] | None = None
 
 
 class MaskedFusion(nn.Module):

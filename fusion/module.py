@@ -129,6 +129,13 @@ class GateFusionModule(pl.LightningModule):
             table = self.trainer.strategy.broadcast(measure_latency_table(self.detector, frame, repeats=5))
             self.set_latency(table)
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """A resumed run keeps the latency table its gate was trained with (setup measured a new one before the
+        checkpoint was restored)."""
+        costs = (checkpoint.get("hyper_parameters") or {}).get("gate_costs")
+        if costs and self.gate is not None:
+            self.set_latency(table_from_dict(costs))
+
     def set_latency(self, table: dict) -> None:
         """Use a measured latency table (fusion/cost.py measure_latency_table) for the gate's costs and record it in the
         hyperparameters."""
@@ -262,7 +269,7 @@ class GateFusionModule(pl.LightningModule):
         for b, row in enumerate(decisions.tolist()):
             used = SensorConfig.from_indices(row)
             token = batch.meta[b].sample_token if b < len(batch.meta) else ""
-            gate = {s: [round(float(v), 4) for v in p[b]] for s, p in probs.items()} if probs else None
+            gate_probs = {s: [round(float(v), 4) for v in p[b]] for s, p in probs.items()} if probs else None
             records.append(FrameRecord(token, used.camera, used.lidar, used.radar,
-                                       config_cost(table, used) / full, gate))
+                                       config_cost(table, used) / full, gate_probs))
         return detections, records

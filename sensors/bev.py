@@ -99,10 +99,12 @@ class BEVStage(torch.nn.Module):
     """A sensor branch's own BEV encoder, run at the branch's grid and brought to the shared one.
 
     (B, cin, h, w) on `grid` -> (B, channels, H, W) on `shared`: `blocks` conv blocks at the branch's resolution,
-    then a transition conv block, strided by `grid`/`shared` when the branch's grid is finer (LiDAR fine); on a
-    coarser grid (the camera's lift) the output is upsampled bilinearly. In CenterPoint-style detectors the 2D
-    backbone after the pillar scatter belongs to the LiDAR branch; here every branch has one, so that a finer mode
-    pays for its resolution in this stage and the shared decoder after fusion stays light (fusion/detector.py)."""
+    then a transition conv block, strided by `grid`/`shared` when the branch's grid is finer (LiDAR fine), then a
+    context stage (a stride-2 level with twice the channels, upsampled and merged back: the BEV backbone of
+    CenterPoint-style detectors in small); on a coarser grid (the camera's lift, LiDAR coarse) the output is
+    upsampled bilinearly. In CenterPoint-style detectors the 2D backbone after the pillar scatter belongs to the LiDAR
+    branch; here every branch has one, at its own resolution, so that a finer mode pays for its resolution here and
+    the shared decoder after fusion stays light (fusion/detector.py)."""
 
     def __init__(self, cin: int, channels: int, blocks: int, grid: BEVGrid, shared: BEVGrid):
         super().__init__()
@@ -111,11 +113,18 @@ class BEVStage(torch.nn.Module):
         if ratio >= 1 and (abs(ratio - stride) > 1e-6 or stride not in (1, 2, 4)):
             raise ValueError(f"BEVStage: grid cell {grid.cell} m must be the shared cell {shared.cell} m / 1, 2 or 4")
         self.shared = shared
-        layers = [conv_block(cin if i == 0 else channels, channels) for i in range(blocks)]
-        self.body = torch.nn.Sequential(*layers, conv_block(channels if blocks else cin, channels, stride))
+        c = channels
+        layers = [conv_block(cin if i == 0 else c, c) for i in range(blocks)]
+        self.body = torch.nn.Sequential(*layers, conv_block(c if blocks else cin, c, stride))
+        self.down = torch.nn.Sequential(conv_block(c, 2 * c, 2), conv_block(2 * c, 2 * c), conv_block(2 * c, 2 * c))
+        self.up = torch.nn.Sequential(torch.nn.ConvTranspose2d(2 * c, c, 2, 2, bias=False), norm2d(c),
+                                      torch.nn.ReLU(inplace=True))
+        self.merge = conv_block(2 * c, c)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.body(x)
+        y = self.up(self.down(x))
+        x = self.merge(torch.cat([x, y[..., :x.shape[-2], :x.shape[-1]]], 1))
         if x.shape[-2:] != (self.shared.H, self.shared.W):
             x = torch.nn.functional.interpolate(x, size=(self.shared.H, self.shared.W), mode="bilinear",
                                                 align_corners=False)

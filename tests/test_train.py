@@ -12,6 +12,9 @@ import pytest
 import torch
 import yaml
 
+from fusion.cost import relative_costs, table_from_dict
+from fusion.gate import configurations
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 
@@ -121,24 +124,31 @@ def test_resume_continues_global_step_and_logs(tmp_path, tiny_world, cache_dir):
     import train
 
     cfg = str(tiny_config(tmp_path, tiny_world, cache_dir))
-    first = train.main(["fit", "--config", cfg, "--trainer.max_steps", "2"])
+    gated = ["--model.gate", "true", "--model.gate_start", "0.0"]  # the gated model, its latency table measured
+    first = train.main(["fit", "--config", cfg, "--trainer.max_steps", "2", *gated])
     assert first.trainer.global_step == 2
+    costs = dict(first.model.hparams.gate_costs)
     second = train.main(["fit", "--config", cfg, "--trainer.max_steps", "4", "--trainer.max_epochs", "2",
-                         "--ckpt_path", "last"])
+                         "--ckpt_path", "last", *gated])
     assert second.trainer.global_step == 4
+    assert second.model.hparams.gate_costs == costs  # the table the gate trained with, not a new measurement
+    assert torch.equal(second.model.gate.costs, first.model.gate.costs)
     assert sorted(train_losses(tmp_path / "run")) == [0, 1, 2, 3]
     assert len(list((tmp_path / "run").glob("events.out.tfevents*"))) == 2  # the same folder, one file per session
 
 
 def test_ddp_two_cpu_processes(tmp_path, tiny_world, cache_dir):
+    """The gated model on two processes: rank 0's latency table, broadcast, is the one both use."""
     cfg = tiny_config(tmp_path, tiny_world, cache_dir, max_steps=2, devices=2,
                       strategy="ddp_find_unused_parameters_true")
-    proc = subprocess.run([sys.executable, str(REPO / "train.py"), "fit", "--config", str(cfg)], cwd=REPO,
-                          capture_output=True, text=True, timeout=240)
+    proc = subprocess.run([sys.executable, str(REPO / "train.py"), "fit", "--config", str(cfg), "--model.gate", "true",
+                           "--model.gate_start", "0.0"], cwd=REPO, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert ckpt["global_step"] == 2
+    assert ckpt["global_step"] == 2 and ckpt["hyper_parameters"]["gate"] is True
+    assert torch.allclose(ckpt["state_dict"]["gate.costs"],
+                          relative_costs(table_from_dict(ckpt["hyper_parameters"]["gate_costs"]), configurations()))
 
 
 @pytest.mark.slow

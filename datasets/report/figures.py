@@ -158,7 +158,7 @@ def draw_timeline(scene: str, records: list[dict], qualities: list[FrameQuality 
         ax_gate.text(1.01, 0.5, "probability of each mode,\nstacked off / low / high\n(colours as above)",
                      transform=ax_gate.transAxes, va="center", fontsize=7)
 
-    ax_cost.bar(x, d.gflops, width=0.7, color="#6baed6", label="GFLOPs (estimate, left)")
+    ax_cost.bar(x, d.gflops, width=0.7, color="#6baed6", label="GFLOPs (counted on the frame, left)")
     ax_cost.set_ylabel("GFLOPs / frame", fontsize=8)
     ax_ms = ax_cost.twinx()
     ax_ms.plot(x, d.latency_ms, "o-", color="#e6550d", ms=3, lw=1, label="latency ms (right)")
@@ -347,7 +347,7 @@ def draw_panel(frame: Frame, record: dict, pred: dict[str, np.ndarray], quality:
     faults = ", ".join(record.get("faults", ())) or "none"
     n_match = int((quality.pred_status == 1).sum())
     lines = [f"ran:          camera {cam_mode} · LiDAR {lidar_mode} · radar {radar_mode}",
-             f"cost:         {record.get('gflops', float('nan')):.2f} GFLOPs (estimate) · "
+             f"cost:         {record.get('gflops', float('nan')):.2f} GFLOPs (counted) · "
              f"{record.get('latency_ms', float('nan')):.0f} ms",
              f"conditions:   {', '.join(record.get('conditions', ())) or 'none'} · sensor faults: {faults}",
              f"detections:   {len(pred['boxes'])} with score >= {min_score:g}: {n_match} matched, "

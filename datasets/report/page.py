@@ -132,7 +132,7 @@ def write_report(path: str | os.PathLike, run: Run, modes: dict[str, tuple[str, 
         ["sensor", "off", "low / coarse", "high / fine / on", "frames with a fault"], _mode_rows(run.records, modes))]
     gflops = [r["gflops"] for r in run.records if "gflops" in r]
     gated = sum(1 for r in run.records if r.get("gate_probs"))
-    parts.append(f"<p>{len(run.records)} frames; mean estimated GFLOPs per frame {np.mean(gflops):.3f}; "
+    parts.append(f"<p>{len(run.records)} frames; mean GFLOPs per frame (counted on each frame) {np.mean(gflops):.3f}; "
                  f"{gated} frames with gate probabilities"
                  f"{'' if gated else ' (a static configuration: no gate chose)'}.</p>" if gflops else "")
     header = ["subset", "frames", "NDS", "mAP", *TP_ERRORS]
@@ -144,7 +144,7 @@ def write_report(path: str | os.PathLike, run: Run, modes: dict[str, tuple[str, 
     if pareto:
         parts.append("<h2>Accuracy against cost</h2>")
         parts += [f'<img alt="pareto plot" src="{data_uri(p, "PNG")}">' for p in pareto]
-    parts.append("<h2>Timelines, one per scene</h2><p>Which mode each sensor ran in each key frame, its estimated "
+    parts.append("<h2>Timelines, one per scene</h2><p>Which mode each sensor ran in each key frame, its counted "
                  "cost and measured latency, and how many ground-truth boxes the detections matched. Shaded red: "
                  "frames with a sensor fault in the data.</p>")
     parts += [f'<h3>{html.escape(n)}</h3><img alt="timeline of {html.escape(n)}" src="{data_uri(im, "PNG")}">'

@@ -1,0 +1,289 @@
+"""NDS against cost on the demo world: the gated model at several budgets, every static configuration (of the gated
+model with its gate overridden, and of the static recipe), and the per-frame oracle; three seeds, mean and spread.
+
+    python bench/pareto.py [--seeds 0 1 2] [--budgets 0.35 0.5 0.65 0.8] [--train] [--reuse] [--limit N]
+                           [--dataroot data/synth-demo] [--out runs/pareto]
+
+Runs per seed S: the gated model runs/demo-gated (S = 0) or runs/demo-gated-seedS (configs/demo-gated.yaml), and
+the static recipe runs/demo or runs/demo-seedS (configs/demo.yaml, as bench/static_configs.py names them); --train
+trains what is missing. Every evaluation is eval.py's, into --out/<run>/<budget-B | configuration>; --reuse takes a
+folder whose metrics.json was written for the same checkpoint file (SHA-256), choice, data and --limit. The oracle
+(bench/oracle.py) picks per frame among the gated model's static configurations, with the ground truth.
+
+Prints: the table (NDS, mAP, cost as a fraction of full by the latency table, GFLOPs counted per frame, measured ms
+per frame at batch size 1; mean over seeds and spread = max - min), for each budget the static configurations that
+cost no more and by how much the gate beats them, and what the gate and the oracle choose per condition. Writes
+--out/pareto.png (NDS against GFLOPs and against ms) and --out/pareto.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.oracle import FULL, config_folder, oracle_from_dirs
+from bench.static_configs import CONFIGS
+
+BUDGETS = (0.35, 0.5, 0.65, 0.8)
+GROUPS = ("day", "dusk", "night", "clear", "rain", "fog", "fault", "empty", "dense")
+
+
+def run_root(base: str, seed: int) -> Path:
+    """The run of one seed: `base` itself for seed 0 (runs/demo-gated, runs/demo: what make demo and
+    bench/static_configs.py train), `base`-seedS for seed S."""
+    return Path(base if seed == 0 else f"{base}-seed{seed}")
+
+
+def ensure_trained(kind: str, base: str, seed: int, dataroot: str, train: bool) -> Path:
+    """last.ckpt of the run, trained first when missing and `train`."""
+    root = run_root(base, seed)
+    ckpt = root / "checkpoints" / "last.ckpt"
+    if not ckpt.is_file():
+        if not train:
+            raise SystemExit(f"pareto.py: {ckpt} is missing; train it (--train) or run make demo")
+        import train as training
+        config = "configs/demo-gated.yaml" if kind == "gated" else "configs/demo.yaml"
+        training.main(["fit", "--config", config, "--seed_everything", str(seed), "--trainer.default_root_dir",
+                       str(root), "--data.dataroot", dataroot])
+    return ckpt
+
+
+def evaluate(ckpt: Path, folder: Path, choice: dict, args) -> dict:
+    """eval.py's metrics for one checkpoint and one choice ({"sensors": S} or {"budget": b}), reusing a folder
+    written for the same checkpoint file, choice, data and limit when --reuse."""
+    import eval as evaluation
+
+    metrics_path = folder / "metrics.json"
+    if args.reuse and metrics_path.is_file() and (folder / "records.jsonl").is_file():
+        m = json.loads(metrics_path.read_text())
+        wanted = ({"camera": c.camera, "lidar": c.lidar, "radar": c.radar}
+                  if (c := choice.get("sensors")) is not None else "gate")
+        if (m.get("checkpoint_sha256") == evaluation.file_sha256(ckpt) and m.get("sensors") == wanted
+                and m.get("budget") == choice.get("budget") and m.get("dataroot") == args.dataroot
+                and m.get("split") == args.split and m.get("limit") == args.limit and m.get("corruption") is None):
+            print(f"reusing {metrics_path}")
+            return m
+    cmd = ["--ckpt", str(ckpt), "--dataroot", args.dataroot, "--version", args.version, "--split", args.split,
+           "--out", str(folder), "--num-workers", str(args.num_workers)]
+    cmd += ["--sensors", str(choice["sensors"])] if "sensors" in choice else ["--budget", str(choice["budget"])]
+    cmd += ["--limit", str(args.limit)] if args.limit is not None else []
+    return evaluation.main(cmd)
+
+
+def row(m: dict) -> dict:
+    """The numbers of one evaluation that the tables use."""
+    sel = m["selection"]["all"]
+    return {"nds": m["nds"], "map": m["map"], "cost": sel["cost"]["mean"], "cost_p95": sel["cost"]["p95"],
+            "gflops": sel["gflops"]["mean"], "ms": sel["latency_ms"]["mean"],
+            "per_condition": {g: m["per_condition"].get(g, {}).get("nds") for g in GROUPS},
+            "selection": {g: s["selection"] for g, s in m["selection"].items()}}
+
+
+def aggregate(rows: list[dict]) -> dict:
+    """Mean and spread (max - min) over seeds of every scalar of row()."""
+    out = {}
+    for key in ("nds", "map", "cost", "cost_p95", "gflops", "ms"):
+        values = [r[key] for r in rows]
+        out[key], out[key + "_spread"] = float(np.mean(values)), float(np.max(values) - np.min(values))
+    return out
+
+
+def beats(gated: dict, statics: dict[str, dict]) -> list[tuple[str, float, float]]:
+    """For a gated row, every static row that costs no more (mean cost): (name, NDS margin, the larger spread)."""
+    return sorted(((name, gated["nds"] - s["nds"], max(gated["nds_spread"], s["nds_spread"]))
+                   for name, s in statics.items() if s["cost"] <= gated["cost"] + 1e-9), key=lambda x: x[1])
+
+
+def selection_table(title: str, selections: dict[str, dict]) -> list[str]:
+    """Share of frames per sensor mode, per condition group: selections = name -> group -> sensor -> mode -> share."""
+    cols = ["camera off", "camera low", "camera high", "lidar off", "lidar coarse", "lidar fine", "radar on"]
+    lines = [title, "| who    | frames   | " + " | ".join(cols) + " |",
+             "|--------|----------|" + "|".join("-" * (len(c) + 2) for c in cols) + "|"]
+    for name, per_group in selections.items():
+        for g in ("all", *GROUPS):
+            if g not in per_group:
+                continue
+            sel = per_group[g]
+            cells = [f"{sel[c.split()[0]][c.split()[1]]:>{len(c)}.0%}" for c in cols]
+            lines.append(f"| {name:<6} | {g:<8} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def mean_selection(selections: list[dict]) -> dict:
+    """Mean over seeds of group -> sensor -> mode -> share (groups present in every seed)."""
+    groups = [g for g in selections[0] if all(g in s for s in selections)]
+    return {g: {s: {m: float(np.mean([x[g][s][m] for x in selections])) for m in selections[0][g][s]}
+                for s in selections[0][g]} for g in groups}
+
+
+def oracle_selection(metrics: dict) -> dict:
+    """bench/oracle.py's per-group selection in the layout of eval.py's."""
+    return {("all" if g == "overall" else g): p["selection"] for g, p in metrics["per_group"].items()}
+
+
+def plot(path: Path, table: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    for ax, key, label in ((axes[0], "gflops", "GFLOPs per frame (counted)"),
+                           (axes[1], "ms", "ms per frame (measured, batch size 1, CPU)")):
+        for kind, marker, color in (("static (gated model, gate overridden)", "o", "#636363"),
+                                    ("static (static recipe)", "s", "#bdbdbd")):
+            rows = table[kind]
+            ax.errorbar([r[key] for r in rows.values()], [r["nds"] for r in rows.values()],
+                        yerr=[r["nds_spread"] / 2 for r in rows.values()], fmt=marker, color=color, ms=5,
+                        capsize=2, label=kind)
+            if kind.startswith("static (gated"):
+                for name, r in rows.items():
+                    ax.annotate(name, (r[key], r["nds"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        gated = table["gated"]
+        xs = [gated[b][key] for b in sorted(gated)]
+        ax.errorbar(xs, [gated[b]["nds"] for b in sorted(gated)], yerr=[gated[b]["nds_spread"] / 2 for b in sorted(gated)],
+                    fmt="-D", color="#e6550d", ms=6, capsize=2, label="gated (budgets)")
+        for b in sorted(gated):
+            ax.annotate(f"b={b}", (gated[b][key], gated[b]["nds"]), fontsize=7, color="#e6550d", xytext=(3, -10),
+                        textcoords="offset points")
+        o = table["oracle"]
+        ax.errorbar([o[key]], [o["nds"]], yerr=[o["nds_spread"] / 2], fmt="*", color="#3182bd", ms=12,
+                    label="oracle (ground truth per frame)")
+        ax.set_xlabel(label)
+        ax.set_ylabel("NDS (synth_val, mean of seeds; bars: spread)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--budgets", type=float, nargs="+", default=list(BUDGETS))
+    p.add_argument("--configs", nargs="+", default=list(CONFIGS),
+                   help="names of bench/static_configs.py CONFIGS evaluated on the gated model (the oracle chooses "
+                        "among them)")
+    p.add_argument("--static-configs", nargs="+", default=None,
+                   help="names evaluated on the static recipe (default: --configs)")
+    p.add_argument("--train", action="store_true", help="train the runs that are missing")
+    p.add_argument("--reuse", action="store_true", help="reuse evaluations written for the same checkpoint file")
+    p.add_argument("--no-static-recipe", action="store_true", help="leave out the static recipe's rows")
+    p.add_argument("--no-gated", action="store_true", help="only the static recipe's evaluations (no table)")
+    p.add_argument("--gated-runs", default="runs/demo-gated", help="the gated runs: this (seed 0), this-seedS")
+    p.add_argument("--static-runs", default="runs/demo", help="the static recipe's runs: this (seed 0), this-seedS")
+    p.add_argument("--dataroot", default="data/synth-demo")
+    p.add_argument("--version", default="v1.0-synth")
+    p.add_argument("--split", default="synth_val")
+    p.add_argument("--out", default="runs/pareto")
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--num-workers", type=int, default=1)
+    p.add_argument("--score-threshold", type=float, default=0.3, help="the oracle's (bench/oracle.py)")
+    args = p.parse_args(argv)
+    args.static_configs = args.static_configs or args.configs
+    unknown = sorted((set(args.configs) | set(args.static_configs)) - set(CONFIGS))
+    if unknown or "all high" not in args.configs:
+        p.error(f"--configs: unknown {unknown} (known: {sorted(CONFIGS)}); 'all high' (full fusion) is needed")
+    started = time.time()
+    from nuscenes import NuScenes
+
+    nusc = NuScenes(version=args.version, dataroot=args.dataroot, verbose=False)
+    out = Path(args.out)
+    per_seed: dict[str, dict[str, list]] = {"gated": {}, "static (gated model, gate overridden)": {},
+                                            "static (static recipe)": {}, "oracle": {"oracle": []}}
+    gate_sel, oracle_sel = {b: [] for b in args.budgets}, []
+    kinds = ("gated",) if args.no_static_recipe else ("static",) if args.no_gated else ("gated", "static")
+    for seed in args.seeds:
+        for kind in kinds:
+            base = args.gated_runs if kind == "gated" else args.static_runs
+            ckpt = ensure_trained(kind, base, seed, args.dataroot, args.train)
+            folder = out / run_root(base, seed).name
+            label = "static (gated model, gate overridden)" if kind == "gated" else "static (static recipe)"
+            dirs = {}
+            for name in args.configs if kind == "gated" else args.static_configs:
+                dirs[CONFIGS[name]] = folder / config_folder(CONFIGS[name])
+                m = evaluate(ckpt, dirs[CONFIGS[name]], {"sensors": CONFIGS[name]}, args)
+                per_seed[label].setdefault(name, []).append(row(m))
+            if kind != "gated":
+                continue
+            for b in args.budgets:
+                m = evaluate(ckpt, folder / f"budget-{b}", {"budget": b}, args)
+                per_seed["gated"].setdefault(b, []).append(row(m))
+                gate_sel[b].append({g: s["selection"] for g, s in m["selection"].items()})
+            om = oracle_from_dirs(dirs, nusc, args.split, folder / "oracle", args.score_threshold)
+            per_seed["oracle"]["oracle"].append({
+                "nds": om["nds"], "map": om["map"], "cost": om["cost_per_frame"]["mean"],
+                "cost_p95": om["cost_per_frame"]["p95"], "gflops": om["gflops_per_frame"]["mean"],
+                "ms": om["latency_ms"]["mean"]})
+            oracle_sel.append(oracle_selection(om))
+    if args.no_gated:
+        return {}
+    table = {kind: {name: aggregate(rows) for name, rows in d.items()} for kind, d in per_seed.items()}
+    table["oracle"] = table["oracle"]["oracle"]
+    report = format_report(table, args, mean_selection(gate_sel[args.budgets[len(args.budgets) // 2]]),
+                           mean_selection(oracle_sel), time.time() - started)
+    print(report)
+    plot(out / "pareto.png", table)
+    (out / "pareto.json").write_text(json.dumps({"table": {k: {str(n): v for n, v in t.items()} if k != "oracle"
+                                                           else t for k, t in table.items()},
+                                                 "seeds": args.seeds, "budgets": args.budgets}, indent=2))
+    print(f"\nwrote {out / 'pareto.png'} and {out / 'pareto.json'}")
+    return table
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def format_report(table: dict, args, gate_selection: dict, oracle_selection_: dict, seconds: float) -> str:
+    n = len(args.seeds)
+    lines = [f"NDS against cost on {args.split} ({args.dataroot}), mean of {n} seeds ({', '.join(map(str, args.seeds))})"
+             f" and spread (max - min); cost: fraction of full by the model's latency table; GFLOPs counted per "
+             f"frame; ms measured per frame at batch size 1 on this machine",
+             "| model                    | choice             | NDS          | mAP   | cost  | cost p95 | GFLOPs | ms    |",
+             "|--------------------------|--------------------|--------------|-------|-------|----------|--------|-------|"]
+
+    def add(model: str, choice: str, r: dict) -> None:
+        lines.append(f"| {model:<24} | {choice:<18} | {r['nds']:.3f} ± {r['nds_spread'] / 2:.3f} | {r['map']:.3f} | "
+                     f"{r['cost']:.3f} | {r['cost_p95']:8.3f} | {r['gflops']:6.2f} | {r['ms']:5.1f} |")
+
+    for b in sorted(table["gated"]):
+        add("gated", f"budget {b}", table["gated"][b])
+    add("oracle", "ground truth", table["oracle"])
+    for kind, short in (("static (gated model, gate overridden)", "gated, overridden"),
+                        ("static (static recipe)", "static recipe")):
+        for name, r in sorted(table.get(kind, {}).items(), key=lambda kv: -kv[1]["cost"]):
+            add(short, name, r)
+    statics = table["static (gated model, gate overridden)"]
+    full = statics["all high"]
+    lines += ["", "each budget against every static configuration of the same models that costs no more (margin in "
+              "NDS; 'within spread' where the margin is smaller than the larger seed spread)"]
+    for b in sorted(table["gated"]):
+        g = table["gated"][b]
+        rivals = beats(g, statics)
+        worst = rivals[0] if rivals else None
+        verdict = ("no static configuration costs as little" if worst is None else
+                   f"closest: {worst[0]} ({worst[1]:+.3f}{', within spread' if abs(worst[1]) <= worst[2] else ''})")
+        lines.append(f"  budget {b}: cost {g['cost']:.2f} of full, {ratio(g['gflops'], full['gflops']):.2f}x full's "
+                     f"GFLOPs, {ratio(g['ms'], full['ms']):.2f}x its ms, NDS {ratio(g['nds'], full['nds']):.2f}x full's; "
+                     f"{len(rivals)} static configurations cost no more; {verdict}")
+    o = table["oracle"]
+    lines += [f"  oracle: NDS {o['nds']:.3f} ({ratio(o['nds'], full['nds']):.2f}x full) at cost {o['cost']:.2f}, "
+              f"{ratio(o['gflops'], full['gflops']):.2f}x full's GFLOPs", ""]
+    mid = args.budgets[len(args.budgets) // 2]
+    lines += selection_table(f"what the gate (budget {mid}) and the oracle choose, share of frames per condition "
+                             f"(mean of seeds)", {"gate": gate_selection, "oracle": oracle_selection_})
+    lines.append(f"\n{len(args.seeds)} seeds, took {seconds / 60:.1f} min")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""bench/pareto.py end to end on the tiny world: a gated and a static run, two budgets, three configurations, the
+oracle, the table and the plot."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_pareto_bench_end_to_end(tiny_world, tiny_run, tmp_path, capsys):
+    import train
+    from bench.pareto import beats, main
+
+    _, cache = tiny_run
+    gated = tmp_path / "gated"
+    train.main(["fit", "--config", str(REPO / "configs" / "tiny.yaml"), "--data.dataroot", str(tiny_world),
+                "--data.cache_dir", str(cache), "--trainer.max_steps", "2", "--trainer.default_root_dir", str(gated),
+                "--model.gate", "true", "--model.gate_start", "0.0"])
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "checkpoints").symlink_to(tiny_run[0].parent)
+    out = tmp_path / "pareto"
+    table = main(["--seeds", "0", "--budgets", "0.9", "1.0", "--configs", "all high", "radar", "lidar fine",
+                  "--gated-runs", str(gated), "--static-runs", str(static), "--dataroot", str(tiny_world),
+                  "--out", str(out), "--limit", "2", "--num-workers", "0"])
+    text = capsys.readouterr().out
+    assert set(table["gated"]) == {0.9, 1.0} and set(table["static (static recipe)"]) == {"all high", "radar",
+                                                                                           "lidar fine"}
+    assert table["gated"][1.0]["cost"] >= table["gated"][0.9]["cost"] - 1e-9
+    assert 0 < table["oracle"]["cost"] <= 1.0 and "ground truth" in text and "what the gate" in text
+    assert (out / "pareto.png").stat().st_size > 10000
+    assert json.loads((out / "pareto.json").read_text())["budgets"] == [0.9, 1.0]
+    rows = {"a": {"nds": 0.5, "nds_spread": 0.02, "cost": 0.4}, "b": {"nds": 0.3, "nds_spread": 0.01, "cost": 0.2},
+            "c": {"nds": 0.6, "nds_spread": 0.01, "cost": 0.9}}
+    assert [r[0] for r in beats({"nds": 0.45, "nds_spread": 0.01, "cost": 0.5}, rows)] == ["a", "b"]
