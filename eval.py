@@ -122,7 +122,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                                   "checkpoints); default: the static configuration")
     p.add_argument("--calibration-frames", type=int, default=200,
                    help="training-split frames the budget's price is calibrated on")
-    p.add_argument("--no-flops", action="store_true", help="skip counting each frame's FLOPs (faster)")
+    p.add_argument("--flop-frames", type=int, default=None,
+                   help="count FLOPs on the first N frames only (default: every frame; 0: none)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--cache-dir", default=None, help="where the dataset index cache goes")
     p.add_argument("--corruption", default=None, help="corrupt every frame (sensors/corruptions.py); 'list' prints "
@@ -180,7 +181,7 @@ def main(argv=None) -> dict:
               f"frames of {train_split}")
 
     detections, records, metas, measured = run_model(model, loader, sensors, device, budget=args.budget,
-                                                     price=price or 0.0, count_flops=not args.no_flops)
+                                                     price=price or 0.0, flop_frames=args.flop_frames)
     out = Path(args.out)
     used = sensors or SensorConfig.parse(model.hparams.sensors)
     ran = {s: any(getattr(r, s) != "off" for r in records) for s in ("camera", "lidar", "radar")}
@@ -251,7 +252,8 @@ def compare(out_dirs: list[str]) -> str:
             raise ValueError(f"--compare: {path}: no such file (run eval.py --out {d} first)")
         rows.append((d, json.loads(path.read_text())))
     first = rows[0][1]
-    lines = ["| run | choice | NDS | mAP | cost/frame (of full) | GFLOPs/frame | ms/frame |", "|---|---|---|---|---|---|---|"]
+    lines = ["| run | choice | NDS | mAP | cost/frame (of full) | GFLOPs/frame | ms/frame |",
+             "|---|---|---|---|---|---|---|"]
     for d, m in rows:
         choice = f"gate, budget {m['budget']}" if m.get("budget") is not None else \
             ",".join(f"{k}={v}" for k, v in m["sensors"].items())

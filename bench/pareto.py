@@ -62,8 +62,10 @@ def evaluate(ckpt: Path, folder: Path, choice: dict, args) -> dict:
     metrics_path = folder / "metrics.json"
     if args.reuse and metrics_path.is_file() and (folder / "records.jsonl").is_file():
         m = json.loads(metrics_path.read_text())
-        wanted = ({"camera": c.camera, "lidar": c.lidar, "radar": c.radar}
-                  if (c := choice.get("sensors")) is not None else "gate")
+        from fusion.detector import SensorConfig
+
+        c = SensorConfig.parse(choice["sensors"]) if "sensors" in choice else None
+        wanted = {"camera": c.camera, "lidar": c.lidar, "radar": c.radar} if c else "gate"
         if (m.get("checkpoint_sha256") == evaluation.file_sha256(ckpt) and m.get("sensors") == wanted
                 and m.get("budget") == choice.get("budget") and m.get("dataroot") == args.dataroot
                 and m.get("split") == args.split and m.get("limit") == args.limit and m.get("corruption") is None):
@@ -71,7 +73,9 @@ def evaluate(ckpt: Path, folder: Path, choice: dict, args) -> dict:
             return m
     cmd = ["--ckpt", str(ckpt), "--dataroot", args.dataroot, "--version", args.version, "--split", args.split,
            "--out", str(folder), "--num-workers", str(args.num_workers)]
-    cmd += ["--sensors", str(choice["sensors"])] if "sensors" in choice else ["--budget", str(choice["budget"])]
+    # a static configuration's FLOPs hardly vary between frames: counted on the first 8; the gate's on every frame
+    cmd += ["--sensors", str(choice["sensors"]), "--flop-frames", "8"] if "sensors" in choice else \
+        ["--budget", str(choice["budget"])]
     cmd += ["--limit", str(args.limit)] if args.limit is not None else []
     return evaluation.main(cmd)
 
@@ -147,14 +151,16 @@ def plot(path: Path, table: dict) -> None:
                     ax.annotate(name, (r[key], r["nds"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
         gated = table["gated"]
         xs = [gated[b][key] for b in sorted(gated)]
-        ax.errorbar(xs, [gated[b]["nds"] for b in sorted(gated)], yerr=[gated[b]["nds_spread"] / 2 for b in sorted(gated)],
+        ax.errorbar(xs, [gated[b]["nds"] for b in sorted(gated)],
+                    yerr=[gated[b]["nds_spread"] / 2 for b in sorted(gated)],
                     fmt="-D", color="#e6550d", ms=6, capsize=2, label="gated (budgets)")
         for b in sorted(gated):
             ax.annotate(f"b={b}", (gated[b][key], gated[b]["nds"]), fontsize=7, color="#e6550d", xytext=(3, -10),
                         textcoords="offset points")
         o = table["oracle"]
-        ax.errorbar([o[key]], [o["nds"]], yerr=[o["nds_spread"] / 2], fmt="*", color="#3182bd", ms=12,
-                    label="oracle (ground truth per frame)")
+        if o:
+            ax.errorbar([o[key]], [o["nds"]], yerr=[o["nds_spread"] / 2], fmt="*", color="#3182bd", ms=12,
+                        label="oracle (ground truth per frame)")
         ax.set_xlabel(label)
         ax.set_ylabel("NDS (synth_val, mean of seeds; bars: spread)")
         ax.grid(alpha=0.3)
@@ -178,6 +184,7 @@ def main(argv=None) -> dict:
     p.add_argument("--reuse", action="store_true", help="reuse evaluations written for the same checkpoint file")
     p.add_argument("--no-static-recipe", action="store_true", help="leave out the static recipe's rows")
     p.add_argument("--no-gated", action="store_true", help="only the static recipe's evaluations (no table)")
+    p.add_argument("--no-oracle", action="store_true", help="leave out the oracle (it needs --configs to be a menu)")
     p.add_argument("--gated-runs", default="runs/demo-gated", help="the gated runs: this (seed 0), this-seedS")
     p.add_argument("--static-runs", default="runs/demo", help="the static recipe's runs: this (seed 0), this-seedS")
     p.add_argument("--dataroot", default="data/synth-demo")
@@ -218,6 +225,8 @@ def main(argv=None) -> dict:
                 m = evaluate(ckpt, folder / f"budget-{b}", {"budget": b}, args)
                 per_seed["gated"].setdefault(b, []).append(row(m))
                 gate_sel[b].append({g: s["selection"] for g, s in m["selection"].items()})
+            if args.no_oracle:
+                continue
             om = oracle_from_dirs(dirs, nusc, args.split, folder / "oracle", args.score_threshold)
             per_seed["oracle"]["oracle"].append({
                 "nds": om["nds"], "map": om["map"], "cost": om["cost_per_frame"]["mean"],
@@ -227,9 +236,9 @@ def main(argv=None) -> dict:
     if args.no_gated:
         return {}
     table = {kind: {name: aggregate(rows) for name, rows in d.items()} for kind, d in per_seed.items()}
-    table["oracle"] = table["oracle"]["oracle"]
+    table["oracle"] = table["oracle"].get("oracle")
     report = format_report(table, args, mean_selection(gate_sel[args.budgets[len(args.budgets) // 2]]),
-                           mean_selection(oracle_sel), time.time() - started)
+                           mean_selection(oracle_sel) if oracle_sel else None, time.time() - started)
     print(report)
     plot(out / "pareto.png", table)
     (out / "pareto.json").write_text(json.dumps({"table": {k: {str(n): v for n, v in t.items()} if k != "oracle"
@@ -245,11 +254,14 @@ def ratio(a: float, b: float) -> float:
 
 def format_report(table: dict, args, gate_selection: dict, oracle_selection_: dict, seconds: float) -> str:
     n = len(args.seeds)
-    lines = [f"NDS against cost on {args.split} ({args.dataroot}), mean of {n} seeds ({', '.join(map(str, args.seeds))})"
+    seeds = ", ".join(map(str, args.seeds))
+    lines = [f"NDS against cost on {args.split} ({args.dataroot}), mean of {n} seeds ({seeds})"
              f" and spread (max - min); cost: fraction of full by the model's latency table; GFLOPs counted per "
              f"frame; ms measured per frame at batch size 1 on this machine",
-             "| model                    | choice             | NDS          | mAP   | cost  | cost p95 | GFLOPs | ms    |",
-             "|--------------------------|--------------------|--------------|-------|-------|----------|--------|-------|"]
+             "| model                    | choice             | NDS          | mAP   | cost  | cost p95 | GFLOPs "
+             "| ms    |",
+             "|--------------------------|--------------------|--------------|-------|-------|----------|--------"
+             "|-------|"]
 
     def add(model: str, choice: str, r: dict) -> None:
         lines.append(f"| {model:<24} | {choice:<18} | {r['nds']:.3f} ± {r['nds_spread'] / 2:.3f} | {r['map']:.3f} | "
@@ -257,7 +269,8 @@ def format_report(table: dict, args, gate_selection: dict, oracle_selection_: di
 
     for b in sorted(table["gated"]):
         add("gated", f"budget {b}", table["gated"][b])
-    add("oracle", "ground truth", table["oracle"])
+    if table["oracle"]:
+        add("oracle", "ground truth", table["oracle"])
     for kind, short in (("static (gated model, gate overridden)", "gated, overridden"),
                         ("static (static recipe)", "static recipe")):
         for name, r in sorted(table.get(kind, {}).items(), key=lambda kv: -kv[1]["cost"]):
@@ -273,14 +286,18 @@ def format_report(table: dict, args, gate_selection: dict, oracle_selection_: di
         verdict = ("no static configuration costs as little" if worst is None else
                    f"closest: {worst[0]} ({worst[1]:+.3f}{', within spread' if abs(worst[1]) <= worst[2] else ''})")
         lines.append(f"  budget {b}: cost {g['cost']:.2f} of full, {ratio(g['gflops'], full['gflops']):.2f}x full's "
-                     f"GFLOPs, {ratio(g['ms'], full['ms']):.2f}x its ms, NDS {ratio(g['nds'], full['nds']):.2f}x full's; "
+                     f"GFLOPs, {ratio(g['ms'], full['ms']):.2f}x its ms, "
+                     f"NDS {ratio(g['nds'], full['nds']):.2f}x full's; "
                      f"{len(rivals)} static configurations cost no more; {verdict}")
     o = table["oracle"]
-    lines += [f"  oracle: NDS {o['nds']:.3f} ({ratio(o['nds'], full['nds']):.2f}x full) at cost {o['cost']:.2f}, "
-              f"{ratio(o['gflops'], full['gflops']):.2f}x full's GFLOPs", ""]
+    if o:
+        lines.append(f"  oracle: NDS {o['nds']:.3f} ({ratio(o['nds'], full['nds']):.2f}x full) at cost "
+                     f"{o['cost']:.2f}, {ratio(o['gflops'], full['gflops']):.2f}x full's GFLOPs")
+    lines.append("")
     mid = args.budgets[len(args.budgets) // 2]
     lines += selection_table(f"what the gate (budget {mid}) and the oracle choose, share of frames per condition "
-                             f"(mean of seeds)", {"gate": gate_selection, "oracle": oracle_selection_})
+                             f"(mean of seeds)", {"gate": gate_selection, **({"oracle": oracle_selection_}
+                                                                           if oracle_selection_ else {})})
     lines.append(f"\n{len(args.seeds)} seeds, took {seconds / 60:.1f} min")
     return "\n".join(lines)
 

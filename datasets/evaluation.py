@@ -156,15 +156,18 @@ def condition_subsets(metas: list[FrameMeta]) -> dict[str, list[str]]:
 
 @torch.no_grad()
 def run_model(model, loader, sensors=None, device: torch.device | str = "cpu", warmup: int = 2,
-              limit: int | None = None, budget: float | None = None, price: float = 0.0, count_flops: bool = True):
+              limit: int | None = None, budget: float | None = None, price: float = 0.0,
+              flop_frames: int | None = None):
     """Run `model.detect(batch, sensors, budget, price)` over `loader`.
 
     Returns (detections, records, metas, measured): one entry per frame; measured holds what was measured on the
     frame: "latency_ms", "gflops" and "gt_boxes" (its number of ground-truth boxes). A frame's latency is its
     batch's wall time (host to device copy, gate, forward, decoding) divided by the batch size: at batch size 1,
     the deployment case, it is the frame's own. Its GFLOPs are counted by torch's FlopCounterMode on the frame run
-    alone (`Batch.select`) after the timed run, so that counting never slows what is timed (NaN with
-    count_flops=False). The first `warmup` batches are run twice so that one-time start-up costs are not timed."""
+    alone (`Batch.select`) after the timed run, so that counting never slows what is timed; only the first
+    `flop_frames` frames when given (NaN for the others: a static configuration costs the same on every frame up to
+    the point encoders' few per-point FLOPs). The first `warmup` batches are run twice so that one-time start-up
+    costs are not timed."""
     device = torch.device(device)
     detections, records, metas, measured = [], [], [], []
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -183,8 +186,9 @@ def run_model(model, loader, sensors=None, device: torch.device | str = "cpu", w
         metas += batch.meta
         on_device = batch.to(device)
         for b in range(len(batch)):
+            counted = flop_frames is None or len(measured) < flop_frames
             flops = frame_gflops(model, on_device.select(torch.tensor([b])), sensors, budget, price) \
-                if count_flops else float("nan")
+                if counted else float("nan")
             measured.append({"latency_ms": dt, "gflops": flops, "gt_boxes": int(len(batch.gt[b].boxes))})
     return detections, records, metas, measured
 

@@ -252,8 +252,8 @@ def cost_report(detector: FusionDetector, batch: Batch, repeats: int) -> str:
     for key in [(s, m) for s in SENSORS for m in MODES[s][1:]] + [SHARED]:
         lines.append(f"| {key[0]:<6} | {key[1]:<6} | {flops[key]:6.3f} | {flops[key] / full_g:5.2f} | "
                      f"{ms[key]:6.1f} | {ms[key] / full_ms:5.2f} | {fitted[key]:9.1f} | {fitted[key] / full_t:5.2f} |")
-    lines.append(f"| gate   | on     | {gate_g:6.4f} | {gate_g / full_g:5.3f} | {gate_ms:6.2f} | {gate_ms / full_ms:5.3f} "
-                 f"|           |       |")
+    lines.append(f"| gate   | on     | {gate_g:6.4f} | {gate_g / full_g:5.3f} | {gate_ms:6.2f} | "
+                 f"{gate_ms / full_ms:5.3f} |           |       |")
     for sensor, low, high in (("camera", "low", "high"), ("lidar", "coarse", "fine")):
         lines.append(f"{sensor} {high} / {low}: {flops[(sensor, high)] / flops[(sensor, low)]:.1f}x GFLOPs, "
                      f"{ms[(sensor, high)] / ms[(sensor, low)]:.1f}x ms")

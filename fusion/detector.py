@@ -83,7 +83,6 @@ def static_configs() -> list[SensorConfig]:
     return [SensorConfig(*c) for c in combos if any(m != "off" for m in c)]
 
 
-
 @dataclass
 class FrameRecord:
     """What ran on one frame: the modes, its cost as a fraction of full by the model's latency table (fusion/cost.py)

@@ -173,7 +173,8 @@ class GateFusionModule(pl.LightningModule):
         decisions = torch.where(by_gate[:, None], decisions, randomised)
         weights = torch.where(by_gate[:, None], weights, torch.ones_like(weights))
         expected = self.gate.expected_cost(logits).mean()
-        log = {"gate/expected_cost": expected.detach(), "gate/budget": torch.tensor(budget), "gate/tau": torch.tensor(tau)}
+        log = {"gate/expected_cost": expected.detach(), "gate/budget": torch.tensor(budget),
+               "gate/tau": torch.tensor(tau)}
         chosen = decisions[by_gate]
         if len(chosen):
             for i, s in enumerate(SENSORS):

@@ -31,7 +31,8 @@ def budget_points(batch_index: Tensor, batch_size: int, budget: int, random: boo
     if not grouped:
         return order[rank < budget]
     n = counts[bi].clamp(min=1)
-    keep = torch.where(n > budget, (rank + 1) * budget // n > rank * budget // n, torch.ones_like(rank, dtype=torch.bool))
+    step = (rank + 1) * budget // n > rank * budget // n  # exactly `budget` of the frame's n ranks, evenly spread
+    keep = torch.where(n > budget, step, torch.ones_like(step))
     return order[keep]
 
 

@@ -181,7 +181,7 @@ def test_tiny_fit_then_eval_end_to_end(tmp_path, tiny_world, cache_dir):
     assert len(best) == 1 and "val_loss" in (run / "csv" / "metrics.csv").read_text()
     proc = subprocess.run([sys.executable, "eval.py", "--ckpt", str(best[0]), "--dataroot", str(tiny_world),
                            "--split", "synth_val", "--out", str(out), "--num-workers", "0", "--cache-dir",
-                           str(cache_dir), "--no-flops"], cwd=REPO, capture_output=True, text=True, timeout=600)
+                           str(cache_dir), "--flop-frames", "0"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((out / "metrics.json").read_text())
     assert m["frames"] > 0 and 0.0 <= m["nds"] <= 1.0 and len(m["per_class_ap"]) == 10
