@@ -122,6 +122,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                                   "checkpoints); default: the static configuration")
     p.add_argument("--calibration-frames", type=int, default=200,
                    help="training-split frames the budget's price is calibrated on")
+    p.add_argument("--budget-control", type=float, default=0.0,
+                   help="steer the price as frames stream so that the running mean cost stays at the budget: the "
+                        "gain per unit of cost overshoot (0: the calibrated price alone)")
     p.add_argument("--flop-frames", type=int, default=None,
                    help="count FLOPs on the first N frames only (default: every frame; 0: none)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
@@ -181,7 +184,8 @@ def main(argv=None) -> dict:
               f"frames of {train_split}")
 
     detections, records, metas, measured = run_model(model, loader, sensors, device, budget=args.budget,
-                                                     price=price or 0.0, flop_frames=args.flop_frames)
+                                                     price=price or 0.0, flop_frames=args.flop_frames,
+                                                     control=args.budget_control)
     out = Path(args.out)
     used = sensors or SensorConfig.parse(model.hparams.sensors)
     ran = {s: any(getattr(r, s) != "off" for r in records) for s in ("camera", "lidar", "radar")}
@@ -202,7 +206,8 @@ def main(argv=None) -> dict:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "sensors": "gate" if args.budget is not None else {"camera": used.camera, "lidar": used.lidar,
                                                           "radar": used.radar},
-        "budget": args.budget, "price": price, "latency_table_ms": model.hparams.gate_costs,
+        "budget": args.budget, "price": price, "budget_control": args.budget_control,
+        "latency_table_ms": model.hparams.gate_costs,
         "checkpoint": str(args.ckpt), "checkpoint_sha256": file_sha256(args.ckpt), "dataroot": str(args.dataroot),
         "version": args.version, "split": args.split, "limit": args.limit, "frames": len(metas),
         "corruption": args.corruption, "severity": args.severity,
@@ -212,7 +217,8 @@ def main(argv=None) -> dict:
         for rec, meta, x, det in zip(records, metas, measured, detections):
             f.write(json.dumps({"sample_token": meta.sample_token, "scene": meta.scene_name,
                                 "camera": rec.camera, "lidar": rec.lidar, "radar": rec.radar, "cost": rec.cost,
-                                "gflops": x["gflops"], "latency_ms": x["latency_ms"], "gate_probs": rec.gate_probs,
+                                "gflops": x["gflops"], "latency_ms": x["latency_ms"], "price": x["price"],
+                                "gate_probs": rec.gate_probs,
                                 "detections": int(len(det.scores)), "gt_boxes": x["gt_boxes"],
                                 "conditions": list(meta.conditions), "faults": list(meta.faults)}) + "\n")
     print(format_metrics(metrics))

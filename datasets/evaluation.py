@@ -157,7 +157,7 @@ def condition_subsets(metas: list[FrameMeta]) -> dict[str, list[str]]:
 @torch.no_grad()
 def run_model(model, loader, sensors=None, device: torch.device | str = "cpu", warmup: int = 2,
               limit: int | None = None, budget: float | None = None, price: float = 0.0,
-              flop_frames: int | None = None):
+              flop_frames: int | None = None, control: float = 0.0):
     """Run `model.detect(batch, sensors, budget, price)` over `loader`.
 
     Returns (detections, records, metas, measured): one entry per frame; measured holds what was measured on the
@@ -167,7 +167,12 @@ def run_model(model, loader, sensors=None, device: torch.device | str = "cpu", w
     alone (`Batch.select`) after the timed run, so that counting never slows what is timed; only the first
     `flop_frames` frames when given (NaN for the others: a static configuration costs the same on every frame up to
     the point encoders' few per-point FLOPs). The first `warmup` batches are run twice so that one-time start-up
-    costs are not timed."""
+    costs are not timed.
+
+    With a budget and `control` > 0, the price is also steered as the frames stream, as a deployed system would keep
+    its mean cost at the budget: after each batch, price += control * (the batch's mean cost - budget) (records'
+    cost, the latency table's fraction of full). It uses no label and nothing of a frame before it is processed;
+    each record keeps the price it ran at."""
     device = torch.device(device)
     detections, records, metas, measured = [], [], [], []
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -181,15 +186,19 @@ def run_model(model, loader, sensors=None, device: torch.device | str = "cpu", w
         dets, recs = model.detect(batch.to(device), sensors, budget, price)
         sync()
         dt = (time.perf_counter() - t0) * 1000.0 / len(batch)
+        used_price = price
+        if budget is not None and control > 0:
+            price += control * (sum(r.cost for r in recs) / len(recs) - budget)
         detections += [d.to("cpu") for d in dets]
         records += recs
         metas += batch.meta
         on_device = batch.to(device)
         for b in range(len(batch)):
             counted = flop_frames is None or len(measured) < flop_frames
-            flops = frame_gflops(model, on_device.select(torch.tensor([b])), sensors, budget, price) \
+            flops = frame_gflops(model, on_device.select(torch.tensor([b])), sensors, budget, used_price) \
                 if counted else float("nan")
-            measured.append({"latency_ms": dt, "gflops": flops, "gt_boxes": int(len(batch.gt[b].boxes))})
+            measured.append({"latency_ms": dt, "gflops": flops, "gt_boxes": int(len(batch.gt[b].boxes)),
+                             "price": used_price})
     return detections, records, metas, measured
 
 

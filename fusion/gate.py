@@ -115,17 +115,27 @@ def glimpses(batch: Batch) -> Tensor:
     return torch.nan_to_num(torch.cat(parts, 1), nan=0.0, posinf=0.0, neginf=0.0)
 
 
+ESTIMATORS = ("regression", "gumbel")
+
+
 class Gate(nn.Module):
     """Glimpses + budget -> one logit per configuration (B, K), -inf where the frame lacks a sensor it needs.
 
     costs: (K,) each configuration's cost as a fraction of full (1.0 for configurations()[0]); the price that
-    `decide` subtracts is in those units. Kept as a buffer, so a checkpoint carries the costs its gate used."""
+    `decide` subtracts is in those units. Kept as a buffer, so a checkpoint carries the costs its gate used.
+    estimator: what the MLP's K outputs are. "regression": the detection loss the frame would have under each
+    configuration (`risk`, learned by regression on the losses of the frames trained with random configurations;
+    utility = -risk). "gumbel": utilities learned through a straight-through Gumbel-softmax sample
+    (`sample`, `selection`)."""
 
-    def __init__(self, costs: Tensor, hidden: int = 64):
+    def __init__(self, costs: Tensor, hidden: int = 64, estimator: str = "regression"):
         super().__init__()
         K = len(configurations())
         if costs.shape != (K,):
             raise ValueError(f"Gate: costs must be ({K},), one per configuration, got {tuple(costs.shape)}")
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"Gate: unknown estimator {estimator!r}; expected one of {ESTIMATORS}")
+        self.estimator = estimator
         self.register_buffer("costs", costs.float().clone())
         self.register_buffer("table", configuration_table(), persistent=False)
         self.mlp = nn.Sequential(nn.Linear(GLIMPSE_FEATURES, hidden), nn.ReLU(inplace=True),
@@ -148,10 +158,23 @@ class Gate(nn.Module):
 
     def forward(self, batch: Batch, budget: Tensor) -> Tensor:
         """budget (B,) fractions of full -> (B, K) logits (-inf for configurations not allowed)."""
-        utility = self.mlp(glimpses(batch))
+        return self.logits(self.mlp(glimpses(batch)), budget, batch.present)
+
+    def risk(self, batch: Batch) -> Tensor:
+        """(B, K) the MLP's outputs: predicted detection loss per configuration ("regression")."""
+        return self.mlp(glimpses(batch))
+
+    def logits(self, scores: Tensor, budget: Tensor, present: Tensor) -> Tensor:
+        """The MLP's (B, K) scores (risks or utilities), budget (B,), present (B, 3) -> (B, K) logits."""
+        utility = -scores if self.estimator == "regression" else scores
         b = budget.float().reshape(-1, 1).to(utility.device).clamp(min=1e-3)
         logits = utility - F.softplus(self.price_scale) * (1 - b) / b * self.costs
-        return logits.masked_fill(~self.allowed(batch.present), float("-inf"))
+        return logits.masked_fill(~self.allowed(present), float("-inf"))
+
+    def index_of(self, decisions: Tensor) -> Tensor:
+        """(B, 3) mode indices -> (B,) index into configurations(), -1 for all off."""
+        match = (decisions[:, None, :] == self.table[None]).all(-1)  # (B, K)
+        return torch.where(match.any(1), match.float().argmax(1), torch.full_like(match[:, 0], -1, dtype=torch.long))
 
     def decide(self, logits: Tensor, price: float = 0.0) -> Tensor:
         """Hard choice per frame: argmax(logit - price * cost) -> (B,) configuration indices."""

@@ -139,6 +139,13 @@ class CenterHead(nn.Module):
                 "label": label.view(shape), "attribute": attr.view(shape), "direction": direction.view(shape)}
 
     # losses --------------------------------------------------------------------------------------------------
+    def frame_losses(self, outputs: dict[str, Tensor], gt: list[Boxes]) -> Tensor:
+        """(B,) the weighted detection loss ("loss" of `loss`) of each frame on its own: what the gate learns to
+        predict for the configuration the frame ran (fusion/gate.py)."""
+        keys = ("heatmap", "regression", "attribute", "direction")
+        return torch.stack([self.loss({k: outputs[k][b:b + 1] for k in keys}, [g])["loss"]
+                            for b, g in enumerate(gt)])
+
     def loss(self, outputs: dict[str, Tensor], gt: list[Boxes]) -> dict[str, Tensor]:
         """Scalar losses: heatmap (focal), regression (L1), attribute (CE), direction (BCE) and their weighted sum
         "loss"; with "camera_heatmap" in the outputs also that focal loss (not in "loss": its weight is the

@@ -3,11 +3,12 @@
 Training uses the static sensor configuration (`sensors`), except that with probability `train_sensor_dropout`
 per frame a random non-empty subset of the present sensors at random resolutions is used instead, so that one
 model can be evaluated under every static configuration and every branch keeps learning. With `gate`, after the
-first `gate_start` of the training steps, the frames not given a random subset are decided by the gate
-(fusion/gate.py): a straight-through Gumbel-softmax sample at a temperature falling from `gate_tau[0]` to
-`gate_tau[1]`, for a budget b drawn per batch between the cheapest configuration's share and 1, with the loss
-adding `gate_cost_weight * |mean expected cost - b|` (costs as fractions of full, from the latency table
-`gate_costs`). Validation uses the static configuration; `detect` the static configuration, the one given, or,
+first `gate_start` of the training steps, the gate (fusion/gate.py) learns too, by `gate_estimator`: "regression"
+(the default) predicts each frame's detection loss under the configuration it ran, the detector training as in the
+static recipe; "gumbel" decides the frames not given a random subset by a straight-through Gumbel-softmax sample.
+Either way, for a budget b drawn per batch between the cheapest configuration's share and 1, the loss adds
+`gate_cost_weight * |mean expected cost - b|` (costs as fractions of full, from the latency table `gate_costs`),
+the expectation under a softmax at a temperature falling from `gate_tau[0]` to `gate_tau[1]`. Validation uses the static configuration; `detect` the static configuration, the one given, or,
 with a budget, the gate. Hyperparameters are plain values (save_hyperparameters), so
 `GateFusionModule.load_from_checkpoint(path, map_location="cpu")` rebuilds it.
 """
@@ -17,6 +18,7 @@ import math
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from fusion.cost import (config_cost, measure_latency_table, relative_costs, synthetic_frame, table_from_dict,
@@ -78,6 +80,13 @@ class GateFusionModule(pl.LightningModule):
     gate_cost_weight:     weight of the compute penalty |mean expected cost - budget|
     gate_tau:             Gumbel-softmax temperature at the start and the end of the gate's training
     gate_hidden:          width of the gate's MLP
+    gate_estimator:       how the gate learns (fusion/gate.py). "regression": the detector trains exactly as the
+                          static recipe (modality dropout, the static configuration otherwise), and the gate learns
+                          to predict each frame's detection loss under the configuration it ran (smooth L1 on the
+                          per-frame losses, detached), with the price learned by the compute penalty at a budget
+                          drawn per batch. "gumbel": after gate_start the frames not given a random subset are
+                          decided by a straight-through Gumbel-softmax sample, whose one-hot multiplies each sensor's
+                          features, so the detection loss reaches the gate through them
     **detector:           build_detector's hyperparameters (grid, widths, point budgets, head loss weights), passed
                           on by name. They are declared once, in build_detector's signature; LightningCLI reads them
                           from there (they are flat `model.*` keys of the YAML configs) and save_hyperparameters
@@ -89,7 +98,7 @@ class GateFusionModule(pl.LightningModule):
                  camera_depth_weight: float = 0.5, camera_heatmap_weight: float = 0.0,
                  camera_semantic_weight: float = 0.0, gate: bool = False, gate_costs: dict[str, float] | None = None,
                  gate_start: float = 0.3, gate_cost_weight: float = 2.0, gate_tau: tuple[float, float] = (1.0, 0.2),
-                 gate_hidden: int = 64, **detector):
+                 gate_hidden: int = 64, gate_estimator: str = "regression", **detector):
         super().__init__()
         self.save_hyperparameters()
         self.static = SensorConfig.parse(sensors)
@@ -110,7 +119,7 @@ class GateFusionModule(pl.LightningModule):
         self.detector = build_detector(camera_heatmap=camera_heatmap_weight > 0, **detector)
         self.latency: dict | None = table_from_dict(gate_costs) if gate_costs else None
         costs = relative_costs(self.latency, configurations()) if self.latency else torch.ones(len(configurations()))
-        self.gate = Gate(costs, gate_hidden) if gate else None
+        self.gate = Gate(costs, gate_hidden, gate_estimator) if gate else None
 
     def forward(self, batch: Batch, decisions: Tensor) -> dict[str, Tensor]:
         return self.detector(batch, decisions)
@@ -158,7 +167,7 @@ class GateFusionModule(pl.LightningModule):
         """(decisions (B, 3), gate weights (B, 3) or None, compute penalty or None) for one training batch."""
         static = self.static.decisions(batch.present)
         progress = self.gate_progress()
-        if progress is None:
+        if progress is None or self.gate.estimator == "regression":
             return random_decisions(batch.present, static, self.hparams.train_sensor_dropout), None, None
         B = len(batch)
         by_gate = torch.rand(B) >= self.hparams.train_sensor_dropout  # the other frames: a random subset
@@ -183,6 +192,34 @@ class GateFusionModule(pl.LightningModule):
         self.log_dict(log, batch_size=B)
         return decisions, weights, (expected - budget).abs()
 
+    def gate_regression(self, batch: Batch, decisions: Tensor, outputs: dict[str, Tensor], progress: float
+                        ) -> tuple[Tensor, Tensor]:
+        """(fit, penalty) of the "regression" gate on one training batch: smooth L1 between the gate's predicted loss
+        for the configuration each frame ran and that frame's detection loss (detached: the detector's training is
+        untouched), and |mean expected cost - b| at a budget b drawn for the batch, the expectation under
+        softmax(logits / tau) of the (detached) risks, which trains the price alone."""
+        with torch.no_grad():
+            target = self.detector.head.frame_losses(outputs, batch.gt)
+        risk = self.gate.risk(batch)
+        k = self.gate.index_of(decisions)
+        ran = k >= 0
+        fit = F.smooth_l1_loss(risk[ran, k[ran]], target[ran]) if bool(ran.any()) else risk.sum() * 0.0
+        B = len(batch)
+        lo = self.gate.min_budget
+        budget = lo + (1 - lo) * float(torch.rand(()))
+        logits = self.gate.logits(risk.detach(), torch.full((B,), budget, device=risk.device), batch.present)
+        t0, t1 = self.hparams.gate_tau
+        tau = t0 * (t1 / t0) ** progress
+        expected = (logits / tau).softmax(1) @ self.gate.costs
+        chosen = self.gate.table[logits.argmax(1)]
+        log = {"gate/expected_cost": expected.mean().detach(), "gate/budget": torch.tensor(budget),
+               "gate/tau": torch.tensor(tau)}
+        for i, s in enumerate(SENSORS):
+            for m_i, m in enumerate(MODES[s]):
+                log[f"gate/{s}_{m}"] = (chosen[:, i] == m_i).float().mean()
+        self.log_dict(log, batch_size=B)
+        return fit, (expected.mean() - budget).abs()
+
     def _step(self, batch: Batch, decisions: Tensor, stage: str, weights: Tensor | None = None,
               penalty: Tensor | None = None) -> Tensor:
         outputs = self.detector(batch, decisions, weights)
@@ -193,6 +230,10 @@ class GateFusionModule(pl.LightningModule):
                 losses["loss"] = losses["loss"] + self.hparams[f"camera_{name}_weight"] * losses[f"camera_{name}"]
         if "camera_heatmap" in losses:  # training only: the camera's BEV detecting alone
             losses["loss"] = losses["loss"] + self.hparams.camera_heatmap_weight * losses["camera_heatmap"]
+        progress = self.gate_progress() if stage == "train" else None
+        if progress is not None and self.gate.estimator == "regression":
+            losses["gate_fit"], penalty = self.gate_regression(batch, decisions, outputs, progress)
+            losses["loss"] = losses["loss"] + losses["gate_fit"]
         if penalty is not None:
             losses["gate_penalty"] = penalty
             losses["loss"] = losses["loss"] + self.hparams.gate_cost_weight * penalty

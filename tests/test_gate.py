@@ -101,7 +101,7 @@ def test_lower_budget_lowers_mean_cost_and_calibration_meets_it():
     m = gated().eval()
     batch = make_batch(B=6)
     with torch.no_grad():
-        m.gate.mlp[-1].bias.copy_(torch.linspace(2, 0, 17))  # utilities that favour the dearer configurations
+        m.gate.mlp[-1].bias.copy_(torch.linspace(0, 2, 17))  # predicted losses lowest for the dearer configurations
         costs = [float(m.gate.costs[m.gate.decide(m.gate(batch, torch.full((6,), b)))].mean())
                  for b in (1.0, 0.8, 0.6, 0.4, 0.25)]
     assert costs == sorted(costs, reverse=True) and costs[0] > costs[-1], costs
@@ -154,9 +154,36 @@ def test_records_count_each_frames_own_flops_in_a_mixed_batch():
     assert records[2].gate_probs is not None and sum(records[2].gate_probs["radar"]) == pytest.approx(1.0, abs=1e-3)
 
 
-def test_gate_training_logs_selection_and_penalises_cost():
-    """In the gate's phase a training step draws a budget, samples the gate and adds the penalty."""
-    m = gated(gate_start=0.0, train_sensor_dropout=0.0)
+def test_regression_gate_learns_per_frame_losses_and_leaves_the_detector_alone():
+    """The "regression" gate: its fit loss reaches the gate's MLP and nothing of the detector, the penalty reaches
+    the price alone, and the detector's decisions are the static recipe's."""
+    m = gated(gate_start=0.0)
+
+    class Trainer:  # what gate_progress reads
+        estimated_stepping_batches = 10
+        global_step = 5
+
+    m._trainer = Trainer()
+    m.log_dict = m.log = lambda *a, **k: None
+    batch = make_batch(B=4)
+    decisions, weights, penalty = m.training_decisions(batch)
+    assert weights is None and penalty is None
+    outputs = m.detector(batch, decisions)
+    fit, penalty = m.gate_regression(batch, decisions, outputs, 0.5)
+    target = m.detector.head.frame_losses(outputs, batch.gt)
+    assert target.shape == (4,) and torch.isfinite(target).all()
+    (fit + penalty).backward()
+    assert float(m.gate.mlp[0].weight.grad.abs().sum()) > 0 and m.gate.price_scale.grad is not None
+    assert all(p.grad is None for p in m.detector.parameters())
+    # the per-frame losses are the head's loss of each frame alone
+    one = m.detector.head.loss({k: v[1:2] for k, v in outputs.items() if k in ("heatmap", "regression", "attribute",
+                                                                                "direction")}, batch.gt[1:2])
+    assert float(target[1]) == pytest.approx(float(one["loss"]), rel=1e-5)
+
+
+def test_gumbel_gate_training_samples_and_penalises_cost():
+    """In the gate's phase a "gumbel" training step draws a budget, samples the gate and adds the penalty."""
+    m = gated(gate_start=0.0, train_sensor_dropout=0.0, gate_estimator="gumbel")
 
     class Trainer:  # what gate_progress reads
         estimated_stepping_batches = 10
