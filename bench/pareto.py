@@ -194,6 +194,7 @@ def main(argv=None) -> dict:
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--num-workers", type=int, default=1)
     p.add_argument("--score-threshold", type=float, default=0.3, help="the oracle's (bench/oracle.py)")
+    p.add_argument("--name", default="pareto", help="the plot and table files: --out/NAME.png, NAME.json")
     args = p.parse_args(argv)
     args.static_configs = args.static_configs or args.configs
     unknown = sorted((set(args.configs) | set(args.static_configs)) - set(CONFIGS))
@@ -211,6 +212,10 @@ def main(argv=None) -> dict:
     for seed in args.seeds:
         for kind in kinds:
             base = args.gated_runs if kind == "gated" else args.static_runs
+            missing = not (run_root(base, seed) / "checkpoints" / "last.ckpt").is_file()
+            if kind == "static" and not args.train and missing:
+                print(f"the static recipe's run of seed {seed} ({run_root(base, seed)}) is missing: left out")
+                continue
             ckpt = ensure_trained(kind, base, seed, args.dataroot, args.train)
             folder = out / run_root(base, seed).name
             label = "static (gated model, gate overridden)" if kind == "gated" else "static (static recipe)"
@@ -235,16 +240,16 @@ def main(argv=None) -> dict:
             oracle_sel.append(oracle_selection(om))
     if args.no_gated:
         return {}
-    table = {kind: {name: aggregate(rows) for name, rows in d.items()} for kind, d in per_seed.items()}
+    table = {kind: {name: aggregate(rows) for name, rows in d.items() if rows} for kind, d in per_seed.items()}
     table["oracle"] = table["oracle"].get("oracle")
     report = format_report(table, args, mean_selection(gate_sel[args.budgets[len(args.budgets) // 2]]),
                            mean_selection(oracle_sel) if oracle_sel else None, time.time() - started)
     print(report)
-    plot(out / "pareto.png", table)
-    (out / "pareto.json").write_text(json.dumps({"table": {k: {str(n): v for n, v in t.items()} if k != "oracle"
+    plot(out / f"{args.name}.png", table)
+    (out / f"{args.name}.json").write_text(json.dumps({"table": {k: {str(n): v for n, v in t.items()} if k != "oracle"
                                                            else t for k, t in table.items()},
                                                  "seeds": args.seeds, "budgets": args.budgets}, indent=2))
-    print(f"\nwrote {out / 'pareto.png'} and {out / 'pareto.json'}")
+    print(f"\nwrote {out / (args.name + '.png')} and {out / (args.name + '.json')}")
     return table
 
 
