@@ -148,8 +148,8 @@ class GateFusionModule(pl.LightningModule):
     def set_latency(self, table: dict) -> None:
         """Use a measured latency table (fusion/cost.py measure_latency_table) for the gate's costs and record it in the
         hyperparameters."""
-        self.latency = table
         self.hparams.gate_costs = table_to_dict(table)
+        self.latency = table = table_from_dict(self.hparams.gate_costs)  # as rounded in the checkpoint
         if self.gate is not None:
             self.gate.costs.copy_(relative_costs(table, configurations()).to(self.gate.costs))
 
