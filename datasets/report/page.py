@@ -111,7 +111,8 @@ def write_report(path: str | os.PathLike, run: Run, modes: dict[str, tuple[str, 
     lat = m.get("latency_ms", {})
     overview = [["frames", m.get("frames", len(run.records))], ["dataroot", m.get("dataroot", "")],
                 ["version / split", f"{m.get('version', '')} / {m.get('split', '')}"],
-                ["sensors (eval.py --sensors, else the checkpoint's)",
+                ["sensors (eval.py --sensors, else the checkpoint's; or the gate at a budget)",
+                 f"gate, budget {m.get('budget')}" if not isinstance(m.get("sensors", {}), dict) else
                  ", ".join(f"{k}={v}" for k, v in m.get("sensors", {}).items())],
                 ["checkpoint", m.get("checkpoint", "")], ["device", m.get("device", "")],
                 ["NDS", m.get("nds", "")], ["mAP", m.get("map", "")],
