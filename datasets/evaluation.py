@@ -183,7 +183,8 @@ def run_model(model, loader, sensors=None, device: torch.device | str = "cpu", w
             model.detect(batch.to(device), sensors, budget, price)
         sync()
         t0 = time.perf_counter()
-        dets, recs = model.detect(batch.to(device), sensors, budget, price)
+        moved = batch.to(device)
+        dets, recs = model.detect(moved, sensors, budget, price)
         sync()
         dt = (time.perf_counter() - t0) * 1000.0 / len(batch)
         used_price = price
@@ -192,10 +193,9 @@ def run_model(model, loader, sensors=None, device: torch.device | str = "cpu", w
         detections += [d.to("cpu") for d in dets]
         records += recs
         metas += batch.meta
-        on_device = batch.to(device)
         for b in range(len(batch)):
             counted = flop_frames is None or len(measured) < flop_frames
-            flops = frame_gflops(model, on_device.select(torch.tensor([b])), sensors, budget, used_price) \
+            flops = frame_gflops(model, moved.select(torch.tensor([b])), sensors, budget, used_price) \
                 if counted else float("nan")
             measured.append({"latency_ms": dt, "gflops": flops, "gt_boxes": int(len(batch.gt[b].boxes)),
                              "price": used_price})

@@ -173,24 +173,32 @@ class GateFusionModule(pl.LightningModule):
         by_gate = torch.rand(B) >= self.hparams.train_sensor_dropout  # the other frames: a random subset
         randomised = random_decisions(batch.present, static, 1.0).to(static.device)
         by_gate = by_gate.to(static.device)
-        lo = self.gate.min_budget
-        budget = lo + (1 - lo) * float(torch.rand(()))
+        budget, tau = self.gate_budget_and_tau(progress)
         logits = self.gate(batch, torch.full((B,), budget, device=batch.present.device))
-        t0, t1 = self.hparams.gate_tau
-        tau = t0 * (t1 / t0) ** progress
         decisions, weights = self.gate.selection(self.gate.sample(logits, tau))
         decisions = torch.where(by_gate[:, None], decisions, randomised)
         weights = torch.where(by_gate[:, None], weights, torch.ones_like(weights))
         expected = self.gate.expected_cost(logits).mean()
+        self.log_gate(expected, budget, tau, decisions[by_gate], B)
+        return decisions, weights, (expected - budget).abs()
+
+    def gate_budget_and_tau(self, progress: float) -> tuple[float, float]:
+        """A training batch's budget, uniform between the cheapest configuration's share and 1, and the softmax
+        temperature at `progress` through the gate's phase (gate_tau[0] -> gate_tau[1], geometric)."""
+        lo = self.gate.min_budget
+        t0, t1 = self.hparams.gate_tau
+        return lo + (1 - lo) * float(torch.rand(())), t0 * (t1 / t0) ** progress
+
+    def log_gate(self, expected: Tensor, budget: float, tau: float, chosen: Tensor, batch_size: int) -> None:
+        """TensorBoard: the gate's expected cost, the budget, the temperature, and the share of `chosen` (K, 3)
+        decisions running each sensor in each mode."""
         log = {"gate/expected_cost": expected.detach(), "gate/budget": torch.tensor(budget),
                "gate/tau": torch.tensor(tau)}
-        chosen = decisions[by_gate]
         if len(chosen):
             for i, s in enumerate(SENSORS):
                 for m_i, m in enumerate(MODES[s]):
                     log[f"gate/{s}_{m}"] = (chosen[:, i] == m_i).float().mean()
-        self.log_dict(log, batch_size=B)
-        return decisions, weights, (expected - budget).abs()
+        self.log_dict(log, batch_size=batch_size)
 
     def gate_regression(self, batch: Batch, decisions: Tensor, outputs: dict[str, Tensor], progress: float
                         ) -> tuple[Tensor, Tensor]:
@@ -205,19 +213,10 @@ class GateFusionModule(pl.LightningModule):
         ran = k >= 0
         fit = F.smooth_l1_loss(risk[ran, k[ran]], target[ran]) if bool(ran.any()) else risk.sum() * 0.0
         B = len(batch)
-        lo = self.gate.min_budget
-        budget = lo + (1 - lo) * float(torch.rand(()))
+        budget, tau = self.gate_budget_and_tau(progress)
         logits = self.gate.logits(risk.detach(), torch.full((B,), budget, device=risk.device), batch.present)
-        t0, t1 = self.hparams.gate_tau
-        tau = t0 * (t1 / t0) ** progress
         expected = (logits / tau).softmax(1) @ self.gate.costs
-        chosen = self.gate.table[logits.argmax(1)]
-        log = {"gate/expected_cost": expected.mean().detach(), "gate/budget": torch.tensor(budget),
-               "gate/tau": torch.tensor(tau)}
-        for i, s in enumerate(SENSORS):
-            for m_i, m in enumerate(MODES[s]):
-                log[f"gate/{s}_{m}"] = (chosen[:, i] == m_i).float().mean()
-        self.log_dict(log, batch_size=B)
+        self.log_gate(expected.mean(), budget, tau, self.gate.table[logits.argmax(1)], B)
         return fit, (expected.mean() - budget).abs()
 
     def _step(self, batch: Batch, decisions: Tensor, stage: str, weights: Tensor | None = None,
