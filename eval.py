@@ -122,6 +122,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                                   "checkpoints); default: the static configuration")
     p.add_argument("--calibration-frames", type=int, default=200,
                    help="training-split frames the budget's price is calibrated on")
+    p.add_argument("--price", type=float, default=None,
+                   help="with --budget: run at this price (metrics.json's 'price' of an earlier run at the same "
+                        "budget) instead of calibrating one, so that runs on corrupted frames keep the clean "
+                        "operating point")
     p.add_argument("--budget-control", type=float, default=0.0,
                    help="steer the price as frames stream so that the running mean cost stays at the budget: the "
                         "gain per unit of cost overshoot (0: the calibrated price alone)")
@@ -132,6 +136,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--corruption", default=None, help="corrupt every frame (sensors/corruptions.py); 'list' prints "
                                                       "the names")
     p.add_argument("--severity", type=int, default=None, help="severity 1-5 of --corruption (none for the faults)")
+    p.add_argument("--per-condition", action=argparse.BooleanOptionalAction, default=True,
+                   help="also score each condition subset (day, night, fog, ...; about 1 s each on the demo world)")
     return p.parse_args(argv)
 
 
@@ -160,6 +166,8 @@ def main(argv=None) -> dict:
         raise ValueError("--severity needs --corruption")
     if args.budget is not None and args.sensors:
         raise ValueError("--budget lets the gate choose; it cannot be combined with --sensors")
+    if args.price is not None and args.budget is None:
+        raise ValueError("--price is the gate's price at a budget: it needs --budget")
 
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
@@ -173,10 +181,10 @@ def main(argv=None) -> dict:
     if args.limit is not None:
         dataset = Subset(dataset, range(min(args.limit, len(dataset))))
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers, collate_fn=collate)
-    price = None
-    if args.budget is not None:
-        if model.gate is None:
-            raise ValueError(f"--budget: checkpoint {args.ckpt} has no gate (trained with gate: false)")
+    price = args.price
+    if args.budget is not None and model.gate is None:
+        raise ValueError(f"--budget: checkpoint {args.ckpt} has no gate (trained with gate: false)")
+    if args.budget is not None and price is None:
         train_split = data_hp.get("train_split", "train")
         train = NuScenesDataset(args.dataroot, args.version, train_split, **settings)
         price = calibrate(model, train, args.budget, args.calibration_frames, device, args.num_workers)
@@ -194,7 +202,8 @@ def main(argv=None) -> dict:
                                 {"camera": used.camera != "off", "lidar": used.lidar != "off",
                                  "radar": used.radar != "off"})
     nusc = NuScenes(version=args.version, dataroot=args.dataroot, verbose=False)
-    official = official_eval(nusc, result_path, args.split, out / "devkit", condition_subsets(metas))
+    official = official_eval(nusc, result_path, args.split, out / "devkit",
+                             condition_subsets(metas) if args.per_condition else None)
     selection = selection_stats(records, metas, measured)
     metrics = {
         **official["overall"],

@@ -1,12 +1,16 @@
-"""Is the front/back direction and the velocity of objects in a trained detector's BEV features?
+"""Is the front/back direction, the box axis and the velocity of objects in a trained detector's BEV features?
 
-    python bench/motion_probe.py [--ckpt runs/demo/checkpoints/last.ckpt] [--sensors lidar=fine,radar=on]
+    python bench/motion_probe.py [--ckpt runs/demo/checkpoints/last.ckpt] [--sensors lidar=fine,radar=on] \
+        [--at head | bev | lidar | radar | camera]
 
-Freezes the detector, and trains a fresh probe (two 3x3 conv blocks and a 1x1 conv) on the features its head reads
-(the output of the head's shared layer) to predict, at each box's centre cell, the direction logit and the velocity
-that the head itself predicts. Prints, every `--every` steps, the probe's direction accuracy on cars and its velocity
-error on moving cars (|v| > 1 m/s) on the val frames, next to the detector head's own and to predicting 0. A probe
-far better than the head means the information is in the features and the head does not read it out.
+Freezes the detector, and trains a fresh probe (two 3x3 conv blocks and a 1x1 conv) on one level of its features to
+predict, at each box's centre cell, the direction logit, the velocity and the axis (sin 2yaw, cos 2yaw) that the head
+itself predicts. --at: the output of the head's shared layer (head, the default), the decoder's output that the head
+reads (bev), or one sensor branch's BEV features before fusion (lidar, radar, camera). Prints, every `--every` steps,
+the probe's direction accuracy and mean axis error (degrees, modulo 180) on cars and its velocity error on moving
+cars (|v| > 1 m/s) on the val frames, next to the detector head's own and to predicting 0. A probe far better than
+the head means the information is in the features and the head does not read it out; probes at successive levels
+show where it is lost.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets.datamodule import NuScenesDataModule  # noqa: E402
 from fusion.detector import SensorConfig  # noqa: E402
-from fusion.head import VEL  # noqa: E402
+from fusion.head import REG_DIMS, VEL  # noqa: E402
 from fusion.module import GateFusionModule  # noqa: E402
 from sensors.bev import conv_block  # noqa: E402
 from sensors.frame import collate  # noqa: E402
@@ -40,6 +44,8 @@ def main(argv=None) -> None:
     p.add_argument("--ckpt", default="runs/demo/checkpoints/last.ckpt")
     p.add_argument("--dataroot", default="data/synth-demo")
     p.add_argument("--sensors", default="lidar=fine,radar=on")
+    p.add_argument("--at", default="head", choices=("head", "bev", "lidar", "radar", "camera"),
+                   help="which features the probe reads")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--every", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
@@ -50,6 +56,8 @@ def main(argv=None) -> None:
     model.requires_grad_(False)
     detector, head = model.detector, model.detector.head
     config = SensorConfig.parse(args.sensors)
+    if args.at in ("lidar", "radar", "camera") and getattr(config, args.at) == "off":
+        p.error(f"--at {args.at}: that sensor is off in --sensors {args.sensors}")
     data = NuScenesDataModule(args.dataroot, num_workers=1, augment=True, seed=args.seed)
     data.setup("fit")
     train = torch.utils.data.DataLoader(data.train_set, batch_size=4, shuffle=True, num_workers=1,
@@ -57,14 +65,19 @@ def main(argv=None) -> None:
     val = [data.val_set[i] for i in range(0, len(data.val_set), 4)]
 
     def features(batch):
-        """-> (the backbone's BEV features, the head's shared features, targets) of a batch under `config`."""
+        """-> (the BEV features the head reads, the features the probe reads, targets) of a batch under `config`."""
         with torch.no_grad():
             decisions = config.decisions(batch.present)
-            bev = detector.fused_bev(detector.encode(batch, decisions), decisions > 0)
-            return bev, head.shared(bev), head.targets(batch.gt)
+            branches = detector.encode(batch, decisions)
+            bev = detector.fused_bev(branches, decisions > 0)
+            x = head.shared(bev) if args.at == "head" else bev if args.at == "bev" else branches[args.at]
+            if x is None:  # no frame of the batch has that sensor: its branch's features are zeros
+                x = bev.new_zeros(len(batch), getattr(detector, args.at).channels, *bev.shape[-2:])
+            return bev, x, head.targets(batch.gt)
 
-    channels = head.shared[0].out_channels
-    probe = torch.nn.Sequential(conv_block(channels, 32), conv_block(32, 32), torch.nn.Conv2d(32, 3, 1))
+    channels = features(collate([data.val_set[0]]))[1].shape[1]
+    probe = torch.nn.Sequential(conv_block(channels, 32), conv_block(32, 32), torch.nn.Conv2d(32, 5, 1))
+    axis = [REG_DIMS.index("sin2"), REG_DIMS.index("cos2")]
     opt = torch.optim.Adam(probe.parameters(), 3e-3)
 
     def evaluate() -> str:
@@ -77,11 +90,12 @@ def main(argv=None) -> None:
                 outputs = head(bev)
                 own_dir = centre_values(outputs["direction"], t)[:, 0]
                 own_vel = centre_values(outputs["regression"], t)[:, VEL:VEL + 2]
+                own_axis = centre_values(outputs["regression"], t)[:, axis]
                 v = centre_values(t["regression"], t)[:, VEL:VEL + 2]
-                rows.append((t["label"][t["mask"]], t["direction"][t["mask"]], o[:, 0], o[:, 1:] * VEL_UNIT,
-                             own_dir, own_vel, v))
+                rows.append((t["label"][t["mask"]], t["direction"][t["mask"]], o[:, 0], o[:, 1:3] * VEL_UNIT,
+                             own_dir, own_vel, v, o[:, 3:5], own_axis, centre_values(t["regression"], t)[:, axis]))
         probe.train()
-        label, direction, p_dir, p_vel, h_dir, h_vel, v = (torch.cat(c) for c in zip(*rows))
+        label, direction, p_dir, p_vel, h_dir, h_vel, v, p_axis, h_axis, axis_t = (torch.cat(c) for c in zip(*rows))
         car = label == CLASSES.index("car")
         moving = car & (v.norm(dim=1) > 1.0)
 
@@ -91,7 +105,12 @@ def main(argv=None) -> None:
         def err(pred):
             return float((pred[moving] - v[moving]).norm(dim=1).mean())
 
-        return (f"cars {int(car.sum())}: direction accuracy probe {acc(p_dir):.3f}, head {acc(h_dir):.3f} | "
+        def axis_deg(pred):  # angle between the predicted and true 2yaw, halved: the axis error modulo 180 degrees
+            d = torch.atan2(pred[car, 0], pred[car, 1]) - torch.atan2(axis_t[car, 0], axis_t[car, 1])
+            return float(torch.atan2(torch.sin(d), torch.cos(d)).abs().mean() / 2 * 180 / torch.pi)
+
+        return (f"cars {int(car.sum())}: direction accuracy probe {acc(p_dir):.3f}, head {acc(h_dir):.3f}, axis error "
+                f"probe {axis_deg(p_axis):.1f}, head {axis_deg(h_axis):.1f} deg | "
                 f"moving cars {int(moving.sum())}: velocity error probe {err(p_vel):.2f}, head {err(h_vel):.2f}, "
                 f"zero {err(torch.zeros_like(v)):.2f} m/s")
 
@@ -100,9 +119,10 @@ def main(argv=None) -> None:
         for batch in train:
             _, x, t = features(batch)
             o = centre_values(probe(x), t)
-            v = centre_values(t["regression"], t)[:, VEL:VEL + 2]
+            target = centre_values(t["regression"], t)
             loss = (F.binary_cross_entropy_with_logits(o[:, 0], t["direction"][t["mask"]])
-                    + 0.1 * ((o[:, 1:] * VEL_UNIT - v) ** 2).sum(1).mean())
+                    + 0.1 * ((o[:, 1:3] * VEL_UNIT - target[:, VEL:VEL + 2]) ** 2).sum(1).mean()
+                    + (o[:, 3:5] - target[:, axis]).abs().sum(1).mean())
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.oracle import FULL, config_folder, oracle_from_dirs
-from bench.static_configs import CONFIGS
+from bench.static_configs import CONFIGS, reusable
 
 BUDGETS = (0.35, 0.5, 0.65, 0.8)
 GROUPS = ("day", "dusk", "night", "clear", "rain", "fog", "fault", "empty", "dense")
@@ -59,17 +59,9 @@ def evaluate(ckpt: Path, folder: Path, choice: dict, args) -> dict:
     written for the same checkpoint file, choice, data and limit when --reuse."""
     import eval as evaluation
 
-    metrics_path = folder / "metrics.json"
-    if args.reuse and metrics_path.is_file() and (folder / "records.jsonl").is_file():
-        m = json.loads(metrics_path.read_text())
-        from fusion.detector import SensorConfig
-
-        c = SensorConfig.parse(choice["sensors"]) if "sensors" in choice else None
-        wanted = {"camera": c.camera, "lidar": c.lidar, "radar": c.radar} if c else "gate"
-        if (m.get("checkpoint_sha256") == evaluation.file_sha256(ckpt) and m.get("sensors") == wanted
-                and m.get("budget") == choice.get("budget") and m.get("dataroot") == args.dataroot
-                and m.get("split") == args.split and m.get("limit") == args.limit and m.get("corruption") is None):
-            print(f"reusing {metrics_path}")
+    if args.reuse and (folder / "records.jsonl").is_file():
+        m = reusable(folder / "metrics.json", str(ckpt), choice.get("sensors"), args, choice.get("budget"))
+        if m:
             return m
     cmd = ["--ckpt", str(ckpt), "--dataroot", args.dataroot, "--version", args.version, "--split", args.split,
            "--out", str(folder), "--num-workers", str(args.num_workers)]

@@ -1,18 +1,27 @@
 """Robustness under sensor noise and failure: NDS, mAP, relative accuracy and compute per corruption and severity.
 
     python bench/robustness.py --ckpt runs/demo/checkpoints/last.ckpt [B.ckpt ...] \
-        --sensors "camera=high,lidar=fine,radar=on" "lidar=fine" [--severities 1 3 5] [--only NAME ...] \
-        [--limit 40] [--dataroot data/synth-demo] [--out runs/robustness] [--cache-dir DIR] [--reuse] [--no-skip]
+        --sensors "camera=high,lidar=fine,radar=on" "lidar=fine" [--budgets 0.5 0.8] [--severities 1 3 5] \
+        [--only NAME ...] [--limit 40] [--dataroot data/synth-demo] [--out runs/robustness] [--reuse] [--no-skip]
 
-For every checkpoint and sensor configuration it runs eval.py's main once clean and once per corruption of
-sensors/corruptions.py and severity (the faults, which have no severity, once each), each into
---out/<run>/<configuration>/<corruption>[_<severity>], and prints per corruption and severity NDS, mAP,
-RA = NDS_corrupted / NDS_clean, GFLOPs per frame (torch's FLOP counter, as metrics.json reports it) and ms per frame,
-and the share of frames in which each branch ran in each mode where it differs from the configuration (a sensor that
-is not present is off; with a gate, its choices), then mRA over the suite and per sensor group. A corruption's RA
-is the mean over the severities run; mRA the mean over corruptions. A corruption that cannot touch the
-configuration (a camera corruption with the camera off) is not evaluated but counted as RA 1 and marked "skipped"
-(--no-skip evaluates it). The wall time of the whole run is printed at the end.
+For every checkpoint and every choice (each static configuration of --sensors, and for a gated checkpoint the gate
+at each of --budgets) it runs eval.py's main once clean and once per corruption of sensors/corruptions.py and
+severity (the faults, which have no severity, once each), each into
+--out/<run>/<configuration | budget-B>/<corruption>[_<severity>], and prints per corruption and severity NDS, mAP,
+RA = NDS_corrupted / NDS_clean, the mean cost per frame (a fraction of the full configuration's, by the model's
+latency table, as records.jsonl) and the measured ms per frame, and which sensors ran: for a static configuration
+the branches that ran in another mode (a sensor that is not present is off), for the gate how its choices moved
+from the clean frames. Then mRA over the suite and per sensor group. A corruption's RA is the mean over the
+severities run; mRA the mean over corruptions. A corruption that cannot touch a static configuration (a camera
+corruption with the camera off) is not evaluated but counted as RA 1 and marked "skipped" (--no-skip evaluates it);
+the gate may choose any sensor, so it meets every corruption. Under every corruption the gate starts from the price
+calibrated for its budget on the clean run (training frames, as eval.py --budget) and, as a deployed system keeps
+its mean cost at its budget, steers it as the frames stream (eval.py --budget-control, gain --budget-control, 1 by
+default): compute a dead or degraded sensor no longer earns goes where the gate expects it to help most.
+--budget-control 0 keeps the clean price, so that the gate's own risk estimates alone decide (the cost column then
+shows how a corruption moves the spending). FLOPs are counted on the first
+--flop-frames frames only (fusion.cost gives each configuration's), and the per-condition scores are left out: the
+suite runs hundreds of evaluations. The wall time of the whole run is printed at the end.
 """
 from __future__ import annotations
 
@@ -35,9 +44,10 @@ def plan(names: list[str], severities: list[int]) -> list[tuple[str, int | None]
 
 
 def affects(name: str, sensors) -> bool:
-    """Whether corruption `name` changes a sensor the configuration `sensors` (SensorConfig) runs."""
+    """Whether corruption `name` changes a sensor the configuration `sensors` (SensorConfig; None: the gate, which
+    may choose any) runs."""
     from sensors.corruptions import CORRUPTIONS
-    return any(getattr(sensors, s) != "off" for s in CORRUPTIONS[name].sensors)
+    return sensors is None or any(getattr(sensors, s) != "off" for s in CORRUPTIONS[name].sensors)
 
 
 def selection(records_path: Path) -> dict[str, dict[str, float]]:
@@ -50,15 +60,24 @@ def selection(records_path: Path) -> dict[str, dict[str, float]]:
     return out
 
 
-def format_selection(sel: dict[str, dict[str, float]] | None, sensors) -> str:
-    """The modes that differ from the configuration `sensors`, e.g. 'lidar off 100%' ('' when none do)."""
+def format_selection(sel: dict[str, dict[str, float]] | None, reference: dict[str, dict[str, float]],
+                     min_shift: float = 0.05) -> str:
+    """The modes whose share of frames moved by at least `min_shift` from `reference` (a static configuration's
+    {sensor: {mode: 1.0}}, or the gate's clean selection), e.g. 'lidar off 100% (0%)' ('' when none did)."""
     if not sel:
         return ""
     parts = []
     for sensor, freq in sel.items():
-        if freq != {getattr(sensors, sensor): 1.0}:
-            parts.append(f"{sensor} " + " ".join(f"{mode} {share:.0%}" for mode, share in freq.items()))
+        ref = reference.get(sensor, {})
+        moved = [(mode, freq.get(mode, 0.0), ref.get(mode, 0.0)) for mode in dict.fromkeys([*freq, *ref])]
+        parts += [f"{sensor} {mode} {now:.0%} ({was:.0%})" for mode, now, was in moved if abs(now - was) >= min_shift]
     return "; ".join(parts)
+
+
+def gate_selection(sel: dict[str, dict[str, float]]) -> str:
+    """The gate's choices in one line, e.g. 'camera high 40% low 60%, lidar fine 100%, radar on 100%'."""
+    return ", ".join(f"{sensor} " + " ".join(f"{mode} {share:.0%}" for mode, share in freq.items() if share > 0)
+                     for sensor, freq in sel.items())
 
 
 def summarize(clean: dict, runs: dict[tuple[str, int | None], dict | None]) -> dict:
@@ -81,28 +100,32 @@ def summarize(clean: dict, runs: dict[tuple[str, int | None], dict | None]) -> d
     return {"ra_run": ra_run, "ra_corruption": ra_corr, "mra": mean(ra_corr.values()), "mra_group": groups}
 
 
-def format_report(title: str, clean: dict, runs: dict, selections: dict, sensors) -> str:
-    """The table of one checkpoint and configuration, then its mRA lines."""
+def format_report(title: str, clean: dict, runs: dict, selections: dict, reference: dict) -> str:
+    """The table of one checkpoint and choice, then its mRA lines. reference: the selection a row's is compared
+    with (see format_selection)."""
     from sensors.corruptions import CORRUPTIONS
 
     s = summarize(clean, runs)
     width = max([len("corruption")] + [len(n) for n, _ in runs])
-    head = (f"| {'corruption':<{width}} | group        | sev | NDS   | mAP   | RA    | GFLOPs | ms/frame "
-            f"| selection / note")
+    head = (f"| {'corruption':<{width}} | group        | sev | NDS   | mAP   | RA    | cost  | ms/frame "
+            f"| selection: moved from {'clean' if clean.get('budget') is not None else 'the configuration'} (was)")
     lines = [title, head, "|" + "|".join("-" * len(c) for c in head[1:].split("|"))]
 
     def row(name, group, sev, m, ra, note):
         if m is None:
-            return f"| {name:<{width}} | {group:<12} | {sev:>3} |   -   |   -   | {ra:5.3f} |    -   |     -    | {note}"
+            return f"| {name:<{width}} | {group:<12} | {sev:>3} |   -   |   -   | {ra:5.3f} |   -   |     -    | {note}"
         return (f"| {name:<{width}} | {group:<12} | {sev:>3} | {m['nds']:.3f} | {m['map']:.3f} | {ra:5.3f} | "
-                f"{m['gflops_per_frame']:6.2f} | {m['latency_ms']['mean']:8.1f} | {note}")
+                f"{m['cost_per_frame']['mean']:.3f} | {m['latency_ms']['mean']:8.1f} | {note}")
 
-    lines.append(row("clean", "-", "-", clean, 1.0, format_selection(selections.get(("clean", None)), sensors)))
+    clean_note = gate_selection(selections[("clean", None)]) if clean.get("budget") is not None else \
+        format_selection(selections.get(("clean", None)), reference)
+    lines.append(row("clean", "-", "-", clean, 1.0, clean_note))
     for (name, sev), m in runs.items():
         note = "skipped: cannot affect this configuration (RA 1)" if m is None else \
-            format_selection(selections.get((name, sev)), sensors)
+            format_selection(selections.get((name, sev)), reference)
         lines.append(row(name, CORRUPTIONS[name].group, "-" if sev is None else sev, m, s["ra_run"][(name, sev)],
                          note))
+
     def fmt(v):
         return "  -  " if v is None else f"{v:.3f}"
 
@@ -112,9 +135,9 @@ def format_report(title: str, clean: dict, runs: dict, selections: dict, sensors
                  + ", ".join(f"{g} {fmt(v)}" for g, v in s["mra_group"].items()))
     ran = [m for m in runs.values() if m is not None]
     if ran:
-        lines.append(f"mean cost under corruption: {sum(m['gflops_per_frame'] for m in ran) / len(ran):.2f} GFLOPs, "
-                     f"{sum(m['latency_ms']['mean'] for m in ran) / len(ran):.1f} ms per frame (clean "
-                     f"{clean['gflops_per_frame']:.2f} GFLOPs, {clean['latency_ms']['mean']:.1f} ms)")
+        lines.append(f"mean cost under corruption: {sum(m['cost_per_frame']['mean'] for m in ran) / len(ran):.3f} "
+                     f"of full, {sum(m['latency_ms']['mean'] for m in ran) / len(ran):.1f} ms per frame (clean "
+                     f"{clean['cost_per_frame']['mean']:.3f}, {clean['latency_ms']['mean']:.1f} ms)")
     skipped = [n for (n, _), m in runs.items() if m is None]
     if skipped:
         lines.append(f"skipped (RA 1, not evaluated: they touch only sensors this configuration runs off): "
@@ -131,8 +154,14 @@ def main(argv=None) -> dict:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", nargs="+", default=["runs/demo/checkpoints/last.ckpt"])
-    p.add_argument("--sensors", nargs="+", default=[DEFAULT_SENSORS], help="static configurations, each like "
-                                                                          "'camera=high,lidar=fine,radar=on'")
+    p.add_argument("--sensors", nargs="*", default=None,
+                   help="static configurations, each like 'camera=high,lidar=fine,radar=on' (default: that one, "
+                        "or none when --budgets is given)")
+    p.add_argument("--budgets", type=float, nargs="*", default=[],
+                   help="for a gated checkpoint: the gate at each of these budgets (eval.py --budget)")
+    p.add_argument("--budget-control", type=float, default=1.0,
+                   help="the gate's price steering gain under corruption (eval.py --budget-control; 0: the clean "
+                        "price throughout)")
     p.add_argument("--only", nargs="+", default=None, help="corruptions to run (default: all)")
     p.add_argument("--severities", type=int, nargs="+", default=list(SEVERITIES))
     p.add_argument("--limit", type=int, default=None, help="only the first N frames of the split")
@@ -140,10 +169,11 @@ def main(argv=None) -> dict:
     p.add_argument("--version", default="v1.0-synth")
     p.add_argument("--split", default="synth_val")
     p.add_argument("--out", default="runs/robustness")
-    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--num-workers", type=int, default=1)
+    p.add_argument("--flop-frames", type=int, default=8, help="frames whose FLOPs are counted (eval.py)")
     p.add_argument("--cache-dir", default=None, help="where the dataset index cache goes (eval.py --cache-dir)")
     p.add_argument("--reuse", action="store_true", help="reuse a metrics.json written for the same checkpoint "
-                                                        "file, sensors, data, --limit, corruption and severity")
+                                                        "file, choice, data, --limit, corruption and severity")
     p.add_argument("--no-skip", action="store_true", help="also evaluate corruptions that cannot affect a "
                                                           "configuration")
     args = p.parse_args(argv)
@@ -153,6 +183,9 @@ def main(argv=None) -> dict:
     bad = sorted(set(args.severities) - set(SEVERITIES))
     if bad:
         p.error(f"--severities: invalid {bad}; valid severities: {list(SEVERITIES)}")
+    if any(not 0 < b <= 1 for b in args.budgets):
+        p.error(f"--budgets: each must be in (0, 1] (a fraction of the full configuration's cost), got "
+                f"{args.budgets}")
     missing = [c for c in args.ckpt if not Path(c).is_file()]
     if missing:
         p.error(f"--ckpt: no such file: {', '.join(missing)}")
@@ -160,30 +193,45 @@ def main(argv=None) -> dict:
     from bench.static_configs import reusable, run_dirs
     from fusion.detector import SensorConfig
     try:
-        configs = [SensorConfig.parse(s) for s in args.sensors]
+        configs = [SensorConfig.parse(s) for s in (args.sensors if args.sensors is not None else
+                                                   [] if args.budgets else [DEFAULT_SENSORS])]
     except ValueError as e:
         p.error(f"--sensors: {e}")
+    if not configs and not args.budgets:
+        p.error("nothing to run: give --sensors or --budgets")
 
     t0 = time.perf_counter()
     todo = plan(args.only or list(CORRUPTIONS), sorted(set(args.severities)))
     reports, results = [], {}
     for ckpt, out in zip(args.ckpt, run_dirs(args.ckpt, Path(args.out))):
-        for sensors in configs:
-            folder = out / str(sensors).replace(",", "_").replace("=", "-")
+        gated = evaluate.load_checkpoint(ckpt)[0].gate is not None
+        if args.budgets and not gated:
+            print(f"{ckpt}: no gate, so no --budgets rows")
+        choices = [(str(c), c, None) for c in configs] + [(f"gate, budget {b}, control {args.budget_control}", None, b)
+                                                         for b in (args.budgets if gated else [])]
+        for label, sensors, budget in choices:
+            folder = out / (f"budget-{budget}" + (f"-control-{args.budget_control}" if args.budget_control else "")
+                            if sensors is None else label.replace(",", "_").replace("=", "-"))
             base = ["--ckpt", ckpt, "--dataroot", args.dataroot, "--version", args.version, "--split", args.split,
-                    "--sensors", str(sensors), "--num-workers", str(args.num_workers)]
+                    "--num-workers", str(args.num_workers), "--flop-frames", str(args.flop_frames),
+                    "--no-per-condition"]
+            base += ["--sensors", str(sensors)] if sensors is not None else \
+                ["--budget", str(budget), "--budget-control", str(args.budget_control)]
             base += ["--limit", str(args.limit)] if args.limit else []
             base += ["--cache-dir", args.cache_dir] if args.cache_dir else []
 
-            def run(name, severity, folder=folder, ckpt=ckpt, sensors=sensors, base=base):
+            def run(name, severity, price=None, folder=folder, ckpt=ckpt, sensors=sensors, budget=budget, base=base):
                 where = folder / ("clean" if name is None else folder_name(name, severity))
-                if args.reuse:
-                    m = reusable(where / "metrics.json", ckpt, str(sensors), args)
-                    if m and m.get("corruption") == name and m.get("severity") == severity:
+                if args.reuse and (where / "records.jsonl").is_file():
+                    m = reusable(where / "metrics.json", ckpt, None if sensors is None else str(sensors), args,
+                                 budget, name, severity)
+                    control = 0.0 if budget is None else args.budget_control
+                    if m and m.get("budget_control", 0.0) == control and (price is None or m.get("price") == price):
                         return m, selection(where / "records.jsonl")
                 cmd = base + ["--out", str(where)]
                 cmd += ["--corruption", name] if name else []
                 cmd += ["--severity", str(severity)] if severity is not None else []
+                cmd += ["--price", repr(price)] if price is not None else []
                 return evaluate.main(cmd), selection(where / "records.jsonl")
 
             clean, sel_clean = run(None, None)
@@ -192,10 +240,14 @@ def main(argv=None) -> dict:
                 if not args.no_skip and not affects(name, sensors):
                     runs[(name, severity)] = None
                     continue
-                runs[(name, severity)], selections[(name, severity)] = run(name, severity)
-            title = f"{ckpt}  sensors {sensors}  ({args.split}, {clean['frames']} frames)"
-            reports.append(format_report(title, clean, runs, selections, sensors))
-            results[(ckpt, str(sensors))] = {"clean": clean, "runs": runs, "summary": summarize(clean, runs)}
+                runs[(name, severity)], selections[(name, severity)] = run(name, severity, clean["price"])
+            reference = sel_clean if sensors is None else \
+                {s: {getattr(sensors, s): 1.0} for s in ("camera", "lidar", "radar")}
+            what = label if sensors is None else f"sensors {label}"
+            title = f"{ckpt}  {what}  ({args.split}, {clean['frames']} frames)"
+            reports.append(format_report(title, clean, runs, selections, reference))
+            results[(ckpt, label)] = {"clean": clean, "runs": runs, "summary": summarize(clean, runs),
+                                      "selections": selections}
     elapsed = time.perf_counter() - t0
     print()
     print("\n\n".join(reports))

@@ -136,16 +136,20 @@ def run_dirs(ckpts: list[str], out: Path) -> list[Path]:
     return [out / n for n in names]
 
 
-def reusable(metrics_path: Path, ckpt: str, sensors: str, args) -> dict | None:
-    """The metrics.json at metrics_path when it was written for this checkpoint file, sensors and data; else None."""
+def reusable(metrics_path: Path, ckpt: str, sensors: str | None, args, budget: float | None = None,
+             corruption: str | None = None, severity: int | None = None) -> dict | None:
+    """The metrics.json at metrics_path when eval.py wrote it for this checkpoint file, choice (static `sensors`, or
+    None for the gate at `budget`), data (args.dataroot, version, split, limit) and corruption; else None."""
     if not metrics_path.is_file():
         return None
     import eval as evaluate
     from fusion.detector import SensorConfig
     m = json.loads(metrics_path.read_text())
-    want = SensorConfig.parse(sensors)
+    want = SensorConfig.parse(sensors) if sensors is not None else None
     same = (m.get("checkpoint_sha256") == evaluate.file_sha256(ckpt)
-            and m.get("sensors") == {"camera": want.camera, "lidar": want.lidar, "radar": want.radar}
+            and m.get("sensors") == ({"camera": want.camera, "lidar": want.lidar, "radar": want.radar} if want
+                                     else "gate")
+            and m.get("budget") == budget and m.get("corruption") == corruption and m.get("severity") == severity
             and m.get("dataroot") == args.dataroot and m.get("version") == args.version
             and m.get("split") == args.split and m.get("limit") == args.limit)
     if same:

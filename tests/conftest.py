@@ -1,5 +1,5 @@
-"""Shared pytest fixtures: `tiny_world`, a tiny synthetic nuScenes-format world generated once per session, and
-`tiny_run`, one training step of configs/tiny.yaml on it."""
+"""Shared pytest fixtures: `tiny_world`, a tiny synthetic nuScenes-format world generated once per session,
+`tiny_run`, one training step of configs/tiny.yaml on it, and `tiny_gated_run`, two steps of it with the gate."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,3 +30,16 @@ def tiny_run(tiny_world, tmp_path_factory) -> tuple[Path, Path]:
                 "--data.cache_dir", str(tmp / "cache"), "--trainer.max_steps", "1",
                 "--trainer.default_root_dir", str(tmp / "run")])
     return tmp / "run" / "checkpoints" / "last.ckpt", tmp / "cache"
+
+
+@pytest.fixture(scope="session")
+def tiny_gated_run(tiny_world, tiny_run, tmp_path_factory) -> Path:
+    """Run folder (checkpoints/last.ckpt) of two training steps of configs/tiny.yaml with the gate on the tiny world
+    (its latency table measured at set-up, as for a config without one)."""
+    import train
+
+    run = tmp_path_factory.mktemp("tiny_gated_run") / "run"
+    train.main(["fit", "--config", str(REPO / "configs" / "tiny.yaml"), "--data.dataroot", str(tiny_world),
+                "--data.cache_dir", str(tiny_run[1]), "--trainer.max_steps", "2", "--trainer.default_root_dir",
+                str(run), "--model.gate", "true", "--model.gate_start", "0.0"])
+    return run

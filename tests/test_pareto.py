@@ -3,20 +3,12 @@ oracle, the table and the plot."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
 
 
-def test_pareto_bench_end_to_end(tiny_world, tiny_run, tmp_path, capsys):
-    import train
+def test_pareto_bench_end_to_end(tiny_world, tiny_run, tiny_gated_run, tmp_path, capsys):
     from bench.pareto import beats, main
 
-    _, cache = tiny_run
-    gated = tmp_path / "gated"
-    train.main(["fit", "--config", str(REPO / "configs" / "tiny.yaml"), "--data.dataroot", str(tiny_world),
-                "--data.cache_dir", str(cache), "--trainer.max_steps", "2", "--trainer.default_root_dir", str(gated),
-                "--model.gate", "true", "--model.gate_start", "0.0"])
+    gated = tiny_gated_run
     static = tmp_path / "static"
     static.mkdir()
     (static / "checkpoints").symlink_to(tiny_run[0].parent)
