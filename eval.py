@@ -284,12 +284,18 @@ def format_metrics(m: dict) -> str:
     corrupted = f"  corruption {m['corruption']} severity {m['severity']}" if m.get("corruption") else ""
     budget = f"  budget {m['budget']} (price {m['price']:.3f})" if m.get("budget") is not None else ""
     cost = m.get("cost_per_frame") or {}
+    mo = m.get("motion")
+    motion = [f"matches above score 0.3: velocity error {mo['vel_err']:.2f} m/s (zero velocity: "
+              f"{mo['vel_err_zero']:.2f}), moving objects {mo['moving_vel_err']:.2f} (zero: "
+              f"{mo['moving_vel_err_zero']:.2f}, {mo['moving_matches']} matches); heading error "
+              f"{mo['heading_err']:.2f} rad, {mo['heading_backwards']:.0%} backwards"] if mo else []
     lines = [f"sensors {m['sensors']}  frames {m['frames']}  device {m['device']}{corrupted}{budget}",
              f"NDS {m['nds']:.4f}  mAP {m['map']:.4f}  cost/frame {cost.get('mean', float('nan')):.3f} of full "
              f"(p95 {cost.get('p95', float('nan')):.3f})  GFLOPs/frame {m['gflops_per_frame']:.2f}  "
              f"latency {m['latency_ms']['mean']:.1f} ms (p50 {m['latency_ms']['p50']:.1f}, "
              f"p95 {m['latency_ms']['p95']:.1f})  {m['latency_ms']['fps']:.1f} frames/s",
              "  ".join(f"{k} {v:.3f}" for k, v in m["tp_errors"].items()),
+             *motion,
              "per class AP: " + "  ".join(f"{k} {v:.3f}" for k, v in m["per_class_ap"].items())]
     for name, s in m["per_condition"].items():
         if s:

@@ -137,9 +137,49 @@ def official_eval(nusc, result_path: str | Path, split: str, out_dir: str | Path
         return {**_summary(metrics), "frames": len(tokens)}
 
     out = {"overall": evaluate_on(run_tokens), "subsets": {}}
+    out["overall"]["motion"] = motion_errors(gt_all, pred_all, run_tokens)
     for name, tokens in (subsets or {}).items():
         out["subsets"][name] = evaluate_on(tokens)
     return out
+
+
+def motion_errors(gt_boxes, pred_boxes, tokens: list[str], dist_th: float = 2.0, min_score: float = 0.3,
+                  moving: float = 1.0) -> dict:
+    """Velocity and heading errors of the detections above `min_score`, matched as the devkit matches (per class,
+    greedily by score, to the nearest unmatched ground-truth centre within `dist_th` m; devkit EvalBoxes in), next to
+    what predicting zero velocity would score on the same matches; also on the moving objects alone (|v| >
+    `moving` m/s). Heading (classes other than barrier and cone, whose heading the devkit scores modulo pi or not at
+    all): mean absolute error and the share of matches pointing backwards (error over 90 degrees)."""
+    from nuscenes.eval.common.utils import center_distance, velocity_l2, yaw_diff
+
+    vel, zero, speed, heading = [], [], [], []
+    for t in tokens:
+        preds = sorted((b for b in pred_boxes[t] if b.detection_score >= min_score), key=lambda b: -b.detection_score)
+        taken = set()
+        for p in preds:
+            cands = [(center_distance(g, p), i) for i, g in enumerate(gt_boxes[t])
+                     if i not in taken and g.detection_name == p.detection_name]
+            d, i = min(cands, default=(np.inf, -1))
+            if d > dist_th:
+                continue
+            taken.add(i)
+            g = gt_boxes[t][i]
+            if g.detection_name != "traffic_cone" and not np.any(np.isnan(g.velocity)):
+                vel.append(velocity_l2(g, p))
+                zero.append(float(np.linalg.norm(g.velocity)))
+                speed.append(zero[-1])
+            if g.detection_name not in ("barrier", "traffic_cone"):
+                heading.append(yaw_diff(g, p))
+
+    def mean(a):
+        return float(np.mean(a)) if len(a) else float("nan")
+
+    vel, zero, speed, heading = map(np.asarray, (vel, zero, speed, heading))
+    fast = speed > moving
+    return {"matches": int(len(vel)), "vel_err": mean(vel), "vel_err_zero": mean(zero),
+            "moving_matches": int(fast.sum()), "moving_vel_err": mean(vel[fast]),
+            "moving_vel_err_zero": mean(zero[fast]), "heading_err": mean(heading),
+            "heading_backwards": mean(heading > np.pi / 2)}
 
 
 def condition_subsets(metas: list[FrameMeta]) -> dict[str, list[str]]:

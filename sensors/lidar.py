@@ -25,15 +25,22 @@ POINT_FEATURES = 10
 class PillarNet(nn.Module):
     """(N, 5) points of B frames -> (B, channels, grid.H, grid.W) with pillars of `pillar` metres."""
 
-    def __init__(self, grid: BEVGrid, pillar: float, max_points: int, channels: int = 32, blocks: int = 3):
+    def __init__(self, grid: BEVGrid, pillar: float, max_points: int, channels: int = 32, blocks: int = 3,
+                 time_split: bool = False):
         super().__init__()
+        if time_split and channels % 2:
+            raise ValueError(f"PillarNet: time_split needs an even number of channels, got {channels}")
+        self.time_split = time_split
         ratio = grid.cell / pillar
         if not any(abs(ratio - r) < 1e-6 for r in (0.25, 0.5, 1, 2, 4)):
             raise ValueError(f"PillarNet: pillar {pillar} m must be the grid cell {grid.cell} m times 1/4, 1/2, 1, 2 "
                              f"or 4")
         self.grid, self.pillar_grid = grid, grid.scaled(pillar / grid.cell)
         self.max_points = max_points
-        self.point_net = nn.Sequential(nn.Linear(POINT_FEATURES, channels), nn.ReLU(inplace=True))
+        # time_split: the key sweep's points (time lag 0) and the earlier sweeps' go to separate halves of the
+        # canvas, so that the convs see where an object is now and where it was as two images, not one max.
+        point_channels = channels // 2 if time_split else channels
+        self.point_net = nn.Sequential(nn.Linear(POINT_FEATURES, point_channels), nn.ReLU(inplace=True))
         self.bev = BEVStage(channels, channels, blocks, self.pillar_grid, grid)
         extent = max(abs(v) for v in (*grid.x_range, *grid.y_range))
         # Every feature to O(1); the time lag over TIME_LAG_SCALE (in plain seconds it was 0-0.2, far below the rest).
@@ -55,8 +62,12 @@ class PillarNet(nn.Module):
         mean = per_point[:, :3] / per_point[:, 3:]
         centre = g.to_metric(torch.stack([col, row], -1).to(points.dtype) + 0.5)
         feats = torch.cat([points[:, :5], points[:, :2] - centre, points[:, :3] - mean], -1) / self.scale
-        canvas = scatter_max(self.point_net(feats), flat, size)
-        canvas = rearrange(canvas, "(b h w) c -> b c h w", b=batch_size, h=g.H)
+        if self.time_split:
+            canvas = scatter_max(self.point_net(feats), flat + size * (points[:, 4] > 0).long(), 2 * size)
+            canvas = rearrange(canvas, "(t b h w) c -> b (t c) h w", t=2, b=batch_size, h=g.H)
+        else:
+            canvas = rearrange(scatter_max(self.point_net(feats), flat, size), "(b h w) c -> b c h w",
+                               b=batch_size, h=g.H)
         return self.bev(canvas)
 
 
@@ -65,12 +76,12 @@ class LidarEncoder(nn.Module):
     conv blocks at its pillar grid."""
 
     def __init__(self, grid: BEVGrid, channels: int = 32, coarse_points: int = 16384, fine_points: int = 65536,
-                 blocks: int = 3):
+                 blocks: int = 3, time_split: bool = False):
         super().__init__()
         self.channels = channels
         self.modes = nn.ModuleDict({
-            "coarse": PillarNet(grid, grid.cell * 2, coarse_points, channels, blocks),
-            "fine": PillarNet(grid, grid.cell / 2, fine_points, channels, blocks),
+            "coarse": PillarNet(grid, grid.cell * 2, coarse_points, channels, blocks, time_split),
+            "fine": PillarNet(grid, grid.cell / 2, fine_points, channels, blocks, time_split),
         })
 
     def forward(self, data: LidarData, batch_size: int, mode: str = "fine") -> Tensor:

@@ -1,5 +1,6 @@
 """Evaluation adapter: project boxes -> official results JSON -> the devkit's DetectionEval, and eval.py's errors."""
 import json
+import math
 import re
 from pathlib import Path
 
@@ -259,3 +260,28 @@ def test_nds_check_fails_when_metrics_and_results_disagree(eval_run, tiny_world,
     (out / "results.json").write_text(json.dumps(data))
     with pytest.raises(AssertionError, match="metrics.json NDS .* the devkit's on results.json"):
         _check_nds_is_the_devkits(out, tiny_world)
+
+
+def test_motion_errors_compare_with_zero_velocity_on_the_same_matches():
+    from nuscenes.eval.common.data_classes import EvalBoxes
+    from nuscenes.eval.detection.data_classes import DetectionBox
+
+    from datasets.evaluation import motion_errors
+
+    def box(x, v, yaw, name="car", score=-1.0):
+        q = [math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)]
+        return DetectionBox(sample_token="s", translation=(x, 0.0, 0.0), size=(2.0, 4.0, 1.5), rotation=q,
+                            velocity=v, detection_name=name, detection_score=score)
+
+    gt, pred = EvalBoxes(), EvalBoxes()
+    gt.add_boxes("s", [box(0.0, (5.0, 0.0), 0.0), box(10.0, (0.0, 0.0), 0.0), box(20.0, (0.0, 0.0), 0.0, "barrier")])
+    pred.add_boxes("s", [box(0.5, (4.0, 0.0), math.pi, score=0.9),  # moving car: 1 m/s off, pointing backwards
+                         box(10.0, (0.0, 2.0), 0.1, score=0.8),  # parked car: 2 m/s off, heading 0.1 rad off
+                         box(30.0, (0.0, 0.0), 0.0, score=0.9),  # no car within 2 m: unmatched
+                         box(20.0, (0.0, 0.0), 1.0, "barrier", score=0.9),  # heading modulo pi: not counted
+                         box(0.0, (0.0, 0.0), 0.0, score=0.1)])  # below the score threshold
+    m = motion_errors(gt, pred, ["s"])
+    assert m["matches"] == 3 and m["moving_matches"] == 1
+    assert m["vel_err"] == pytest.approx((1.0 + 2.0 + 0.0) / 3) and m["vel_err_zero"] == pytest.approx(5.0 / 3)
+    assert m["moving_vel_err"] == pytest.approx(1.0) and m["moving_vel_err_zero"] == pytest.approx(5.0)
+    assert m["heading_err"] == pytest.approx((math.pi + 0.1) / 2) and m["heading_backwards"] == pytest.approx(0.5)

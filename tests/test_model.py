@@ -494,3 +494,21 @@ def test_camera_semantic_targets_mark_the_cells_a_box_covers():
     assert float(enc.semantic_loss(good.roll(1, dims=2), data, [boxes])) > 10.0
     empty = enc.semantic_loss(good, data, [Boxes.empty()])
     assert torch.isfinite(empty)
+
+
+def test_lidar_time_split_keeps_the_key_sweep_and_the_earlier_sweeps_in_separate_channels():
+    from sensors.lidar import PillarNet
+
+    grid = BEVGrid((-25.6, 25.6), (-25.6, 25.6), 1.6, (-2.0, 4.0))
+    net = PillarNet(grid, 0.8, 4096, channels=8, blocks=1, time_split=True)
+    canvases = []
+    net.bev.register_forward_hook(lambda module, inputs, output: canvases.append(inputs[0]))
+    points = torch.rand(500, 5) * 20 - 10
+    for lag in (0.0, 0.1):
+        points[:, 4] = lag
+        net(points, torch.zeros(500, dtype=torch.long), 1)
+    now, past = canvases
+    assert now.shape[1] == 8 and now[:, :4].abs().sum() > 0 and now[:, 4:].abs().sum() == 0
+    assert past[:, :4].abs().sum() == 0 and past[:, 4:].abs().sum() > 0
+    with pytest.raises(ValueError, match="even number of channels"):
+        PillarNet(grid, 0.8, 4096, channels=7, time_split=True)
