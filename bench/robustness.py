@@ -4,24 +4,24 @@
         --sensors "camera=high,lidar=fine,radar=on" "lidar=fine" [--budgets 0.5 0.8] [--severities 1 3 5] \
         [--only NAME ...] [--limit 40] [--dataroot data/synth-demo] [--out runs/robustness] [--reuse] [--no-skip]
 
-For every checkpoint and every choice (each static configuration of --sensors, and for a gated checkpoint the gate
-at each of --budgets) it runs eval.py's main once clean and once per corruption of sensors/corruptions.py and
-severity (the faults, which have no severity, once each), each into
---out/<run>/<configuration | budget-B>/<corruption>[_<severity>], and prints per corruption and severity NDS, mAP,
-RA = NDS_corrupted / NDS_clean, the mean cost per frame (a fraction of the full configuration's, by the model's
-latency table, as records.jsonl) and the measured ms per frame, and which sensors ran: for a static configuration
-the branches that ran in another mode (a sensor that is not present is off), for the gate how its choices moved
-from the clean frames. Then mRA over the suite and per sensor group. A corruption's RA is the mean over the
-severities run; mRA the mean over corruptions. A corruption that cannot touch a static configuration (a camera
-corruption with the camera off) is not evaluated but counted as RA 1 and marked "skipped" (--no-skip evaluates it);
-the gate may choose any sensor, so it meets every corruption. Under every corruption the gate starts from the price
-calibrated for its budget on the clean run (training frames, as eval.py --budget) and, as a deployed system keeps
-its mean cost at its budget, steers it as the frames stream (eval.py --budget-control, gain --budget-control, 1 by
-default): compute a dead or degraded sensor no longer earns goes where the gate expects it to help most.
---budget-control 0 keeps the clean price, so that the gate's own risk estimates alone decide (the cost column then
-shows how a corruption moves the spending). FLOPs are counted on the first
---flop-frames frames only (fusion.cost gives each configuration's), and the per-condition scores are left out: the
-suite runs hundreds of evaluations. The wall time of the whole run is printed at the end.
+For every checkpoint and every choice (each static configuration of --sensors; for a gated checkpoint, when --budgets
+is given, the gate at each budget instead) it runs eval.py's main once clean and once per corruption of
+sensors/corruptions.py and severity (the faults, which have no severity, once each), each into
+--out/<run>/<configuration | budget-B>/<corruption>[_<severity>], and prints per corruption and severity NDS, mAP, RA
+= NDS_corrupted / NDS_clean, the mean cost per frame (a fraction of the full configuration's, by the model's latency
+table, as records.jsonl) and the measured ms per frame, and which sensors ran: for a static configuration the branches
+that ran in another mode (a sensor that is not present is off), for the gate how its choices moved from the clean
+frames. Then mRA over the suite and per sensor group. A corruption's RA is the mean over the severities run; mRA the
+mean over corruptions. A corruption that cannot touch a static configuration (a camera corruption with the camera off)
+is not evaluated but counted as RA 1 and marked "skipped" (--no-skip evaluates it); the gate may choose any sensor, so
+it meets every corruption. Under every corruption the gate starts from the price calibrated for its budget on the
+clean run (training frames, as eval.py --budget) and, as a deployed system keeps its mean cost at its budget, steers
+it as the frames stream (eval.py --budget-control, gain --budget-control, 1 by default): compute a dead or degraded
+sensor no longer earns goes where the gate expects it to help most. --budget-control 0 keeps the clean price, so that
+the gate's own risk estimates alone decide (the cost column then shows how a corruption moves the spending). FLOPs are
+counted on the first --flop-frames frames only (fusion.cost gives each configuration's), and the per-condition scores
+are left out: the suite runs hundreds of evaluations. With several runs, one table across them all follows (RA per
+corruption, the gate's cost). The wall time of the whole run is printed at the end.
 """
 from __future__ import annotations
 
@@ -145,6 +145,39 @@ def format_report(title: str, clean: dict, runs: dict, selections: dict, referen
     return "\n".join(lines)
 
 
+def format_summary(results: dict) -> str:
+    """One table across every checkpoint and choice run: per corruption its RA (mean over the severities run) and,
+    for the gate, its mean cost per frame (fraction of full); then clean NDS, mRA and mRA per group."""
+    from sensors.corruptions import CORRUPTIONS, GROUPS
+
+    names = list(dict.fromkeys(n for r in results.values() for n, _ in r["runs"]))
+    cols = [(f"{Path(ckpt).resolve().parent.parent.name} {label}", r) for (ckpt, label), r in results.items()]
+
+    def cost(r, name):
+        ran = [m for (n, _), m in r["runs"].items() if n == name and m is not None]
+        return sum(m["cost_per_frame"]["mean"] for m in ran) / len(ran) if ran else None
+
+    def cell(r, name):
+        ra = r["summary"]["ra_corruption"][name]
+        c = cost(r, name) if r["clean"].get("budget") is not None else None
+        return f"{ra:.3f}" + (f" ({c:.2f})" if c is not None else "") + \
+            ("*" if all(m is None for (n, _), m in r["runs"].items() if n == name) else "")
+
+    lines = ["RA per corruption (mean over severities) of every run; (cost per frame, fraction of full) for the gate; "
+             "* skipped (cannot touch the configuration)",
+             "| corruption | group | " + " | ".join(c for c, _ in cols) + " |",
+             "|---|---|" + "---|" * len(cols)]
+    lines.append("| clean NDS | - | " + " | ".join(
+        f"{r['clean']['nds']:.3f}" + (f" ({r['clean']['cost_per_frame']['mean']:.2f})"
+                                      if r["clean"].get("budget") is not None else "") for _, r in cols) + " |")
+    lines += [f"| {n} | {CORRUPTIONS[n].group} | " + " | ".join(cell(r, n) for _, r in cols) + " |" for n in names]
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    lines.append("| **mRA** | all | " + " | ".join(fmt(r["summary"]["mra"]) for _, r in cols) + " |")
+    lines += [f"| mRA | {g} | " + " | ".join(fmt(r["summary"]["mra_group"][g]) for _, r in cols) + " |"
+              for g in GROUPS]
+    return "\n".join(lines)
+
+
 def folder_name(name: str, severity: int | None) -> str:
     return name if severity is None else f"{name}_{severity}"
 
@@ -154,11 +187,11 @@ def main(argv=None) -> dict:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", nargs="+", default=["runs/demo/checkpoints/last.ckpt"])
-    p.add_argument("--sensors", nargs="*", default=None,
-                   help="static configurations, each like 'camera=high,lidar=fine,radar=on' (default: that one, "
-                        "or none when --budgets is given)")
-    p.add_argument("--budgets", type=float, nargs="*", default=[],
-                   help="for a gated checkpoint: the gate at each of these budgets (eval.py --budget)")
+    p.add_argument("--sensors", nargs="+", default=[DEFAULT_SENSORS],
+                   help="static configurations, each like 'camera=high,lidar=fine,radar=on', run on every checkpoint "
+                        "without a gate, and on gated ones when no --budgets is given")
+    p.add_argument("--budgets", type=float, nargs="+", default=[],
+                   help="gated checkpoints run the gate at each of these budgets (eval.py --budget) instead")
     p.add_argument("--budget-control", type=float, default=1.0,
                    help="the gate's price steering gain under corruption (eval.py --budget-control; 0: the clean "
                         "price throughout)")
@@ -193,22 +226,17 @@ def main(argv=None) -> dict:
     from bench.static_configs import reusable, run_dirs
     from fusion.detector import SensorConfig
     try:
-        configs = [SensorConfig.parse(s) for s in (args.sensors if args.sensors is not None else
-                                                   [] if args.budgets else [DEFAULT_SENSORS])]
+        configs = [SensorConfig.parse(s) for s in args.sensors]
     except ValueError as e:
         p.error(f"--sensors: {e}")
-    if not configs and not args.budgets:
-        p.error("nothing to run: give --sensors or --budgets")
 
     t0 = time.perf_counter()
     todo = plan(args.only or list(CORRUPTIONS), sorted(set(args.severities)))
     reports, results = [], {}
     for ckpt, out in zip(args.ckpt, run_dirs(args.ckpt, Path(args.out))):
         gated = evaluate.load_checkpoint(ckpt)[0].gate is not None
-        if args.budgets and not gated:
-            print(f"{ckpt}: no gate, so no --budgets rows")
-        choices = [(str(c), c, None) for c in configs] + [(f"gate, budget {b}, control {args.budget_control}", None, b)
-                                                         for b in (args.budgets if gated else [])]
+        choices = [(f"gate, budget {b}, control {args.budget_control}", None, b) for b in args.budgets] \
+            if gated and args.budgets else [(str(c), c, None) for c in configs]
         for label, sensors, budget in choices:
             folder = out / (f"budget-{budget}" + (f"-control-{args.budget_control}" if args.budget_control else "")
                             if sensors is None else label.replace(",", "_").replace("=", "-"))
@@ -251,6 +279,9 @@ def main(argv=None) -> dict:
     elapsed = time.perf_counter() - t0
     print()
     print("\n\n".join(reports))
+    if len(results) > 1:
+        print()
+        print(format_summary(results))
     print(f"\nrobustness suite: {sum(len(r['runs']) + 1 for r in results.values())} rows, "
           f"{sum(1 + sum(m is not None for m in r['runs'].values()) for r in results.values())} evaluations, "
           f"{elapsed / 60:.1f} min wall time")

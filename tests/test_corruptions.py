@@ -1,6 +1,7 @@
 """sensors/corruptions.py, eval.py --corruption and bench/robustness.py: each corruption changes only what it names,
 harm grows with severity, the seed is (token, corruption, severity), missing sensors reach the model as absent."""
 import math
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -256,21 +257,27 @@ def test_robustness_bench_reports_ra_and_skips_what_cannot_matter(tiny_run, tiny
     assert "mRA" in out and "min wall time" in out
 
 
-def test_robustness_bench_runs_the_gate_at_its_clean_price(tiny_gated_run, tiny_world, tmp_path, capsys):
+def test_robustness_bench_runs_the_gate_at_its_clean_price(tiny_run, tiny_gated_run, tiny_world, tmp_path, capsys):
     from bench import robustness
 
-    results = robustness.main(["--ckpt", str(tiny_gated_run / "checkpoints" / "last.ckpt"), "--dataroot",
-                               str(tiny_world), "--budgets", "0.6", "--only", "lidar_missing", "camera_dark",
+    static, gated = str(tiny_run[0]), str(tiny_gated_run / "checkpoints" / "last.ckpt")
+    results = robustness.main(["--ckpt", static, gated, "--dataroot", str(tiny_world), "--sensors",
+                               "lidar=fine,radar=on", "--budgets", "0.6", "--only", "lidar_missing", "camera_dark",
                                "--severities", "5", "--limit", "3", "--num-workers", "0", "--out", str(tmp_path / "r")])
     out = capsys.readouterr().out
-    (label, r), = ((k[1], v) for k, v in results.items())
-    assert label == "gate, budget 0.6, control 1.0" and r["clean"]["budget"] == 0.6 and r["clean"]["price"] is not None
+    assert [k[1] for k in results] == ["camera=off,lidar=fine,radar=on", "gate, budget 0.6, control 1.0"]
+    r = results[(gated, "gate, budget 0.6, control 1.0")]
+    assert r["clean"]["budget"] == 0.6 and r["clean"]["price"] is not None
     # none skipped; each starts from the clean run's price and steers it (eval.py --budget-control)
     assert all(m is not None and m["price"] == r["clean"]["price"] and m["budget_control"] == 1.0
                for m in r["runs"].values())
     assert r["selections"][("lidar_missing", None)]["lidar"] == {"off": 1.0}  # it spends nothing on a dead LiDAR
-    assert "gate, budget 0.6, control 1.0" in out and "moved from clean" in out
-    assert (tmp_path / "r" / "budget-0.6-control-1.0" / "camera_dark_5" / "metrics.json").is_file()
+    assert "moved from clean" in out and (tmp_path / "r" / "run-1" / "budget-0.6-control-1.0" / "camera_dark_5" /
+                                          "metrics.json").is_file()
+    # the table across both runs: the static run never met the camera corruption (*), the gate did, with its cost
+    row = next(line for line in out.splitlines() if line.startswith("| camera_dark |"))
+    assert "1.000*" in row and re.search(r"(\d\.\d{3}|nan) \(\d\.\d{2}\) \|$", row)  # RA (cost)
+    assert "| **mRA** | all |" in out
 
 
 def test_summary_counts_each_fault_once_and_averages_severities():
