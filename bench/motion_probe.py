@@ -24,9 +24,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets.datamodule import NuScenesDataModule  # noqa: E402
+from eval import load_checkpoint  # noqa: E402
 from fusion.detector import SensorConfig  # noqa: E402
 from fusion.head import REG_DIMS, VEL  # noqa: E402
-from fusion.module import GateFusionModule  # noqa: E402
 from sensors.bev import conv_block  # noqa: E402
 from sensors.frame import collate  # noqa: E402
 from sensors.names import CLASSES  # noqa: E402
@@ -52,13 +52,16 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
 
     torch.manual_seed(args.seed)
-    model = GateFusionModule.load_from_checkpoint(args.ckpt, map_location="cpu").eval()
-    model.requires_grad_(False)
+    model, data_hp = load_checkpoint(args.ckpt)
+    model.eval().requires_grad_(False)
     detector, head = model.detector, model.detector.head
     config = SensorConfig.parse(args.sensors)
     if args.at in ("lidar", "radar", "camera") and getattr(config, args.at) == "off":
         p.error(f"--at {args.at}: that sensor is off in --sensors {args.sensors}")
-    data = NuScenesDataModule(args.dataroot, num_workers=1, augment=True, seed=args.seed)
+    # the data as the checkpoint was trained on it (sweeps, image size, splits), as eval.py reads it
+    keep = ("version", "train_split", "val_split", "lidar_sweeps", "radar_sweeps", "image_size", "cache_dir")
+    data = NuScenesDataModule(args.dataroot, num_workers=1, augment=True, seed=args.seed,
+                              **{k: tuple(v) if k == "image_size" else v for k, v in data_hp.items() if k in keep})
     data.setup("fit")
     train = torch.utils.data.DataLoader(data.train_set, batch_size=4, shuffle=True, num_workers=1,
                                         collate_fn=collate)

@@ -69,3 +69,13 @@ def test_seed_runs_write_everything_in_their_own_folder():
     assert cfg["trainer"]["default_root_dir"] == "runs/demo-seed2" and "runs/demo" not in str(cfg).replace(
         "runs/demo-seed2", "")
     assert seed_config(0)[0] == "runs/demo" and seed_config(0)[1]["seed_everything"] == 0
+
+
+def test_motion_probe_runs_at_a_branch_on_the_checkpoints_own_data_settings(tiny_run, tiny_world, capsys):
+    from bench import motion_probe
+
+    ckpt, cache = tiny_run
+    motion_probe.main(["--ckpt", str(ckpt), "--dataroot", str(tiny_world), "--sensors", "lidar=fine,radar=on",
+                       "--at", "lidar", "--steps", "2", "--every", "2"])
+    out = capsys.readouterr().out
+    assert out.startswith("step 2: cars") and "axis error probe" in out and "zero" in out
