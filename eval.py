@@ -4,15 +4,17 @@
         --split synth_val --out runs/demo/eval [--sensors camera=high,lidar=fine,radar=on]
 
 Writes into --out: results.json (official nuScenes results format), metrics.json (NDS, mAP, per-class AP and TP
-errors from the devkit's DetectionEval, overall and per condition; GFLOPs per frame counted by torch's FLOP counter
-on each frame; latency mean/p50/p95 and frames/s on this device; how often each sensor ran in each mode, overall
-and per condition, with the mean and p95 cost per frame) and records.jsonl (per frame: which branches ran, their
+errors from the devkit's DetectionEval, overall and per condition; `motion`: the velocity and heading errors of the
+matched detections above score 0.3 beside zero velocity's on the same matches; GFLOPs per frame counted by torch's
+FLOP counter on each frame; latency mean/p50/p95 and frames/s on this device; how often each sensor ran in each
+mode, overall and per condition, with the mean and p95 cost per frame) and records.jsonl (per frame: which branches ran, their
 cost as a fraction of full, its counted GFLOPs and measured ms, the gate's probabilities, conditions).
 
     python eval.py ... --budget 0.5      # the gate chooses per frame, at a mean cost of half the full configuration's
 
 With --budget b (a gated checkpoint), the price that makes the gate's mean cost b x full is calibrated on
---calibration-frames frames of the training split (fusion/gate.py calibrate_price), never on the split evaluated.
+--calibration-frames frames of the training split (fusion/gate.py calibrate_price), never on the split evaluated,
+unless --price gives it (an earlier run's, as bench/robustness.py keeps the clean one under corruption).
 
     python eval.py ... --corruption lidar_beam_reduction --severity 3     # every frame corrupted after loading
     python eval.py --corruption list                                      # the corruptions (sensors/corruptions.py)
