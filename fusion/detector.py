@@ -238,12 +238,14 @@ def build_detector(bev_range: float = 51.2, bev_cell: float = 0.8, z_min: float 
                    score_threshold: float = 0.05, max_detections: int = 500, heatmap_weight: float = 1.0,
                    regression_weight: float = 0.25, attribute_weight: float = 0.2,
                    camera_depth_bins: int = 32, direction_weight: float = 0.2,
-                   camera_heatmap: bool = False, lidar_time_split: bool = False) -> FusionDetector:
+                   camera_heatmap: bool = False, lidar_time_split: bool = False,
+                   radar_context: bool = False) -> FusionDetector:
     """A FusionDetector from plain hyperparameters (square BEV range [-bev_range, bev_range] m). camera_heatmap: a
     training-only class heatmap (one 3x3 conv) on the camera's BEV alone, so that the camera branch learns to
     detect on its own rather than only as a helper of the LiDAR (its loss weight is the module's). This signature
     is the one declaration of the detector's hyperparameters: GateFusionModule passes its **detector on by name.
-    lidar_time_split: the LiDAR pillars keep the key sweep and the earlier sweeps apart (sensors/lidar.py)."""
+    lidar_time_split: the LiDAR pillars keep the key sweep and the earlier sweeps apart (sensors/lidar.py);
+    radar_context: the radar's BEV convs become a BEV stage with a context level (sensors/radar.py)."""
     if direction_weight < 0:
         raise ValueError(f"build_detector: direction_weight must be >= 0, got {direction_weight}")
     grid = BEVGrid((-bev_range, bev_range), (-bev_range, bev_range), bev_cell, (z_min, z_max))
@@ -251,7 +253,7 @@ def build_detector(bev_range: float = 51.2, bev_cell: float = 0.8, z_min: float 
                            camera_depth_bins, camera_bev_blocks)
     lidar = LidarEncoder(grid, lidar_channels, lidar_coarse_points, lidar_fine_points, lidar_bev_blocks,
                          lidar_time_split)
-    radar = RadarEncoder(grid, radar_channels, radar_points)
+    radar = RadarEncoder(grid, radar_channels, radar_points, radar_context)
     fusion = MaskedFusion({"camera": camera_channels, "lidar": lidar_channels, "radar": radar_channels},
                           fusion_channels)
     decoder = BEVDecoder(fusion_channels + len(SENSORS), bev_channels)

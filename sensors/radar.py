@@ -1,12 +1,13 @@
 """Radar point encoder: per point (x, y, z, rcs, vx, vy, time_lag, offset to the cell centre (2)) -> MLP -> max per
-BEV cell (scatter_reduce) on the shared grid -> two conv blocks (radar is sparse; the convs spread it)."""
+BEV cell (scatter_reduce) on the shared grid -> two conv blocks (radar is sparse; the convs spread it), or with
+`context` a BEV stage with a context level at half resolution, as the other branches have (sensors/bev.py)."""
 from __future__ import annotations
 
 import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from sensors.bev import BEVGrid, conv_block
+from sensors.bev import BEVGrid, BEVStage, conv_block
 from sensors.frame import RadarData
 from sensors.points import TIME_LAG_SCALE, budget_points, scatter_max
 
@@ -16,7 +17,7 @@ POINT_FEATURES = 9
 class RadarEncoder(nn.Module):
     """RadarData -> (B, channels, H, W) on the shared grid (one mode: "on")."""
 
-    def __init__(self, grid: BEVGrid, channels: int = 16, max_points: int = 4096):
+    def __init__(self, grid: BEVGrid, channels: int = 16, max_points: int = 4096, context: bool = False):
         super().__init__()
         self.grid = grid
         self.channels = channels
@@ -25,7 +26,8 @@ class RadarEncoder(nn.Module):
             nn.Linear(POINT_FEATURES, channels), nn.ReLU(inplace=True),
             nn.Linear(channels, channels), nn.ReLU(inplace=True),
         )
-        self.bev = nn.Sequential(conv_block(channels, channels), conv_block(channels, channels))
+        self.bev = BEVStage(channels, channels, 1, grid, grid) if context else \
+            nn.Sequential(conv_block(channels, channels), conv_block(channels, channels))
         extent = max(abs(v) for v in (*grid.x_range, *grid.y_range))
         self.register_buffer("scale", torch.tensor([extent, extent, 4.0, 20.0, 10.0, 10.0, TIME_LAG_SCALE, grid.cell,
                                                    grid.cell]), persistent=False)

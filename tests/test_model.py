@@ -512,3 +512,16 @@ def test_lidar_time_split_keeps_the_key_sweep_and_the_earlier_sweeps_in_separate
     assert past[:, :4].abs().sum() == 0 and past[:, 4:].abs().sum() > 0
     with pytest.raises(ValueError, match="even number of channels"):
         PillarNet(grid, 0.8, 4096, channels=7, time_split=True)
+
+
+def test_radar_context_runs_a_half_resolution_level_and_keeps_the_shared_grid():
+    from sensors.radar import RadarEncoder
+
+    grid = BEVGrid((-25.6, 25.6), (-25.6, 25.6), 1.6, (-2.0, 4.0))
+    points = torch.rand(300, 7) * 20 - 10
+    data = RadarData(points, torch.zeros(300, dtype=torch.long))
+    plain, context = RadarEncoder(grid, 8, 512), RadarEncoder(grid, 8, 512, context=True)
+    seen = []
+    context.bev.down.register_forward_hook(lambda module, inputs, output: seen.append(output.shape))
+    assert plain(data, 1).shape == context(data, 1).shape == (1, 8, grid.H, grid.W)
+    assert seen == [(1, 16, grid.H // 2, grid.W // 2)]
