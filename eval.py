@@ -3,12 +3,12 @@
     python eval.py --ckpt runs/demo/checkpoints/last.ckpt --dataroot data/synth-demo --version v1.0-synth \
         --split synth_val --out runs/demo/eval [--sensors camera=high,lidar=fine,radar=on]
 
-Writes into --out: results.json (official nuScenes results format), metrics.json (NDS, mAP, per-class AP and TP
-errors from the devkit's DetectionEval, overall and per condition; `motion`: the velocity and heading errors of the
-matched detections above score 0.3 beside zero velocity's on the same matches; GFLOPs per frame counted by torch's
-FLOP counter on each frame; latency mean/p50/p95 and frames/s on this device; how often each sensor ran in each
-mode, overall and per condition, with the mean and p95 cost per frame) and records.jsonl (per frame: which branches ran, their
-cost as a fraction of full, its counted GFLOPs and measured ms, the gate's probabilities, conditions).
+Writes into --out: results.json (official nuScenes results format), metrics.json (NDS, mAP, per-class AP and TP errors
+from the devkit's DetectionEval, overall and per condition; `motion`: the velocity and heading errors of the matched
+detections above score 0.3 beside zero velocity's on the same matches; GFLOPs per frame counted by torch's FLOP
+counter on each frame; latency mean/p50/p95 and frames/s on this device; how often each sensor ran in each mode,
+overall and per condition, with the mean and p95 cost per frame) and records.jsonl (per frame: which branches ran,
+their cost as a fraction of full, its counted GFLOPs and measured ms, the gate's probabilities, conditions).
 
     python eval.py ... --budget 0.5      # the gate chooses per frame, at a mean cost of half the full configuration's
 

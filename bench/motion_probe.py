@@ -92,11 +92,10 @@ def main(argv=None) -> None:
                 o = centre_values(probe(x), t)
                 outputs = head(bev)
                 own_dir = centre_values(outputs["direction"], t)[:, 0]
-                own_vel = centre_values(outputs["regression"], t)[:, VEL:VEL + 2]
-                own_axis = centre_values(outputs["regression"], t)[:, axis]
-                v = centre_values(t["regression"], t)[:, VEL:VEL + 2]
+                own, target = centre_values(outputs["regression"], t), centre_values(t["regression"], t)
                 rows.append((t["label"][t["mask"]], t["direction"][t["mask"]], o[:, 0], o[:, 1:3] * VEL_UNIT,
-                             own_dir, own_vel, v, o[:, 3:5], own_axis, centre_values(t["regression"], t)[:, axis]))
+                             own_dir, own[:, VEL:VEL + 2], target[:, VEL:VEL + 2], o[:, 3:5], own[:, axis],
+                             target[:, axis]))
         probe.train()
         label, direction, p_dir, p_vel, h_dir, h_vel, v, p_axis, h_axis, axis_t = (torch.cat(c) for c in zip(*rows))
         car = label == CLASSES.index("car")

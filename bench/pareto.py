@@ -238,9 +238,9 @@ def main(argv=None) -> dict:
                            mean_selection(oracle_sel) if oracle_sel else None, time.time() - started)
     print(report)
     plot(out / f"{args.name}.png", table)
-    (out / f"{args.name}.json").write_text(json.dumps({"table": {k: {str(n): v for n, v in t.items()} if k != "oracle"
-                                                           else t for k, t in table.items()},
-                                                 "seeds": args.seeds, "budgets": args.budgets}, indent=2))
+    tables = {k: {str(n): v for n, v in t.items()} if k != "oracle" else t for k, t in table.items()}
+    (out / f"{args.name}.json").write_text(json.dumps({"table": tables, "seeds": args.seeds, "budgets": args.budgets},
+                                                      indent=2))
     print(f"\nwrote {out / (args.name + '.png')} and {out / (args.name + '.json')}")
     return table
 

@@ -152,7 +152,7 @@ def motion_errors(gt_boxes, pred_boxes, tokens: list[str], dist_th: float = 2.0,
     all): mean absolute error and the share of matches pointing backwards (error over 90 degrees)."""
     from nuscenes.eval.common.utils import center_distance, velocity_l2, yaw_diff
 
-    vel, zero, speed, heading = [], [], [], []
+    vel, zero, heading = [], [], []  # zero: what zero velocity scores, the object's speed
     for t in tokens:
         preds = sorted((b for b in pred_boxes[t] if b.detection_score >= min_score), key=lambda b: -b.detection_score)
         taken = set()
@@ -167,15 +167,14 @@ def motion_errors(gt_boxes, pred_boxes, tokens: list[str], dist_th: float = 2.0,
             if g.detection_name != "traffic_cone" and not np.any(np.isnan(g.velocity)):
                 vel.append(velocity_l2(g, p))
                 zero.append(float(np.linalg.norm(g.velocity)))
-                speed.append(zero[-1])
             if g.detection_name not in ("barrier", "traffic_cone"):
                 heading.append(yaw_diff(g, p))
 
     def mean(a):
         return float(np.mean(a)) if len(a) else float("nan")
 
-    vel, zero, speed, heading = map(np.asarray, (vel, zero, speed, heading))
-    fast = speed > moving
+    vel, zero, heading = map(np.asarray, (vel, zero, heading))
+    fast = zero > moving
     return {"matches": int(len(vel)), "vel_err": mean(vel), "vel_err_zero": mean(zero),
             "moving_matches": int(fast.sum()), "moving_vel_err": mean(vel[fast]),
             "moving_vel_err_zero": mean(zero[fast]), "heading_err": mean(heading),

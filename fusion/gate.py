@@ -3,10 +3,10 @@ among the static configurations (camera off | low | high x LiDAR off | coarse | 
 off), so that the detector runs only the branches the frame needs.
 
 Glimpses (`glimpses`) are built from the Batch's sensor tensors and `present` only, never from its `meta`: the scene
-description, conditions and fault lists are evaluation labels. Per camera: mean RGB, luminance spread, mean
-luminance gradient (contrast and blur), dark and bright fractions of a 9 x 16 thumbnail of every 4th pixel, and whether
-the camera is valid; LiDAR: log point counts in 5 range x 4 height bins (of every k-th point, about 4096 a batch); radar: log
-point counts in 5 range bins, mean |velocity| and mean RCS; plus `present`. A two-layer MLP maps them to one utility
+description, conditions and fault lists are evaluation labels. Per camera: mean RGB, luminance spread, mean luminance
+gradient (contrast and blur), dark and bright fractions of a 9 x 16 thumbnail of every 4th pixel, and whether the
+camera is valid; LiDAR: log point counts in 5 range x 4 height bins (of every k-th point, about 4096 a batch); radar:
+log point counts in 5 range bins, mean |velocity| and mean RCS; plus `present`. A two-layer MLP maps them to one utility
 per configuration (`configurations()`, full first), and the budget b enters as a price on cost: logit_k = utility_k
 - price(b) * cost_k, with price(b) = softplus(a) * (1 - b) / b and one learned scalar a: no price at the full
 budget, a rising one as b falls, so that a lower budget never raises any frame's cost. Configurations that need a
@@ -158,10 +158,11 @@ class Gate(nn.Module):
 
     def forward(self, batch: Batch, budget: Tensor) -> Tensor:
         """budget (B,) fractions of full -> (B, K) logits (-inf for configurations not allowed)."""
-        return self.logits(self.mlp(glimpses(batch)), budget, batch.present)
+        return self.logits(self.risk(batch), budget, batch.present)
 
     def risk(self, batch: Batch) -> Tensor:
-        """(B, K) the MLP's outputs: predicted detection loss per configuration ("regression")."""
+        """(B, K) the MLP's outputs: the predicted detection loss per configuration ("regression"; utilities under
+        "gumbel")."""
         return self.mlp(glimpses(batch))
 
     def logits(self, scores: Tensor, budget: Tensor, present: Tensor) -> Tensor:
