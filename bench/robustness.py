@@ -21,7 +21,10 @@ sensor no longer earns goes where the gate expects it to help most. --budget-con
 the gate's own risk estimates alone decide (the cost column then shows how a corruption moves the spending). FLOPs are
 counted on the first --flop-frames frames only (fusion.cost gives each configuration's), and the per-condition scores
 are left out: the suite runs hundreds of evaluations. With several runs, one table across them all follows (RA per
-corruption, the gate's cost). The wall time of the whole run is printed at the end.
+corruption, the gate's cost). A checkpoint trained on corrupted frames (the datamodule's train_corruptions, e.g.
+configs/demo-gated-robust.yaml) has the corruptions it saw marked "+" and its mRA also over the ones it did not see;
+the cross-run table adds mRA over the corruptions that no run in it saw in training, the fair comparison. The wall
+time of the whole run is printed at the end.
 """
 from __future__ import annotations
 
@@ -80,9 +83,18 @@ def gate_selection(sel: dict[str, dict[str, float]]) -> str:
                      for sensor, freq in sel.items())
 
 
-def summarize(clean: dict, runs: dict[tuple[str, int | None], dict | None]) -> dict:
-    """RA per run (None: skipped, RA 1), RA per corruption (mean over its severities), mRA overall and per group.
-    clean, runs' values: eval.py metrics dicts."""
+def trained_on(data_hparams: dict) -> tuple[str, ...]:
+    """The corruptions a checkpoint saw in training (its datamodule's train_corruptions, when their probability
+    was above 0)."""
+    if float(data_hparams.get("train_corruption_prob") or 0.0) <= 0:
+        return ()
+    return tuple(data_hparams.get("train_corruptions") or ())
+
+
+def summarize(clean: dict, runs: dict[tuple[str, int | None], dict | None], seen=()) -> dict:
+    """RA per run (None: skipped, RA 1), RA per corruption (mean over its severities), mRA overall and per group,
+    and over the corruptions not in `seen` (those the checkpoint saw in training). clean, runs' values: eval.py
+    metrics dicts."""
     from sensors.corruptions import CORRUPTIONS, GROUPS
 
     base = clean["nds"]
@@ -97,16 +109,18 @@ def summarize(clean: dict, runs: dict[tuple[str, int | None], dict | None]) -> d
         return sum(values) / len(values) if values else None
 
     groups = {g: mean(ra for n, ra in ra_corr.items() if CORRUPTIONS[n].group == g) for g in GROUPS}
-    return {"ra_run": ra_run, "ra_corruption": ra_corr, "mra": mean(ra_corr.values()), "mra_group": groups}
+    return {"ra_run": ra_run, "ra_corruption": ra_corr, "mra": mean(ra_corr.values()), "mra_group": groups,
+            "seen": [n for n in ra_corr if n in set(seen)],
+            "mra_unseen": mean(ra for n, ra in ra_corr.items() if n not in set(seen))}
 
 
-def format_report(title: str, clean: dict, runs: dict, selections: dict, reference: dict) -> str:
+def format_report(title: str, clean: dict, runs: dict, selections: dict, reference: dict, seen=()) -> str:
     """The table of one checkpoint and choice, then its mRA lines. reference: the selection a row's is compared
-    with (see format_selection)."""
+    with (see format_selection); seen: the corruptions the checkpoint saw in training (marked +)."""
     from sensors.corruptions import CORRUPTIONS
 
-    s = summarize(clean, runs)
-    width = max([len("corruption")] + [len(n) for n, _ in runs])
+    s = summarize(clean, runs, seen)
+    width = max([len("corruption")] + [len(n) + 1 for n, _ in runs])
     head = (f"| {'corruption':<{width}} | group        | sev | NDS   | mAP   | RA    | cost  | ms/frame "
             f"| selection: moved from {'clean' if clean.get('budget') is not None else 'the configuration'} (was)")
     lines = [title, head, "|" + "|".join("-" * len(c) for c in head[1:].split("|"))]
@@ -123,8 +137,8 @@ def format_report(title: str, clean: dict, runs: dict, selections: dict, referen
     for (name, sev), m in runs.items():
         note = "skipped: cannot affect this configuration (RA 1)" if m is None else \
             format_selection(selections.get((name, sev)), reference)
-        lines.append(row(name, CORRUPTIONS[name].group, "-" if sev is None else sev, m, s["ra_run"][(name, sev)],
-                         note))
+        lines.append(row(name + ("+" if name in s["seen"] else ""), CORRUPTIONS[name].group,
+                         "-" if sev is None else sev, m, s["ra_run"][(name, sev)], note))
 
     def fmt(v):
         return "  -  " if v is None else f"{v:.3f}"
@@ -133,6 +147,9 @@ def format_report(title: str, clean: dict, runs: dict, selections: dict, referen
     lines.append(f"mRA {fmt(s['mra'])} over {len(s['ra_corruption'])} corruptions (RA per corruption: mean over "
                  f"severities; faults once); per group: "
                  + ", ".join(f"{g} {fmt(v)}" for g, v in s["mra_group"].items()))
+    if s["seen"]:
+        lines.append(f"+ seen in training (corruption augmentation): {len(s['seen'])} corruptions; mRA over the "
+                     f"{len(s['ra_corruption']) - len(s['seen'])} not seen: {fmt(s['mra_unseen'])}")
     ran = [m for m in runs.values() if m is not None]
     if ran:
         lines.append(f"mean cost under corruption: {sum(m['cost_per_frame']['mean'] for m in ran) / len(ran):.3f} "
@@ -147,7 +164,8 @@ def format_report(title: str, clean: dict, runs: dict, selections: dict, referen
 
 def format_summary(results: dict) -> str:
     """One table across every checkpoint and choice run: per corruption its RA (mean over the severities run) and,
-    for the gate, its mean cost per frame (fraction of full); then clean NDS, mRA and mRA per group."""
+    for the gate, its mean cost per frame (fraction of full); then clean NDS, mRA, mRA per group and, when a run was
+    trained on corruptions (marked +), mRA over the corruptions that no run saw in training."""
     from sensors.corruptions import CORRUPTIONS, GROUPS
 
     names = list(dict.fromkeys(n for r in results.values() for n, _ in r["runs"]))
@@ -161,10 +179,11 @@ def format_summary(results: dict) -> str:
         ra = r["summary"]["ra_corruption"][name]
         c = cost(r, name) if r["clean"].get("budget") is not None else None
         return f"{ra:.3f}" + (f" ({c:.2f})" if c is not None else "") + \
-            ("*" if all(m is None for (n, _), m in r["runs"].items() if n == name) else "")
+            ("*" if all(m is None for (n, _), m in r["runs"].items() if n == name) else "") + \
+            ("+" if name in r["summary"]["seen"] else "")
 
     lines = ["RA per corruption (mean over severities) of every run; (cost per frame, fraction of full) for the gate; "
-             "* skipped (cannot touch the configuration)",
+             "* skipped (cannot touch the configuration); + seen in training",
              "| corruption | group | " + " | ".join(c for c, _ in cols) + " |",
              "|---|---|" + "---|" * len(cols)]
     lines.append("| clean NDS | - | " + " | ".join(
@@ -175,6 +194,12 @@ def format_summary(results: dict) -> str:
     lines.append("| **mRA** | all | " + " | ".join(fmt(r["summary"]["mra"]) for _, r in cols) + " |")
     lines += [f"| mRA | {g} | " + " | ".join(fmt(r["summary"]["mra_group"][g]) for _, r in cols) + " |"
               for g in GROUPS]
+    seen = {n for _, r in cols for n in r["summary"]["seen"]}
+    unseen = [n for n in names if n not in seen]
+    if seen:
+        lines.append(f"| mRA | not seen in training by any run ({len(unseen)}) | " + " | ".join(
+            fmt(sum(r["summary"]["ra_corruption"][n] for n in unseen) / len(unseen) if unseen else None)
+            for _, r in cols) + " |")
     return "\n".join(lines)
 
 
@@ -234,7 +259,8 @@ def main(argv=None) -> dict:
     todo = plan(args.only or list(CORRUPTIONS), sorted(set(args.severities)))
     reports, results = [], {}
     for ckpt, out in zip(args.ckpt, run_dirs(args.ckpt, Path(args.out))):
-        gated = evaluate.load_checkpoint(ckpt)[0].gate is not None
+        model, data_hparams = evaluate.load_checkpoint(ckpt)
+        gated, seen = model.gate is not None, trained_on(data_hparams)
         choices = [(f"gate, budget {b}, control {args.budget_control}", None, b) for b in args.budgets] \
             if gated and args.budgets else [(str(c), c, None) for c in configs]
         for label, sensors, budget in choices:
@@ -273,8 +299,8 @@ def main(argv=None) -> dict:
                 {s: {getattr(sensors, s): 1.0} for s in ("camera", "lidar", "radar")}
             what = label if sensors is None else f"sensors {label}"
             title = f"{ckpt}  {what}  ({args.split}, {clean['frames']} frames)"
-            reports.append(format_report(title, clean, runs, selections, reference))
-            results[(ckpt, label)] = {"clean": clean, "runs": runs, "summary": summarize(clean, runs),
+            reports.append(format_report(title, clean, runs, selections, reference, seen))
+            results[(ckpt, label)] = {"clean": clean, "runs": runs, "summary": summarize(clean, runs, seen),
                                       "selections": selections}
     elapsed = time.perf_counter() - t0
     print()

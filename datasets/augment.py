@@ -1,6 +1,6 @@
 """Training augmentation of whole frames: global flip (y -> -y), rotation about z and scaling, applied jointly
-to LiDAR points, radar points and velocities, ground-truth boxes and camera extrinsics, plus the sampler that
-gives every item its own reproducible seed.
+to LiDAR points, radar points and velocities, ground-truth boxes and camera extrinsics; optionally the robustness
+suite's sensor corruptions (CorruptionAugment); and the sampler that gives every item its own reproducible seed.
 
 One 4x4 matrix A = S @ R_z @ F (flip first, then rotate, then scale) maps the original ego frame into the
 augmented one. Points: p <- A p; velocities: v <- A[:3, :3] v; boxes: centre <- A c, size <- s * size,
@@ -71,6 +71,51 @@ class GlobalAugment:
         scale = float(rng.uniform(*self.scale))
         flip = bool(rng.random() < self.flip_prob)
         return augment_frame(frame, theta, scale, flip)
+
+
+@dataclass
+class CorruptionAugment:
+    """With probability `probability` per frame, one corruption of `names` (sensors/corruptions.py), drawn uniformly,
+    at a severity drawn uniformly from 1-5 (the faults have none), seeded by the item's generator, so that a frame is
+    corrupted differently in every epoch and never as the suite's token-seeded evaluation corrupts it. Applied before
+    GlobalAugment (the corruptions are defined in the loaded ego frame). What it is for: a gate that has seen
+    degraded sensors during training can learn from their glimpses that they no longer earn their cost."""
+
+    names: tuple[str, ...]
+    probability: float
+
+    def __post_init__(self):
+        from sensors.corruptions import spec
+        self.names = tuple(self.names)
+        if not 0.0 <= self.probability <= 1.0:
+            raise ValueError(f"corruption probability must be in [0, 1], got {self.probability}")
+        if self.probability > 0 and not self.names:
+            raise ValueError("corruption probability > 0 needs at least one corruption name")
+        self.specs = [spec(n) for n in self.names]  # ValueError listing the valid names
+
+    @property
+    def needs_stale(self) -> bool:
+        """Whether a corruption drawn may need the loader's stale readings (NuScenesDataset(stale_readings=True))."""
+        return self.probability > 0 and any(s.needs_stale for s in self.specs)
+
+    def __call__(self, frame: Frame, rng: np.random.Generator) -> Frame:
+        if not self.specs or rng.random() >= self.probability:
+            return frame
+        s = self.specs[int(rng.integers(len(self.specs)))]
+        param = s.params[int(rng.integers(len(s.params)))] if s.has_severity else None
+        return s.fn(frame, param, rng)
+
+
+@dataclass
+class Chain:
+    """Augmentations applied in order, each as augment(frame, rng) with the item's one generator."""
+
+    steps: tuple
+
+    def __call__(self, frame: Frame, rng: np.random.Generator) -> Frame:
+        for step in self.steps:
+            frame = step(frame, rng)
+        return frame
 
 
 class SeededSampler(torch.utils.data.Sampler):

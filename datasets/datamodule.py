@@ -1,13 +1,17 @@
 """LightningDataModule over NuScenesDataset: train (augmented, seeded per item) / val / test / predict loaders
 that collate Frames into `sensors.frame.Batch`. Constructor arguments are the LightningCLI schema and are saved
-as hyperparameters (eval.py reads them back from checkpoints)."""
+as hyperparameters (eval.py reads them back from checkpoints).
+
+train_corruptions / train_corruption_prob: with that probability per training frame, one of the named corruptions
+of sensors/corruptions.py at a random severity before the global augmentation (datasets.augment.CorruptionAugment);
+off by default. bench/robustness.py marks the corruptions a checkpoint saw in training."""
 from __future__ import annotations
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from datasets.augment import GlobalAugment, SeededSampler
+from datasets.augment import Chain, CorruptionAugment, GlobalAugment, SeededSampler
 from datasets.nuscenes import NuScenesDataset
 from sensors.frame import collate
 
@@ -18,19 +22,25 @@ class NuScenesDataModule(pl.LightningDataModule):
     def __init__(self, dataroot: str, version: str = "v1.0-synth", train_split: str = "synth_train",
                  val_split: str = "synth_val", batch_size: int = 4, num_workers: int = 2, lidar_sweeps: int = 3,
                  radar_sweeps: int = 3, image_size: tuple[int, int] = (320, 180), augment: bool = True,
-                 cache_dir: str | None = None, seed: int = 0):
+                 cache_dir: str | None = None, seed: int = 0, train_corruptions: list[str] | None = None,
+                 train_corruption_prob: float = 0.0):
         super().__init__()
         self.save_hyperparameters()
+        try:
+            self.corruptions = CorruptionAugment(tuple(train_corruptions or ()), float(train_corruption_prob))
+        except ValueError as e:
+            raise ValueError(f"NuScenesDataModule train_corruptions / train_corruption_prob: {e}") from None
         self.train_set: NuScenesDataset | None = None
         self.val_set: NuScenesDataset | None = None
 
     def _dataset(self, split: str, augment: bool) -> NuScenesDataset:
         h = self.hparams
+        corrupt = augment and self.corruptions.probability > 0
         return NuScenesDataset(
             h.dataroot, h.version, split, lidar_sweeps=h.lidar_sweeps, radar_sweeps=h.radar_sweeps,
             image_size=tuple(h.image_size), cache_dir=h.cache_dir,
-            augment=GlobalAugment() if augment else None, seed=h.seed,
-            index_workers=max(1, h.num_workers),
+            augment=(Chain((self.corruptions, GlobalAugment())) if corrupt else GlobalAugment()) if augment else None,
+            seed=h.seed, index_workers=max(1, h.num_workers), stale_readings=corrupt and self.corruptions.needs_stale,
         )
 
     def prepare_data(self) -> None:

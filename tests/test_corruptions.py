@@ -290,3 +290,66 @@ def test_summary_counts_each_fault_once_and_averages_severities():
     assert s["ra_corruption"] == pytest.approx({"lidar_fog": 0.6, "lidar_missing": 0.5, "camera_noise": 1.0})
     assert s["mra"] == pytest.approx(0.7) and s["mra_group"]["lidar"] == pytest.approx(0.55)
     assert s["mra_group"]["camera"] == 1.0 and s["mra_group"]["radar"] is None
+    assert s["seen"] == [] and s["mra_unseen"] == pytest.approx(0.7)
+    # a checkpoint trained on corrupted frames: its mRA also over the corruptions it did not see
+    s = summarize(clean, runs, seen=("lidar_fog", "radar_missing"))
+    assert s["seen"] == ["lidar_fog"] and s["mra_unseen"] == pytest.approx(0.75) and s["mra"] == pytest.approx(0.7)
+
+
+# ------------------------------------------------------------------------------------ corruption as augmentation
+
+def test_corruption_augment_draws_from_its_list_per_item_seed(frame):
+    from datasets.augment import CorruptionAugment
+
+    assert CorruptionAugment(("camera_noise",), 0.0)(frame, np.random.default_rng(0)) is frame
+    aug = CorruptionAugment(("lidar_missing", "camera_noise"), 1.0)
+    outs = [aug(frame, np.random.default_rng(k)) for k in range(30)]
+    dead = [not bool(o.present[SENSORS.index("lidar")]) for o in outs]
+    noisy = [not _same(o.camera.images, frame.camera.images) for o in outs]
+    assert all(d != n for d, n in zip(dead, noisy)) and 5 < sum(dead) < 25  # exactly one of the two, both drawn
+    for o, d in zip(outs, dead):  # the other sensors untouched, ground truth as loaded
+        assert _same(o.radar.points, frame.radar.points) and _same(o.gt.boxes, frame.gt.boxes)
+        assert _same(o.lidar.points, frame.lidar.points) != d
+    # the item's generator decides: the same seed the same corruption, another seed another noise
+    again = aug(frame, np.random.default_rng(3))
+    assert _same(again.camera.images, outs[3].camera.images) and _same(again.present, outs[3].present)
+    k, j = [i for i, n in enumerate(noisy) if n][:2]
+    assert not _same(outs[k].camera.images, outs[j].camera.images)
+    # severities are drawn: the noise's spread varies between items
+    spreads = {round(float((o.camera.images - frame.camera.images).std()), 2) for o, n in zip(outs, noisy) if n}
+    assert len(spreads) > 1
+
+
+def test_corruption_augment_bad_config_is_a_clear_error(tiny_world, tmp_path):
+    from datasets.augment import CorruptionAugment
+    from datasets.datamodule import NuScenesDataModule
+
+    with pytest.raises(ValueError, match=r"unknown corruption 'lidar_snow'.*valid corruptions: camera_noise"):
+        NuScenesDataModule(str(tiny_world), train_corruptions=["lidar_snow"], train_corruption_prob=0.3)
+    with pytest.raises(ValueError, match=r"train_corruption_prob.*\[0, 1\], got 1.5"):
+        NuScenesDataModule(str(tiny_world), train_corruptions=["lidar_fog"], train_corruption_prob=1.5)
+    with pytest.raises(ValueError, match="needs at least one corruption"):
+        CorruptionAugment((), 0.5)
+    # the training set loads stale readings only when a corruption that needs them can be drawn
+    for names, stale in ((["lidar_fog"], False), (["lidar_fog", "lidar_stuck"], True)):
+        dm = NuScenesDataModule(str(tiny_world), num_workers=0, cache_dir=str(tmp_path), train_corruptions=names,
+                                train_corruption_prob=0.5)
+        dm.setup("fit")
+        assert dm.train_set.stale_readings is stale and dm.val_set.stale_readings is False
+        assert dm.val_set.augment is None and dm.train_set.augment is not None
+
+
+def test_cross_table_marks_corruptions_seen_in_training():
+    from bench.robustness import format_summary, summarize
+
+    clean = {"nds": 0.5}
+    runs = {("lidar_fog", 1): {"nds": 0.4}, ("camera_dark", 1): {"nds": 0.3}, ("radar_missing", None): {"nds": 0.45}}
+    results = {(f"runs/{name}/checkpoints/last.ckpt", "full"): {"clean": clean, "runs": runs,
+                                                                "summary": summarize(clean, runs, seen)}
+               for name, seen in (("plain", ()), ("robust", ("camera_dark",)))}
+    out = format_summary(results)
+    row = next(line for line in out.splitlines() if line.startswith("| camera_dark |"))
+    assert row.endswith("| 0.600 | 0.600+ |")
+    # the fair comparison: both runs over the corruptions neither saw (lidar_fog 0.8, radar_missing 0.9)
+    assert "| mRA | not seen in training by any run (2) | 0.850 | 0.850 |" in out
+    assert "not seen in training" not in format_summary({k: v for k, v in results.items() if "plain" in k[0]})
