@@ -87,6 +87,11 @@ class GateFusionModule(pl.LightningModule):
                           drawn per batch. "gumbel": after gate_start the frames not given a random subset are
                           decided by a straight-through Gumbel-softmax sample, whose one-hot multiplies each sensor's
                           features, so the detection loss reaches the gate through them
+    gate_paired:          ("regression") also run every frame of the gate's phase, without gradients, under a second
+                          random configuration, and fit the difference of the gate's two predicted losses to the
+                          difference of the two measured ones: the frame's content, most of its loss, cancels, and
+                          what is left is what the choice of configuration changes on that frame (one more forward
+                          pass per training step of the gate's phase)
     **detector:           build_detector's hyperparameters (grid, widths, point budgets, head loss weights), passed
                           on by name. They are declared once, in build_detector's signature; LightningCLI reads them
                           from there (they are flat `model.*` keys of the YAML configs) and save_hyperparameters
@@ -98,7 +103,7 @@ class GateFusionModule(pl.LightningModule):
                  camera_depth_weight: float = 0.5, camera_heatmap_weight: float = 0.0,
                  camera_semantic_weight: float = 0.0, gate: bool = False, gate_costs: dict[str, float] | None = None,
                  gate_start: float = 0.3, gate_cost_weight: float = 2.0, gate_tau: tuple[float, float] = (1.0, 0.2),
-                 gate_hidden: int = 64, gate_estimator: str = "regression", **detector):
+                 gate_hidden: int = 64, gate_estimator: str = "regression", gate_paired: bool = False, **detector):
         super().__init__()
         self.save_hyperparameters()
         self.static = SensorConfig.parse(sensors)
@@ -116,6 +121,8 @@ class GateFusionModule(pl.LightningModule):
         if gate_cost_weight < 0 or len(gate_tau) != 2 or not all(t > 0 for t in gate_tau):
             raise ValueError(f"GateFusionModule: gate_cost_weight must be >= 0 and gate_tau two temperatures > 0, got "
                              f"{gate_cost_weight}, {gate_tau}")
+        if gate_paired and gate_estimator != "regression":
+            raise ValueError(f"GateFusionModule: gate_paired needs gate_estimator 'regression', got {gate_estimator!r}")
         self.detector = build_detector(camera_heatmap=camera_heatmap_weight > 0, **detector)
         self.latency: dict | None = table_from_dict(gate_costs) if gate_costs else None
         costs = relative_costs(self.latency, configurations()) if self.latency else torch.ones(len(configurations()))
@@ -204,14 +211,26 @@ class GateFusionModule(pl.LightningModule):
                         ) -> tuple[Tensor, Tensor]:
         """(fit, penalty) of the "regression" gate on one training batch: smooth L1 between the gate's predicted loss
         for the configuration each frame ran and that frame's detection loss (detached: the detector's training is
-        untouched), and |mean expected cost - b| at a budget b drawn for the batch, the expectation under
-        softmax(logits / tau) of the (detached) risks, which trains the price alone."""
+        untouched), with gate_paired plus smooth L1 between predicted and measured loss differences against a second
+        random configuration of the same frame, and |mean expected cost - b| at a budget b drawn for the batch, the
+        expectation under softmax(logits / tau) of the (detached) risks, which trains the price alone."""
+        head = self.detector.head
         with torch.no_grad():
-            target = self.detector.head.frame_losses(outputs, batch.gt)
+            target = head.frame_losses(outputs, batch.gt)
+            if self.hparams.gate_paired:
+                other = random_decisions(batch.present, self.static.decisions(batch.present), 1.0)
+                other = other.to(decisions.device)
+                paired = head.frame_losses(self.detector.shared(self.detector.encode(batch, other), other > 0),
+                                           batch.gt)
         risk = self.gate.risk(batch)
         k = self.gate.index_of(decisions)
         ran = k >= 0
         fit = F.smooth_l1_loss(risk[ran, k[ran]], target[ran]) if bool(ran.any()) else risk.sum() * 0.0
+        if self.hparams.gate_paired:
+            k2 = self.gate.index_of(other)
+            both = ran & (k2 >= 0)
+            if bool(both.any()):
+                fit = fit + F.smooth_l1_loss(risk[both, k[both]] - risk[both, k2[both]], target[both] - paired[both])
         B = len(batch)
         budget, tau = self.gate_budget_and_tau(progress)
         logits = self.gate.logits(risk.detach(), torch.full((B,), budget, device=risk.device), batch.present)
