@@ -525,3 +525,36 @@ def test_radar_context_runs_a_half_resolution_level_and_keeps_the_shared_grid():
     context.bev.down.register_forward_hook(lambda module, inputs, output: seen.append(output.shape))
     assert plain(data, 1).shape == context(data, 1).shape == (1, 8, grid.H, grid.W)
     assert seen == [(1, 16, grid.H // 2, grid.W // 2)]
+
+
+def test_radar_doppler_map_carries_the_measured_velocity_to_the_head():
+    from sensors.radar import DOPPLER_CHANNELS, DOPPLER_WINDOW, RadarEncoder
+
+    grid = BEVGrid((-25.6, 25.6), (-25.6, 25.6), 1.6, (-2.0, 4.0))
+    # frame 0: three returns near (10, 0) moving at (6, 0) and (4, 0) m/s; frame 1: none
+    points = torch.zeros(3, 7)
+    points[:, 0], points[:, 1] = torch.tensor([10.0, 10.5, 11.0]), 0.3
+    points[:, 4] = torch.tensor([6.0, 4.0, 5.0])
+    enc = RadarEncoder(grid, 8, 512, doppler=True)
+    out = enc(RadarData(points, torch.zeros(3, dtype=torch.long)), 2)
+    assert out.shape == (2, 8 + DOPPLER_CHANNELS, grid.H, grid.W) and enc.out_channels == 11
+    col, row, _ = grid.cell_index(torch.tensor([[10.5, 0.3]]))
+    vx, vy, n = out[0, 8:, int(row), int(col)].detach()
+    assert float(vx) == pytest.approx(0.5) and float(vy) == 0.0 and float(n) == pytest.approx(math.log(4) / 5)
+    # the window spreads it DOPPLER_WINDOW // 2 cells to each side, no further; the empty frame stays zero
+    assert float(out[0, 8, int(row), int(col) + DOPPLER_WINDOW // 2 + 2]) == 0.0
+    assert float(out[0, 8, int(row) + DOPPLER_WINDOW // 2, int(col)]) == pytest.approx(0.5)
+    assert out[1, 8:].abs().sum() == 0
+    # the detector hands it to the head past fusion and decoder, zeros for frames without radar
+    det = build_detector(bev_range=25.6, bev_cell=1.6, camera_width=4, camera_channels=8, camera_heights=2,
+                         camera_bev_factor=1, lidar_channels=8, radar_channels=8, fusion_channels=8, bev_channels=8,
+                         head_channels=8, radar_doppler=True).eval()
+    used = torch.tensor([[False, False, True]])
+    feats = det.radar(RadarData(points, torch.zeros(3, dtype=torch.long)), 1)
+    faster = points.clone()
+    faster[:, 4] += 3.0
+    feats2 = det.radar(RadarData(faster, torch.zeros(3, dtype=torch.long)), 1)
+    a, b = det.fused_bev({"radar": feats}, used), det.fused_bev({"radar": feats2}, used)
+    assert a.shape[1] == 8 + DOPPLER_CHANNELS and not torch.equal(a[:, 8:], b[:, 8:])
+    assert det.fused_bev({}, torch.zeros(1, 3, dtype=torch.bool))[:, 8:].abs().sum() == 0
+    assert set(det.shared({"radar": feats}, used)) >= {"heatmap", "regression"}
