@@ -17,6 +17,7 @@ from fusion.gate import configurations
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+OVERLAYS = {"demo-gated-robust": "demo-gated"}  # configs used on top of another one: --config base --config overlay
 
 
 @pytest.fixture(scope="module")
@@ -88,16 +89,20 @@ def test_a_config_logger_is_kept(tmp_path):
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
 def test_every_config_parses(config, tmp_path, capsys):
-    """`--print_config` of each config (the dataroot overridden: nothing reads it while printing); each names its
-    run folder once, as trainer.default_root_dir, and leaves the loggers and checkpoint folder to it."""
+    """`--print_config` of each config (the dataroot overridden: nothing reads it while printing; an overlay on top
+    of its base); each names its run folder once, as trainer.default_root_dir, and leaves the loggers and checkpoint
+    folder to it."""
     import train
 
+    base = ["--config", str(REPO / "configs" / f"{OVERLAYS[config.stem]}.yaml")] if config.stem in OVERLAYS else []
     with pytest.raises(SystemExit) as e:
-        train.main(["fit", "--config", str(config), "--data.dataroot", str(tmp_path), "--print_config"])
+        train.main(["fit", *base, "--config", str(config), "--data.dataroot", str(tmp_path), "--print_config"])
     assert e.value.code in (0, None)
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["trainer"]["default_root_dir"] == f"runs/{config.stem}" and printed["trainer"]["logger"] is None
     assert "train_sensor_dropout" in printed["model"] and printed["data"]["dataroot"] == str(tmp_path)
+    if config.stem in OVERLAYS:  # the overlay's own settings win over its base's
+        assert printed["data"]["train_corruption_prob"] > 0 and printed["model"]["gate"] is True
     assert all("dirpath" not in (c.get("init_args") or {}) or c["init_args"]["dirpath"] is None
                for c in printed["trainer"]["callbacks"])
 
