@@ -97,7 +97,7 @@ def summarize(clean: dict, runs: dict[tuple[str, int | None], dict | None], seen
     metrics dicts."""
     from sensors.corruptions import CORRUPTIONS, GROUPS
 
-    base = clean["nds"]
+    base, seen = clean["nds"], set(seen)
     ra_run = {k: 1.0 if m is None else (m["nds"] / base if base > 0 else float("nan")) for k, m in runs.items()}
     per = {}
     for (name, _), ra in ra_run.items():
@@ -110,8 +110,8 @@ def summarize(clean: dict, runs: dict[tuple[str, int | None], dict | None], seen
 
     groups = {g: mean(ra for n, ra in ra_corr.items() if CORRUPTIONS[n].group == g) for g in GROUPS}
     return {"ra_run": ra_run, "ra_corruption": ra_corr, "mra": mean(ra_corr.values()), "mra_group": groups,
-            "seen": [n for n in ra_corr if n in set(seen)],
-            "mra_unseen": mean(ra for n, ra in ra_corr.items() if n not in set(seen))}
+            "seen": [n for n in ra_corr if n in seen],
+            "mra_unseen": mean(ra for n, ra in ra_corr.items() if n not in seen)}
 
 
 def format_report(title: str, clean: dict, runs: dict, selections: dict, reference: dict, seen=()) -> str:

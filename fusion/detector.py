@@ -227,11 +227,12 @@ class FusionDetector(nn.Module):
     def fused_bev(self, features: dict[str, Tensor | None], used: Tensor, weights: Tensor | None = None) -> Tensor:
         """Fusion + decoder: the (B, C, H, W) BEV features the head reads. With the radar's Doppler map
         (RadarEncoder doppler), the map (zeros for frames without radar) joins the decoder's output unlearned."""
-        if not self.radar.doppler:
-            return self.decoder(self.fusion(features, used, (self.grid.H, self.grid.W), weights))
         radar, C = features.get("radar"), self.radar.channels
-        features = {**features, "radar": None if radar is None else radar[:, :C]}
+        if self.radar.doppler and radar is not None:
+            features = {**features, "radar": radar[:, :C]}
         bev = self.decoder(self.fusion(features, used, (self.grid.H, self.grid.W), weights))
+        if not self.radar.doppler:
+            return bev
         doppler = bev.new_zeros(len(bev), DOPPLER_CHANNELS, *bev.shape[-2:]) if radar is None else radar[:, C:]
         return torch.cat([bev, doppler.to(bev.dtype)], 1)
 
