@@ -17,7 +17,7 @@ from fusion.gate import configurations
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
-OVERLAYS = {"demo-gated-robust": "demo-gated"}  # configs used on top of another one: --config base --config overlay
+OVERLAYS = {"demo-gated-robust": "demo-gated", "demo-long": "demo"}  # used on top of another: --config base --config it
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +101,11 @@ def test_every_config_parses(config, tmp_path, capsys):
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["trainer"]["default_root_dir"] == f"runs/{config.stem}" and printed["trainer"]["logger"] is None
     assert "train_sensor_dropout" in printed["model"] and printed["data"]["dataroot"] == str(tmp_path)
-    if config.stem in OVERLAYS:  # the overlay's own settings win over its base's
+    if config.stem == "demo-gated-robust":  # the overlay's own settings win over its base's
         assert printed["data"]["train_corruption_prob"] > 0 and printed["model"]["gate"] is True
+    if config.stem == "demo-long":
+        assert printed["trainer"]["max_epochs"] > 9 and printed["model"]["radar_doppler"] is True
+        assert any(c["class_path"].endswith("EarlyStopping") for c in printed["trainer"]["callbacks"])
     assert all("dirpath" not in (c.get("init_args") or {}) or c["init_args"]["dirpath"] is None
                for c in printed["trainer"]["callbacks"])
 
