@@ -149,10 +149,11 @@ def motion_errors(gt_boxes, pred_boxes, tokens: list[str], dist_th: float = 2.0,
     greedily by score, to the nearest unmatched ground-truth centre within `dist_th` m; devkit EvalBoxes in), next to
     what predicting zero velocity would score on the same matches; also on the moving objects alone (|v| >
     `moving` m/s). Heading (classes other than barrier and cone, whose heading the devkit scores modulo pi or not at
-    all): mean absolute error and the share of matches pointing backwards (error over 90 degrees)."""
+    all): mean absolute error and the share of matches pointing backwards (error over 90 degrees), also on the
+    moving objects alone, whose velocity shows where their front is."""
     from nuscenes.eval.common.utils import center_distance, velocity_l2, yaw_diff
 
-    vel, zero, heading = [], [], []  # zero: what zero velocity scores, the object's speed
+    vel, zero, heading, heading_speed = [], [], [], []  # zero: what zero velocity scores, the object's speed
     for t in tokens:
         preds = sorted((b for b in pred_boxes[t] if b.detection_score >= min_score), key=lambda b: -b.detection_score)
         taken = set()
@@ -169,16 +170,18 @@ def motion_errors(gt_boxes, pred_boxes, tokens: list[str], dist_th: float = 2.0,
                 zero.append(float(np.linalg.norm(g.velocity)))
             if g.detection_name not in ("barrier", "traffic_cone"):
                 heading.append(yaw_diff(g, p))
+                heading_speed.append(0.0 if np.any(np.isnan(g.velocity)) else float(np.linalg.norm(g.velocity)))
 
     def mean(a):
         return float(np.mean(a)) if len(a) else float("nan")
 
-    vel, zero, heading = map(np.asarray, (vel, zero, heading))
-    fast = zero > moving
+    vel, zero, heading, heading_speed = map(np.asarray, (vel, zero, heading, heading_speed))
+    fast, moving_heading = zero > moving, heading[heading_speed > moving]
     return {"matches": int(len(vel)), "vel_err": mean(vel), "vel_err_zero": mean(zero),
             "moving_matches": int(fast.sum()), "moving_vel_err": mean(vel[fast]),
             "moving_vel_err_zero": mean(zero[fast]), "heading_err": mean(heading),
-            "heading_backwards": mean(heading > np.pi / 2)}
+            "heading_backwards": mean(heading > np.pi / 2), "moving_heading_matches": int(len(moving_heading)),
+            "moving_heading_err": mean(moving_heading), "moving_heading_backwards": mean(moving_heading > np.pi / 2)}
 
 
 def condition_subsets(metas: list[FrameMeta]) -> dict[str, list[str]]:

@@ -285,3 +285,5 @@ def test_motion_errors_compare_with_zero_velocity_on_the_same_matches():
     assert m["vel_err"] == pytest.approx((1.0 + 2.0 + 0.0) / 3) and m["vel_err_zero"] == pytest.approx(5.0 / 3)
     assert m["moving_vel_err"] == pytest.approx(1.0) and m["moving_vel_err_zero"] == pytest.approx(5.0)
     assert m["heading_err"] == pytest.approx((math.pi + 0.1) / 2) and m["heading_backwards"] == pytest.approx(0.5)
+    assert m["moving_heading_matches"] == 1 and m["moving_heading_backwards"] == pytest.approx(1.0)
+    assert m["moving_heading_err"] == pytest.approx(math.pi)
