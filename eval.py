@@ -138,9 +138,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--corruption", default=None, help="corrupt every frame (sensors/corruptions.py); 'list' prints "
                                                       "the names")
     p.add_argument("--severity", type=int, default=None, help="severity 1-5 of --corruption (none for the faults)")
-    p.add_argument("--heading-from-velocity", type=float, default=None, metavar="S",
-                   help="m/s above which a detection's predicted velocity picks its front (0: off; default: the "
-                        "checkpoint's model.heading_from_velocity)")
     p.add_argument("--per-condition", action=argparse.BooleanOptionalAction, default=True,
                    help="also score each condition subset (day, night, fog, ...; about 1 s each on the demo world)")
     return p.parse_args(argv)
@@ -178,10 +175,6 @@ def main(argv=None) -> dict:
                           "cpu" if args.device == "auto" else args.device)
     model, data_hp = load_checkpoint(args.ckpt)
     model = model.to(device).eval()
-    if args.heading_from_velocity is not None:
-        if args.heading_from_velocity < 0:
-            raise ValueError(f"--heading-from-velocity must be >= 0 m/s (0: off), got {args.heading_from_velocity}")
-        model.detector.head.heading_from_velocity = args.heading_from_velocity
     sensors = SensorConfig.parse(args.sensors) if args.sensors else None
     settings = dict(lidar_sweeps=data_hp.get("lidar_sweeps", 3), radar_sweeps=data_hp.get("radar_sweeps", 3),
                     image_size=tuple(data_hp.get("image_size", (320, 180))), cache_dir=args.cache_dir)
@@ -229,7 +222,6 @@ def main(argv=None) -> dict:
         "checkpoint": str(args.ckpt), "checkpoint_sha256": file_sha256(args.ckpt), "dataroot": str(args.dataroot),
         "version": args.version, "split": args.split, "limit": args.limit, "frames": len(metas),
         "corruption": args.corruption, "severity": args.severity,
-        "heading_from_velocity": model.detector.head.heading_from_velocity,
     }
     write_json(out / "metrics.json", metrics)
     with open(out / "records.jsonl", "w") as f:

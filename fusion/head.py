@@ -9,9 +9,7 @@ Targets: a gaussian per box on its class heatmap (CenterPoint radius, min_overla
 cells), regression, direction and attribute targets at the box's centre cell. Losses: penalty-reduced focal
 loss, masked L1 (squared error for velocity), direction binary cross-entropy, attribute cross-entropy among the
 attributes valid for the class. Decoding: 3x3 max-pool peak NMS, top-k, score threshold, at most `max_detections`
-per frame -> sensors.frame.Detections. With heading_from_velocity = S > 0 (m/s), a box whose predicted speed is at
-least S takes the end of its axis its velocity points to, instead of the direction logit's (vehicles, cyclists and
-pedestrians move forwards).
+per frame -> sensors.frame.Detections.
 """
 from __future__ import annotations
 
@@ -69,13 +67,9 @@ class CenterHead(nn.Module):
 
     def __init__(self, grid: BEVGrid, in_channels: int, channels: int = 32, min_radius: int = 2,
                  heatmap_weight: float = 1.0, regression_weight: float = 0.25, attribute_weight: float = 0.2,
-                 score_threshold: float = 0.05, max_detections: int = 500, direction_weight: float = 0.2,
-                 heading_from_velocity: float = 0.0):
+                 score_threshold: float = 0.05, max_detections: int = 500, direction_weight: float = 0.2):
         super().__init__()
-        if heading_from_velocity < 0:
-            raise ValueError(f"CenterHead: heading_from_velocity must be >= 0 m/s (0: off), got {heading_from_velocity}")
         self.grid = grid
-        self.heading_from_velocity = heading_from_velocity
         self.min_radius = min_radius
         self.weights = (heatmap_weight, regression_weight, attribute_weight, direction_weight)
         self.score_threshold = score_threshold
@@ -210,10 +204,6 @@ class CenterHead(nn.Module):
         size = reg[..., 3:6].clamp(max=6.0).exp()
         axis = torch.atan2(reg[..., 6], reg[..., 7]) / 2  # in (-pi/2, pi/2]: cos >= 0
         forward = outputs["direction"].float().flatten(1).gather(1, pix) >= 0
-        if self.heading_from_velocity > 0:  # a box moving this fast points where it goes: its velocity picks the end
-            vel = reg[..., VEL:VEL + 2]
-            along = vel[..., 0] * torch.cos(axis) + vel[..., 1] * torch.sin(axis)
-            forward = torch.where(vel.norm(dim=-1) >= self.heading_from_velocity, along >= 0, forward)
         yaw = torch.where(forward, axis, axis + math.pi)
         yaw = torch.atan2(torch.sin(yaw), torch.cos(yaw))
         boxes = torch.cat([xy, reg[..., 2:3], size, yaw[..., None], reg[..., 8:10]], -1)

@@ -252,29 +252,6 @@ def test_head_target_decode_round_trip(detector):
     assert len(head.decode(flat, score_threshold=0.0, max_detections=500)[0].scores) <= 500
 
 
-def test_heading_from_velocity_picks_the_end_a_fast_box_moves_to():
-    grid = BEVGrid((-25.6, 25.6), (-25.6, 25.6), 0.8, (-2.0, 4.0))
-    boxes = torch.tensor([[4.0, 4.0, 0.0, 4.5, 1.9, 1.6, 0.3, 3.0, 0.9],      # moves along its yaw: front ahead
-                          [-10.0, 2.0, 0.0, 4.5, 1.9, 1.6, 2.5, -0.3, 0.2],   # slow: the logit decides
-                          [8.0, -9.0, 0.0, 4.5, 1.9, 1.6, -2.0, -1.2, -2.6]])  # moves along its yaw, |v| 2.9
-    gt = [Boxes(boxes, torch.tensor([0, 0, 0]), torch.tensor([-1, -1, -1]))]
-    yaws = {}
-    for speed in (0.0, 1.0):
-        head = CenterHead(grid, 8, 8, heading_from_velocity=speed)
-        t = head.targets(gt)
-        wrong = (1 - t["direction"][:, None] * 2) * 10  # every direction logit points backwards
-        outputs = {"heatmap": torch.where(t["heatmap"] > 0.99, 10.0, -10.0), "regression": t["regression"],
-                   "attribute": torch.zeros(1, 8, grid.H, grid.W), "direction": wrong}
-        dets = head.decode(outputs, score_threshold=0.5)[0]
-        yaws[speed] = dets.boxes[torch.argsort(dets.boxes[:, 0]), 6]
-    expected = boxes[torch.argsort(boxes[:, 0]), 6]  # sorted by x: the slow box, the first, the third
-    off = lambda a, b: (torch.remainder(a - b + math.pi, 2 * math.pi) - math.pi).abs()
-    assert torch.all(off(yaws[0.0], expected) > 3.0)  # off: all three follow the (wrong) logit
-    assert off(yaws[1.0], expected).tolist() == pytest.approx([math.pi, 0.0, 0.0], abs=1e-4)
-    with pytest.raises(ValueError, match="heading_from_velocity"):
-        CenterHead(grid, 8, 8, heading_from_velocity=-1.0)
-
-
 @pytest.fixture
 def one_thread():
     """Run a test in one intra-op thread: these small convolutions gain nothing from two, and on a loaded 2-core
