@@ -23,7 +23,7 @@ from sensors.camera import CameraEncoder
 from sensors.frame import Batch, select_points
 from sensors.lidar import LidarEncoder
 from sensors.names import CLASSES, MODES, SENSORS
-from sensors.radar import DOPPLER_CHANNELS, RadarEncoder
+from sensors.radar import RadarEncoder
 
 
 @dataclass(frozen=True)
@@ -225,16 +225,22 @@ class FusionDetector(nn.Module):
         return self.head(self.fused_bev(features, used, weights))
 
     def fused_bev(self, features: dict[str, Tensor | None], used: Tensor, weights: Tensor | None = None) -> Tensor:
-        """Fusion + decoder: the (B, C, H, W) BEV features the head reads. With the radar's Doppler map
-        (RadarEncoder doppler), the map (zeros for frames without radar) joins the decoder's output unlearned."""
-        radar, C = features.get("radar"), self.radar.channels
-        if self.radar.doppler and radar is not None:
-            features = {**features, "radar": radar[:, :C]}
-        bev = self.decoder(self.fusion(features, used, (self.grid.H, self.grid.W), weights))
-        if not self.radar.doppler:
+        """Fusion + decoder: the (B, C, H, W) BEV features the head reads. An encoder's measurement maps, its channels
+        past its learned `channels` (the radar's Doppler map, the LiDAR's height map), skip the fusion and the
+        decoder and join the decoder's output unlearned, zeros for the frames without that sensor."""
+        learned, measured = dict(features), []
+        for s in SENSORS:
+            encoder, f = getattr(self, s), features.get(s)
+            C = encoder.channels
+            if f is not None:
+                learned[s] = f[:, :C]
+            if encoder.out_channels > C:
+                measured.append((encoder.out_channels - C, None if f is None else f[:, C:]))
+        bev = self.decoder(self.fusion(learned, used, (self.grid.H, self.grid.W), weights))
+        if not measured:
             return bev
-        doppler = bev.new_zeros(len(bev), DOPPLER_CHANNELS, *bev.shape[-2:]) if radar is None else radar[:, C:]
-        return torch.cat([bev, doppler.to(bev.dtype)], 1)
+        return torch.cat([bev] + [bev.new_zeros(len(bev), n, *bev.shape[-2:]) if m is None else m.to(bev.dtype)
+                                  for n, m in measured], 1)
 
 
 def build_detector(bev_range: float = 51.2, bev_cell: float = 0.8, z_min: float = -2.0, z_max: float = 4.0,
@@ -247,26 +253,29 @@ def build_detector(bev_range: float = 51.2, bev_cell: float = 0.8, z_min: float 
                    regression_weight: float = 0.25, attribute_weight: float = 0.2,
                    camera_depth_bins: int = 32, direction_weight: float = 0.2,
                    camera_heatmap: bool = False, lidar_time_split: bool = False,
-                   radar_context: bool = False, radar_doppler: bool = False) -> FusionDetector:
+                   radar_context: bool = False, radar_doppler: bool = False,
+                   lidar_height: bool = False) -> FusionDetector:
     """A FusionDetector from plain hyperparameters (square BEV range [-bev_range, bev_range] m). camera_heatmap: a
     training-only class heatmap (one 3x3 conv) on the camera's BEV alone, so that the camera branch learns to
     detect on its own rather than only as a helper of the LiDAR (its loss weight is the module's). This signature
     is the one declaration of the detector's hyperparameters: GateFusionModule passes its **detector on by name.
     lidar_time_split: the LiDAR pillars keep the key sweep and the earlier sweeps apart (sensors/lidar.py);
     radar_context: the radar's BEV convs become a BEV stage with a context level (sensors/radar.py);
-    radar_doppler: the radar's measured velocity as a map reaches the head directly (sensors/radar.py)."""
+    radar_doppler: the radar's measured velocity as a map reaches the head directly (sensors/radar.py);
+    lidar_height: the LiDAR's height profile as a map reaches the head directly (sensors/lidar.py)."""
     if direction_weight < 0:
         raise ValueError(f"build_detector: direction_weight must be >= 0, got {direction_weight}")
     grid = BEVGrid((-bev_range, bev_range), (-bev_range, bev_range), bev_cell, (z_min, z_max))
     camera = CameraEncoder(grid, camera_width, camera_channels, camera_heights, camera_bev_factor,
                            camera_depth_bins, camera_bev_blocks)
     lidar = LidarEncoder(grid, lidar_channels, lidar_coarse_points, lidar_fine_points, lidar_bev_blocks,
-                         lidar_time_split)
+                         lidar_time_split, lidar_height)
     radar = RadarEncoder(grid, radar_channels, radar_points, radar_context, radar_doppler)
     fusion = MaskedFusion({"camera": camera_channels, "lidar": lidar_channels, "radar": radar_channels},
                           fusion_channels)
     decoder = BEVDecoder(fusion_channels + len(SENSORS), bev_channels)
-    head = CenterHead(grid, bev_channels + (DOPPLER_CHANNELS if radar_doppler else 0), head_channels,
+    measured = sum(e.out_channels - e.channels for e in (camera, lidar, radar))
+    head = CenterHead(grid, bev_channels + measured, head_channels,
                       heatmap_weight=heatmap_weight, regression_weight=regression_weight,
                       attribute_weight=attribute_weight, direction_weight=direction_weight,
                       score_threshold=score_threshold, max_detections=max_detections)

@@ -120,7 +120,7 @@ class CameraEncoder(nn.Module):
             raise ValueError(f"CameraEncoder: depth_bins must be at least 2, got {depth_bins}")
         self.grid = grid
         self.heights = heights
-        self.channels = channels
+        self.channels = self.out_channels = channels  # no measurement maps (fusion/detector.py fused_bev)
         self.depth_bins = depth_bins
         self.backbone = ImageBackbone(width, channels + depth_bins + SEMANTIC_CLASSES)
         self.bev_grids = {mode: grid.scaled(bev_factor / scale) for mode, scale in CAMERA_RESOLUTIONS.items()}
