@@ -290,8 +290,9 @@ def format_metrics(m: dict) -> str:
     motion = [f"matches above score 0.3: velocity error {mo['vel_err']:.2f} m/s (zero velocity: "
               f"{mo['vel_err_zero']:.2f}), moving objects {mo['moving_vel_err']:.2f} (zero: "
               f"{mo['moving_vel_err_zero']:.2f}, {mo['moving_matches']} matches); heading error "
-              f"{mo['heading_err']:.2f} rad, {mo['heading_backwards']:.0%} backwards (moving objects: "
-              f"{mo.get('moving_heading_backwards', float('nan')):.0%})"] if mo else []
+              f"{mo['heading_err']:.2f} rad, {mo['heading_backwards']:.0%} backwards (moving objects "
+              f"{mo.get('moving_heading_backwards', float('nan')):.0%}, still ones "
+              f"{mo.get('still_heading_backwards', float('nan')):.0%})"] if mo else []
     lines = [f"sensors {m['sensors']}  frames {m['frames']}  device {m['device']}{corrupted}{budget}",
              f"NDS {m['nds']:.4f}  mAP {m['map']:.4f}  cost/frame {cost.get('mean', float('nan')):.3f} of full "
              f"(p95 {cost.get('p95', float('nan')):.3f})  GFLOPs/frame {m['gflops_per_frame']:.2f}  "

@@ -150,7 +150,7 @@ def motion_errors(gt_boxes, pred_boxes, tokens: list[str], dist_th: float = 2.0,
     what predicting zero velocity would score on the same matches; also on the moving objects alone (|v| >
     `moving` m/s). Heading (classes other than barrier and cone, whose heading the devkit scores modulo pi or not at
     all): mean absolute error and the share of matches pointing backwards (error over 90 degrees), also on the
-    moving objects alone, whose velocity shows where their front is."""
+    moving objects alone, whose velocity shows where their front is, and on the others (still)."""
     from nuscenes.eval.common.utils import center_distance, velocity_l2, yaw_diff
 
     vel, zero, heading, heading_speed = [], [], [], []  # zero: what zero velocity scores, the object's speed
@@ -176,12 +176,16 @@ def motion_errors(gt_boxes, pred_boxes, tokens: list[str], dist_th: float = 2.0,
         return float(np.mean(a)) if len(a) else float("nan")
 
     vel, zero, heading, heading_speed = map(np.asarray, (vel, zero, heading, heading_speed))
-    fast, moving_heading = zero > moving, heading[heading_speed > moving]
+    fast, moves = zero > moving, heading_speed > moving
+    moving_heading, still_heading = heading[moves], heading[~moves]
     return {"matches": int(len(vel)), "vel_err": mean(vel), "vel_err_zero": mean(zero),
             "moving_matches": int(fast.sum()), "moving_vel_err": mean(vel[fast]),
             "moving_vel_err_zero": mean(zero[fast]), "heading_err": mean(heading),
-            "heading_backwards": mean(heading > np.pi / 2), "moving_heading_matches": int(len(moving_heading)),
-            "moving_heading_err": mean(moving_heading), "moving_heading_backwards": mean(moving_heading > np.pi / 2)}
+            "heading_backwards": mean(heading > np.pi / 2),
+            "moving_heading_matches": int(len(moving_heading)), "moving_heading_err": mean(moving_heading),
+            "moving_heading_backwards": mean(moving_heading > np.pi / 2),
+            "still_heading_matches": int(len(still_heading)),
+            "still_heading_backwards": mean(still_heading > np.pi / 2)}
 
 
 def condition_subsets(metas: list[FrameMeta]) -> dict[str, list[str]]:

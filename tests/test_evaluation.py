@@ -287,3 +287,4 @@ def test_motion_errors_compare_with_zero_velocity_on_the_same_matches():
     assert m["heading_err"] == pytest.approx((math.pi + 0.1) / 2) and m["heading_backwards"] == pytest.approx(0.5)
     assert m["moving_heading_matches"] == 1 and m["moving_heading_backwards"] == pytest.approx(1.0)
     assert m["moving_heading_err"] == pytest.approx(math.pi)
+    assert m["still_heading_matches"] == 1 and m["still_heading_backwards"] == pytest.approx(0.0)
