@@ -277,6 +277,19 @@ def test_lidar_height_map_carries_the_highest_point_of_each_half_cell_to_the_hea
     assert det.fused_bev({}, torch.zeros(1, 3, dtype=torch.bool))[:, 8:].abs().sum() == 0
 
 
+def test_direction_conv_lets_the_direction_logit_see_two_cells_to_each_side(monkeypatch):
+    import sensors.bev
+    monkeypatch.setattr(sensors.bev, "norm2d", lambda c: torch.nn.Identity())  # GroupNorm would reach every cell
+    grid = BEVGrid((-12.8, 12.8), (-12.8, 12.8), 0.8, (-2.0, 4.0))
+    x = torch.randn(1, 8, grid.H, grid.W)
+    far = x.clone()
+    far[0, :, 10, 12] += 5.0  # two cells from (10, 10)
+    for conv, sees in ((False, False), (True, True)):
+        head = CenterHead(grid, 8, 8, direction_conv=conv).eval()
+        changed = head(far)["direction"][0, 0, 10, 10] != head(x)["direction"][0, 0, 10, 10]
+        assert bool(changed) == sees
+
+
 @pytest.fixture
 def one_thread():
     """Run a test in one intra-op thread: these small convolutions gain nothing from two, and on a loaded 2-core
