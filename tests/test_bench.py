@@ -79,3 +79,28 @@ def test_motion_probe_runs_at_a_branch_on_the_checkpoints_own_data_settings(tiny
                        "--at", "lidar", "--steps", "2", "--every", "2"])
     out = capsys.readouterr().out
     assert out.startswith("step 2: cars") and "axis error probe" in out and "zero" in out
+
+
+def test_camera_probe_scores_the_image_cnn_on_the_checkpoints_val_split(tiny_run, tiny_world, capsys):
+    import torch
+
+    from bench import camera_probe
+    from sensors.camera import DEPTH_RANGE
+
+    ckpt, _ = tiny_run
+    tally = camera_probe.main(["--ckpt", str(ckpt), "--dataroot", str(tiny_world), "--every", "1"])
+    out = capsys.readouterr().out
+    assert "| all | object | 1-20 m |" in out and "right class" in out
+    t = tally["all"]
+    assert t["object cells"] > 0 and 0 <= t["class right"] <= t["object seen"] <= t["object cells"]
+    assert t["background cells"] > 0 and t["background right"] <= t["background cells"]
+    assert all(t[f"{k} bin"] <= t[f"{k} n"] for k in ("object 1-20 m", "background 1-20 m"))
+    # the LiDAR depth of a cell is its nearest point's: two points on one ray, 10 m and 30 m along the optical axis
+    cam = torch.eye(4)
+    cam[:3, :3] = torch.tensor([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])  # optical axis = ego x
+    K = torch.tensor([[100.0, 0.0, 50.0], [0.0, 100.0, 25.0], [0.0, 0.0, 1.0]])
+    data = type("CameraData", (), {"images": torch.zeros(1, 1, 3, 50, 100), "ego_T_cam": cam[None, None],
+                                   "intrinsics": K[None, None], "valid": torch.ones(1, 1)})()
+    points = torch.tensor([[10.0, 0.0, 0.0], [30.0, 0.0, 0.0], [DEPTH_RANGE[1] + 5.0, 2.0, 0.0]])
+    depth = camera_probe.lidar_depth(data, points, torch.zeros(3, dtype=torch.long), (5, 10))
+    assert float(depth[0, 0, 2, 5]) == 10.0 and torch.isfinite(depth).sum() == 1
