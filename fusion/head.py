@@ -67,8 +67,7 @@ class CenterHead(nn.Module):
 
     def __init__(self, grid: BEVGrid, in_channels: int, channels: int = 32, min_radius: int = 2,
                  heatmap_weight: float = 1.0, regression_weight: float = 0.25, attribute_weight: float = 0.2,
-                 score_threshold: float = 0.05, max_detections: int = 500, direction_weight: float = 0.2,
-                 direction_conv: bool = False):
+                 score_threshold: float = 0.05, max_detections: int = 500, direction_weight: float = 0.2):
         super().__init__()
         self.grid = grid
         self.min_radius = min_radius
@@ -79,10 +78,7 @@ class CenterHead(nn.Module):
         self.heatmap = nn.Sequential(conv_block(channels, channels), nn.Conv2d(channels, len(CLASSES), 1))
         self.regression = nn.Sequential(conv_block(channels, channels), nn.Conv2d(channels, len(REG_DIMS), 1))
         self.attribute = nn.Conv2d(channels, len(ATTRIBUTES), 1)
-        # direction_conv: a 3x3 conv block of its own, as heatmap and regression have, so that the direction logit
-        # at a box's centre sees 2 cells (1.6 m at the demo's 0.8 m) to either side, where a vehicle's ends are
-        self.direction = nn.Sequential(conv_block(channels, channels), nn.Conv2d(channels, 1, 1)) if direction_conv \
-            else nn.Conv2d(channels, 1, 1)
+        self.direction = nn.Conv2d(channels, 1, 1)
         nn.init.constant_(self.heatmap[-1].bias, -math.log((1 - 0.01) / 0.01))
         self.register_buffer("valid_attr", valid_attributes(), persistent=False)
         self.register_buffer("reg_weights", torch.tensor(REG_WEIGHTS), persistent=False)

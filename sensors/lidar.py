@@ -10,17 +10,10 @@ to the point budget) weighs most for coarse. Per point: (x, y, z, intensity, tim
 canvas -> convs. The features are only scaled to O(1) (self.scale), not normalised per point: with a per-point
 LayerNorm after the linear layer (each point's features rescaled by their own spread), a 300-step LiDAR+radar
 training ended with a 13% higher heatmap loss (1.27 vs 1.11). The radar encoder does the same.
-
-With `height_map`, HEIGHT_CHANNELS more channels follow the learned ones: the LiDAR's height profile, unlearned, at
-half the shared cell (2 x 2 sub-cells per cell, as channels): the highest point of each sub-cell above the grid's
-floor, / 4 m (0 where empty), from the points the mode used. The detector hands it to the head past the fusion and
-the decoder (fusion/detector.py), so that the direction can read a parked vehicle's shape (its bonnet is lower than
-its cabin) directly.
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
@@ -29,14 +22,12 @@ from sensors.frame import LidarData
 from sensors.points import TIME_LAG_SCALE, budget_points, scatter_max
 
 POINT_FEATURES = 10
-HEIGHT_CHANNELS = 4  # 2 x 2 sub-cells of each shared cell
 class PillarNet(nn.Module):
     """(N, 5) points of B frames -> (B, channels, grid.H, grid.W) with pillars of `pillar` metres."""
 
     def __init__(self, grid: BEVGrid, pillar: float, max_points: int, channels: int = 32, blocks: int = 3,
-                 time_split: bool = False, height_map: bool = False):
+                 time_split: bool = False):
         super().__init__()
-        self.height_map = height_map
         if time_split and channels % 2:
             raise ValueError(f"PillarNet: time_split needs an even number of channels, got {channels}")
         self.time_split = time_split
@@ -65,7 +56,6 @@ class PillarNet(nn.Module):
         keep = torch.nonzero(inside & torch.isfinite(points).all(1)).flatten()
         points, flat = points[keep], ((batch_index * g.H + row) * g.W + col)[keep]
         col, row = col[keep], row[keep]
-        height = self.heights(points, batch_index[keep], batch_size) if self.height_map else None
         size = batch_size * g.H * g.W
         ones = points.new_ones(len(flat), 1)
         per_point = points.new_zeros(size, 4).index_add_(0, flat, torch.cat([points[:, :3], ones], 1))[flat]
@@ -78,33 +68,20 @@ class PillarNet(nn.Module):
         else:
             canvas = rearrange(scatter_max(self.point_net(feats), flat, size), "(b h w) c -> b c h w",
                                b=batch_size, h=g.H)
-        bev = self.bev(canvas)
-        return bev if height is None else torch.cat([bev, height], 1)
-
-    def heights(self, points: Tensor, batch_index: Tensor, batch_size: int) -> Tensor:
-        """(P, 5) points of B frames -> (B, HEIGHT_CHANNELS, H, W): per half-cell the highest point above the grid's
-        floor / 4 m, 0 where empty."""
-        fine = self.grid.scaled(0.5)
-        col, row, inside = fine.cell_index(points[:, :2])
-        z = ((points[:, 2] - self.grid.z_range[0]) / 4.0).clamp(min=1e-3)[inside, None]
-        flat = ((batch_index * fine.H + row) * fine.W + col)[inside]
-        top = rearrange(scatter_max(z, flat, batch_size * fine.H * fine.W), "(b h w) c -> b c h w", b=batch_size,
-                        h=fine.H)
-        return F.pixel_unshuffle(top, 2)
+        return self.bev(canvas)
 
 
 class LidarEncoder(nn.Module):
-    """LidarData -> (B, out_channels, H, W) on the shared grid: `channels` learned ones, then the height map when
-    `height_map`; one PillarNet (own weights) per mode, each with `blocks` conv blocks at its pillar grid."""
+    """LidarData -> (B, channels, H, W) on the shared grid; one PillarNet (own weights) per mode, each with `blocks`
+    conv blocks at its pillar grid."""
 
     def __init__(self, grid: BEVGrid, channels: int = 32, coarse_points: int = 16384, fine_points: int = 65536,
-                 blocks: int = 3, time_split: bool = False, height_map: bool = False):
+                 blocks: int = 3, time_split: bool = False):
         super().__init__()
-        self.channels = channels
-        self.out_channels = channels + (HEIGHT_CHANNELS if height_map else 0)
+        self.channels = self.out_channels = channels  # no measurement maps (fusion/detector.py fused_bev)
         self.modes = nn.ModuleDict({
-            "coarse": PillarNet(grid, grid.cell * 2, coarse_points, channels, blocks, time_split, height_map),
-            "fine": PillarNet(grid, grid.cell / 2, fine_points, channels, blocks, time_split, height_map),
+            "coarse": PillarNet(grid, grid.cell * 2, coarse_points, channels, blocks, time_split),
+            "fine": PillarNet(grid, grid.cell / 2, fine_points, channels, blocks, time_split),
         })
 
     def forward(self, data: LidarData, batch_size: int, mode: str = "fine") -> Tensor:

@@ -252,44 +252,6 @@ def test_head_target_decode_round_trip(detector):
     assert len(head.decode(flat, score_threshold=0.0, max_detections=500)[0].scores) <= 500
 
 
-def test_lidar_height_map_carries_the_highest_point_of_each_half_cell_to_the_head():
-    from sensors.lidar import HEIGHT_CHANNELS, LidarEncoder
-    grid = BEVGrid((-25.6, 25.6), (-25.6, 25.6), 0.8, (-2.0, 4.0))
-    enc = LidarEncoder(grid, 8, 4096, 8192, 1, height_map=True).eval()
-    # frame 0: a bonnet at 0.9 m and a cabin at 1.6 m in two halves of one cell; frame 1: nothing
-    pts = torch.tensor([[4.1, 4.1, 0.9, 10.0, 0.0], [4.1, 4.1, 0.2, 10.0, 0.0], [4.5, 4.1, 1.6, 10.0, 0.0]])
-    for mode in ("fine", "coarse"):
-        out = enc(LidarData(pts, torch.zeros(3, dtype=torch.long)), 2, mode)
-        assert out.shape == (2, 8 + HEIGHT_CHANNELS, grid.H, grid.W) and enc.out_channels == 8 + HEIGHT_CHANNELS
-        col, row, _ = grid.cell_index(pts[:1, :2])
-        cell = out[0, 8:, int(row), int(col)]  # sub-cells (row, col) = (0, 0), (0, 1), (1, 0), (1, 1)
-        assert cell.tolist() == pytest.approx([(0.9 + 2.0) / 4, (1.6 + 2.0) / 4, 0.0, 0.0])
-        assert out[0, 8:].count_nonzero() == 2 and out[1, 8:].abs().sum() == 0
-    # past fusion and decoder into the head: zeros for a frame without LiDAR
-    det = build_detector(bev_range=25.6, camera_width=4, camera_channels=8, lidar_channels=8, radar_channels=8,
-                         fusion_channels=8, bev_channels=8, head_channels=8, lidar_bev_blocks=1, lidar_height=True,
-                         radar_doppler=True)
-    lidar = enc(LidarData(pts, torch.zeros(3, dtype=torch.long)), 2, "fine")
-    used = torch.tensor([[False, True, False], [False, True, False]])
-    bev = det.fused_bev({"lidar": lidar}, used)
-    assert bev.shape[1] == 8 + HEIGHT_CHANNELS + 3 and torch.equal(bev[:, 8:8 + HEIGHT_CHANNELS], lidar[:, 8:])
-    assert bev[:, 8 + HEIGHT_CHANNELS:].abs().sum() == 0  # no radar: its Doppler map is zeros
-    assert det.fused_bev({}, torch.zeros(1, 3, dtype=torch.bool))[:, 8:].abs().sum() == 0
-
-
-def test_direction_conv_lets_the_direction_logit_see_two_cells_to_each_side(monkeypatch):
-    import sensors.bev
-    monkeypatch.setattr(sensors.bev, "norm2d", lambda c: torch.nn.Identity())  # GroupNorm would reach every cell
-    grid = BEVGrid((-12.8, 12.8), (-12.8, 12.8), 0.8, (-2.0, 4.0))
-    x = torch.randn(1, 8, grid.H, grid.W)
-    far = x.clone()
-    far[0, :, 10, 12] += 5.0  # two cells from (10, 10)
-    for conv, sees in ((False, False), (True, True)):
-        head = CenterHead(grid, 8, 8, direction_conv=conv).eval()
-        changed = head(far)["direction"][0, 0, 10, 10] != head(x)["direction"][0, 0, 10, 10]
-        assert bool(changed) == sees
-
-
 @pytest.fixture
 def one_thread():
     """Run a test in one intra-op thread: these small convolutions gain nothing from two, and on a loaded 2-core
