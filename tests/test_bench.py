@@ -1,6 +1,9 @@
-"""bench/static_configs.py over several checkpoints: mean, spread and per-run choices, and reuse of metrics.json."""
+"""bench/: static_configs.py over several checkpoints (mean, spread, per-run choices, reuse of metrics.json), and
+the probes (motion_probe.py, camera_probe.py, heading_cue.py)."""
 import argparse
 import json
+
+import pytest
 
 from bench.static_configs import mean_rows, report, reusable, seed_config
 from eval import file_sha256
@@ -104,3 +107,23 @@ def test_camera_probe_scores_the_image_cnn_on_the_checkpoints_val_split(tiny_run
     points = torch.tensor([[10.0, 0.0, 0.0], [30.0, 0.0, 0.0], [DEPTH_RANGE[1] + 5.0, 2.0, 0.0]])
     depth = camera_probe.lidar_depth(data, points, torch.zeros(3, dtype=torch.long), (5, 10))
     assert float(depth[0, 0, 2, 5]) == 10.0 and torch.isfinite(depth).sum() == 1
+
+
+def test_heading_cue_finds_the_lower_end_of_a_box_in_its_own_frame():
+    import math
+
+    import torch
+
+    from bench.heading_cue import end_heights
+
+    # a car 4 m long, 1.5 m high, yaw 90 degrees (front towards +y), bonnet 0.8 m high over its front metre
+    box = torch.tensor([10.0, 5.0, 0.75, 4.0, 1.8, 1.5, math.pi / 2])
+    along = torch.linspace(-2.0, 2.0, 41)
+    top = torch.where(along > 1.0, 0.8, 1.5)
+    side = torch.stack([torch.full_like(along, 10.9), 5.0 + along, top], 1)  # its right side, top edge
+    front, back = end_heights(side, box)
+    assert front == pytest.approx(0.8) and back == pytest.approx(1.5)
+    assert end_heights(side[along < 0], box) == (None, pytest.approx(1.5))  # no point at the front end
+    turned = box.clone()
+    turned[6] = -math.pi / 2  # the same points, the box facing the other way: the ends swap
+    assert end_heights(side, turned) == (pytest.approx(1.5), pytest.approx(0.8))
