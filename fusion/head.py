@@ -67,11 +67,9 @@ class CenterHead(nn.Module):
 
     def __init__(self, grid: BEVGrid, in_channels: int, channels: int = 32, min_radius: int = 2,
                  heatmap_weight: float = 1.0, regression_weight: float = 0.25, attribute_weight: float = 0.2,
-                 score_threshold: float = 0.05, max_detections: int = 500, direction_weight: float = 0.2,
-                 velocity_dense: bool = False):
+                 score_threshold: float = 0.05, max_detections: int = 500, direction_weight: float = 0.2):
         super().__init__()
         self.grid = grid
-        self.velocity_dense = velocity_dense
         self.min_radius = min_radius
         self.weights = (heatmap_weight, regression_weight, attribute_weight, direction_weight)
         self.score_threshold = score_threshold
@@ -93,9 +91,8 @@ class CenterHead(nn.Module):
     # targets -------------------------------------------------------------------------------------------------
     def targets(self, gt: list[Boxes], device=None) -> dict[str, Tensor]:
         """Dense targets of B frames: heatmap (B, 10, H, W), regression (B, 10, H, W), mask (B, H, W) bool
-        (centre cells), label (B, H, W) long, attribute (B, H, W) long (-1: none / ignore), direction (B, H, W)
-        float (1 where cos(yaw) >= 0), and velocity (B, 2, H, W) with velocity_weight (B, H, W): on every cell of a
-        box's heatmap footprint its velocity, weighted by its Gaussian there (the box with the largest one wins)."""
+        (centre cells), label (B, H, W) long, attribute (B, H, W) long (-1: none / ignore) and direction (B, H, W)
+        float (1 where cos(yaw) >= 0)."""
         g, B = self.grid, len(gt)
         H, W = g.H, g.W
         device = device if device is not None else (gt[0].boxes.device if gt else None)
@@ -105,8 +102,6 @@ class CenterHead(nn.Module):
         label = torch.zeros(B, H * W, dtype=torch.long, device=device)
         attr = torch.full((B, H * W), -1, dtype=torch.long, device=device)
         direction = torch.zeros(B, H * W, device=device)
-        velocity = torch.zeros(B, 2, H * W, device=device)
-        velocity_weight = torch.zeros(B, H * W, device=device)
         rows = torch.arange(H, device=device, dtype=torch.float32)
         cols = torch.arange(W, device=device, dtype=torch.float32)
         for b, boxes in enumerate(gt):
@@ -127,8 +122,6 @@ class CenterHead(nn.Module):
             near = (dr.abs() <= radius[:, None, None]) & (dc.abs() <= radius[:, None, None])
             gauss = (gauss * near).flatten(1)
             heat[b] = heat[b].scatter_reduce(0, labels[:, None].expand(-1, H * W), gauss, "amax")
-            velocity_weight[b], who = gauss.max(0)
-            velocity[b] = bx[who, 7:9].T * (velocity_weight[b] > 0)
             flat = row * W + col
             cr = g.to_cell(bx[:, :2])
             values = torch.stack([
@@ -143,8 +136,7 @@ class CenterHead(nn.Module):
                                         attributes, -1)
         shape = (B, H, W)
         return {"heatmap": heat.view(B, -1, H, W), "regression": reg.view(B, -1, H, W), "mask": mask.view(shape),
-                "label": label.view(shape), "attribute": attr.view(shape), "direction": direction.view(shape),
-                "velocity": velocity.view(B, 2, H, W), "velocity_weight": velocity_weight.view(shape)}
+                "label": label.view(shape), "attribute": attr.view(shape), "direction": direction.view(shape)}
 
     # losses --------------------------------------------------------------------------------------------------
     def frame_losses(self, outputs: dict[str, Tensor], gt: list[Boxes]) -> Tensor:
@@ -170,16 +162,7 @@ class CenterHead(nn.Module):
         # targets, with Huber (beta 1 m/s) too); the squared error pulls by the size of the error, so the moving
         # boxes win.
         per_dim = torch.cat([err[:, :VEL].abs(), 0.5 * err[:, VEL:] ** 2], 1)
-        if self.velocity_dense:  # velocity on the box's whole footprint, Gaussian-weighted, each box counted once
-            w = t["velocity_weight"]
-            on = w > 0
-            v_err = outputs["regression"].float()[:, VEL:VEL + 2].permute(0, 2, 3, 1)[on] - \
-                t["velocity"].permute(0, 2, 3, 1)[on]
-            dense = (0.5 * v_err ** 2 * self.reg_weights[VEL:VEL + 2]).sum(1) @ w[on] / w[on].sum().clamp(min=1e-6)
-            per_dim = per_dim[:, :VEL]
-            regression = ((per_dim * self.reg_weights[:VEL]).sum() + dense * int(mask.sum())) / max(int(mask.sum()), 1)
-        else:
-            regression = (per_dim * self.reg_weights).sum() / max(int(mask.sum()), 1)
+        regression = (per_dim * self.reg_weights).sum() / max(int(mask.sum()), 1)
 
         attr_logits = outputs["attribute"].float().permute(0, 2, 3, 1)[mask]
         attr_target, labels = t["attribute"][mask], t["label"][mask]

@@ -558,31 +558,3 @@ def test_radar_doppler_map_carries_the_measured_velocity_to_the_head():
     assert a.shape[1] == 8 + DOPPLER_CHANNELS and not torch.equal(a[:, 8:], b[:, 8:])
     assert det.fused_bev({}, torch.zeros(1, 3, dtype=torch.bool))[:, 8:].abs().sum() == 0
     assert set(det.shared({"radar": feats}, used)) >= {"heatmap", "regression"}
-
-
-def test_dense_velocity_targets_cover_each_box_footprint_and_the_loss_reads_them():
-    grid = BEVGrid((-25.6, 25.6), (-25.6, 25.6), 0.8, (-2.0, 4.0))
-    head = CenterHead(grid, 8, 8, velocity_dense=True)
-    boxes = torch.tensor([[4.0, 4.0, 0.0, 4.5, 1.9, 1.6, 0.3, 3.0, -1.0],
-                          [-10.0, 2.0, 0.0, 4.5, 1.9, 1.6, 0.0, 0.0, 2.0]])
-    gt = [Boxes(boxes, torch.tensor([0, 0]), torch.tensor([-1, -1]))]
-    t = head.targets(gt)
-    col, row, _ = grid.cell_index(boxes[:, :2])
-    for k in range(2):  # at the centre, weight 1 and the box's velocity; two cells off still the same velocity
-        assert float(t["velocity_weight"][0, row[k], col[k]]) == pytest.approx(1.0)
-        for dr, dc in ((0, 0), (2, 0), (0, -2)):
-            assert t["velocity"][0, :, row[k] + dr, col[k] + dc].tolist() == pytest.approx(boxes[k, 7:9].tolist())
-    assert float(t["velocity_weight"][0, row[0] + 2, col[0]]) < 1.0
-    far = t["velocity_weight"][0] == 0
-    assert far.float().mean() > 0.9 and t["velocity"][0][:, far].abs().sum() == 0
-    # the loss: zero velocity error on the footprint -> the velocity part vanishes; an error off-centre counts
-    out = {"heatmap": torch.zeros(1, len(CLASSES), grid.H, grid.W), "attribute": torch.zeros(1, 8, grid.H, grid.W),
-           "direction": torch.zeros(1, 1, grid.H, grid.W),
-           "regression": t["regression"].clone()}
-    out["regression"][:, 8:10] = t["velocity"]
-    exact = head.loss(out, gt)["regression"]
-    assert float(exact) == pytest.approx(0.0, abs=1e-6)
-    out["regression"][0, 8, row[0] + 2, col[0]] += 4.0  # not the centre cell: only the dense loss sees it
-    assert float(head.loss(out, gt)["regression"]) > 0.01
-    plain = CenterHead(grid, 8, 8)
-    assert float(plain.loss(out, gt)["regression"]) == pytest.approx(0.0, abs=1e-6)
