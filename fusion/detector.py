@@ -226,7 +226,7 @@ class FusionDetector(nn.Module):
 
     def fused_bev(self, features: dict[str, Tensor | None], used: Tensor, weights: Tensor | None = None) -> Tensor:
         """Fusion + decoder: the (B, C, H, W) BEV features the head reads. An encoder's measurement maps, its channels
-        past its learned `channels` (the radar's Doppler map, the LiDAR's height map), skip the fusion and the
+        past its learned `channels` (today the radar's Doppler map, RadarEncoder doppler), skip the fusion and the
         decoder and join the decoder's output unlearned, zeros for the frames without that sensor."""
         learned, measured = dict(features), []
         for s in SENSORS:
