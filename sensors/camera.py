@@ -114,9 +114,8 @@ class CameraEncoder(nn.Module):
     """CameraData -> (B, channels, H, W) on the shared grid, at mode "low" or "high"."""
 
     def __init__(self, grid: BEVGrid, width: int = 16, channels: int = 32, heights: int = 4, bev_factor: int = 2,
-                 depth_bins: int = 32, blocks: int = 2, depth_balance: bool = False):
+                 depth_bins: int = 32, blocks: int = 2):
         super().__init__()
-        self.depth_balance = depth_balance
         if depth_bins < 2:
             raise ValueError(f"CameraEncoder: depth_bins must be at least 2, got {depth_bins}")
         self.grid = grid
@@ -191,19 +190,15 @@ class CameraEncoder(nn.Module):
         bev = self.stages[mode](rearrange(bev, "b c z h w -> b (c z) h w"))
         losses = {}
         if lidar_points is not None and lidar_index is not None:
-            losses["depth"] = self.depth_loss(depth_logits, data, lidar_points, lidar_index,
-                                              boxes if self.depth_balance else None)
+            losses["depth"] = self.depth_loss(depth_logits, data, lidar_points, lidar_index)
         if boxes is not None:
             losses["semantic"] = self.semantic_loss(semantic_logits, data, boxes)
         return bev, losses
 
-    def depth_loss(self, depth_logits: Tensor, data: CameraData, points: Tensor, index: Tensor,
-                   boxes: list[Boxes] | None = None) -> Tensor:
+    def depth_loss(self, depth_logits: Tensor, data: CameraData, points: Tensor, index: Tensor) -> Tensor:
         """Cross-entropy of the depth logits (B, N, D, h, w) against the depth of the nearest LiDAR point in each
         feature-map cell of each valid camera (cells without a point in DEPTH_RANGE are ignored); 0 with a
-        gradient when no cell has a point. With the frames' boxes (depth_balance), averaged over the cells an object
-        covers (semantic_targets) and over the others separately, then over the two: most LiDAR-hit cells are
-        ground, and bench/camera_probe.py measured the objects' depth far worse than the ground's."""
+        gradient when no cell has a point."""
         B, N, D, h, w = depth_logits.shape
         H, W = data.images.shape[-2:]
         lo, hi = DEPTH_RANGE
@@ -226,11 +221,7 @@ class CameraEncoder(nn.Module):
             0, cell, point_depth, "amin")
         has = torch.isfinite(nearest)
         target = ((nearest[has] - lo) / (hi - lo) * D).long().clamp(0, D - 1)
-        if boxes is None:
-            return F.cross_entropy(logits[has], target)
-        ce = F.cross_entropy(logits[has], target, reduction="none")
-        on_object = (semantic_targets(boxes, data, (H, W), (h, w)).flatten() > 0)[has]
-        return torch.stack([ce[sel].mean() for sel in (on_object, ~on_object) if bool(sel.any())]).mean()
+        return F.cross_entropy(logits[has], target)
 
     def semantic_loss(self, logits: Tensor, data: CameraData, boxes: list[Boxes]) -> Tensor:
         """Cross-entropy of the semantic logits (B, N, SEMANTIC_CLASSES, h, w) against semantic_targets, averaged

@@ -471,34 +471,6 @@ def test_camera_depth_loss_is_supervised_by_lidar_points():
     assert bev.shape == (1, 8, grid.H, grid.W) and set(losses) == {"depth"} and torch.isfinite(losses["depth"])
 
 
-def test_balanced_camera_depth_loss_weighs_object_cells_as_much_as_the_rest():
-    """Two LiDAR points, one on a car 10 m ahead of camera 0, one on the ground beside it: with the boxes, the loss
-    is the mean of the object cells' and the other cells' cross-entropies, so an error on the car counts half
-    whatever the number of ground cells."""
-    from sensors.camera import CameraEncoder, project_to_images
-
-    grid = BEVGrid((-25.6, 25.6), (-25.6, 25.6), 1.6)
-    enc = CameraEncoder(grid, width=4, channels=8, heights=2, bev_factor=1, depth_bins=16, depth_balance=True)
-    data = camera_rig(1, 32, 56)
-    car = Boxes(torch.tensor([[10.0, 0.0, 0.8, 4.5, 1.9, 1.6, 0.0, 0.0, 0.0]]), torch.tensor([0]),
-                torch.tensor([-1]))
-    points = torch.tensor([[10.0, 0.0, 0.5], [6.0, 3.0, 0.0]])
-    norm, visible, _ = project_to_images(points, data.ego_T_cam, data.intrinsics, (32, 56), with_depth=True)
-    assert visible[0, 0].all()
-    logits = torch.randn(1, 6, 16, 4, 7)
-    index = torch.zeros(2, dtype=torch.long)
-    one = torch.zeros(1, dtype=torch.long)
-    car_only = enc.depth_loss(logits, data, points[:1], one, [car])
-    ground_only = enc.depth_loss(logits, data, points[1:], one, [car])
-    assert float(enc.depth_loss(logits, data, points, index, [car])) == pytest.approx(
-        float(car_only + ground_only) / 2)
-    more_ground = torch.cat([points, torch.tensor([[8.0, -3.5, 0.0], [5.0, 2.0, 0.0]])])
-    three = enc.depth_loss(logits, data, more_ground, torch.zeros(4, dtype=torch.long), [car])
-    ground = enc.depth_loss(logits, data, more_ground[1:], torch.zeros(3, dtype=torch.long), [car])
-    assert float(three) == pytest.approx(float(car_only + ground) / 2)  # the car still counts half
-    plain = enc.depth_loss(logits, data, more_ground, torch.zeros(4, dtype=torch.long))
-    assert abs(float(plain) - float(three)) > 1e-4  # without the boxes, every cell counts once
-
 def test_camera_semantic_targets_mark_the_cells_a_box_covers():
     """A car 10 m ahead of camera 0 covers the centre cells of that camera's feature map and no cell of the
     camera looking back; a nearer pedestrian in front of it wins the cells they share; the loss is low for
