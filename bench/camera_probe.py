@@ -27,29 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets.nuscenes import NuScenesDataset  # noqa: E402
 from eval import load_checkpoint  # noqa: E402
-from sensors.camera import (CAMERA_RESOLUTIONS, DEPTH_RANGE, GROUND_DEPTH_SCALE, project_to_images,  # noqa: E402
+from sensors.camera import (CAMERA_RESOLUTIONS, DEPTH_RANGE, GROUND_DEPTH_SCALE, lidar_depth,  # noqa: E402
                             ray_geometry, semantic_targets)
 from sensors.frame import collate  # noqa: E402
 
 RANGES = ((1.0, 20.0), (20.0, 40.0), (40.0, 65.0))
-
-
-def lidar_depth(data, points, index, cells_hw) -> torch.Tensor:
-    """(B, N, h, w) depth of the nearest LiDAR point in each feature-map cell (inf where none), as depth_loss."""
-    B, N = data.images.shape[:2]
-    h, w = cells_hw
-    H, W = data.images.shape[-2:]
-    out = torch.full((B * N * h * w,), float("inf"))
-    for f in range(B):
-        pts = points[index.long() == f, :3].float()
-        norm, visible, depth = project_to_images(pts, data.ego_T_cam[f:f + 1].float(), data.intrinsics[f:f + 1].float(),
-                                                 (H, W), with_depth=True)
-        ok = visible[0] & data.valid[f, :, None].bool() & (depth[0] > DEPTH_RANGE[0]) & (depth[0] < DEPTH_RANGE[1])
-        n, p = torch.nonzero(ok, as_tuple=True)
-        u = ((norm[0, n, p, 0] + 1) / 2 * w).long().clamp(0, w - 1)
-        v = ((norm[0, n, p, 1] + 1) / 2 * h).long().clamp(0, h - 1)
-        out = out.scatter_reduce(0, ((f * N + n) * h + v) * w + u, depth[0, n, p], "amin")
-    return out.view(B, N, h, w)
 
 
 def main(argv=None) -> dict:

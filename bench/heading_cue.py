@@ -24,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets.nuscenes import NuScenesDataset  # noqa: E402
+from sensors.geometry import box_frame  # noqa: E402
 from sensors.names import CLASSES  # noqa: E402
 
 VEHICLES = ("car", "truck", "bus", "construction_vehicle", "trailer")
@@ -33,11 +34,9 @@ def end_heights(points: torch.Tensor, box: torch.Tensor) -> tuple[float | None, 
     """(P, >=3) points, one (>=7,) box (x, y, z, l, w, h, yaw) -> highest point (metres above the box's bottom) of
     its front end and of its back end (the outer 15% of the length at each end), None where no point
     falls in that end."""
-    x, y, z, l, w, h, yaw = (float(v) for v in box[:7])
-    dx, dy = points[:, 0] - x, points[:, 1] - y
-    along = dx * math.cos(yaw) + dy * math.sin(yaw)
-    across = -dx * math.sin(yaw) + dy * math.cos(yaw)
-    up = points[:, 2] - (z - h / 2)
+    l, w, h = (float(v) for v in box[3:6])
+    along, across, up = torch.from_numpy(box_frame(points.numpy(), box[None, :7].numpy())[:, 0]).T
+    up = up + h / 2  # above the box's bottom
     inside = (across.abs() <= w / 2 + 0.1) & (up > 0.05) & (up <= h + 0.2)
     ends = []
     for sign in (1.0, -1.0):

@@ -199,27 +199,13 @@ class CameraEncoder(nn.Module):
         """Cross-entropy of the depth logits (B, N, D, h, w) against the depth of the nearest LiDAR point in each
         feature-map cell of each valid camera (cells without a point in DEPTH_RANGE are ignored); 0 with a
         gradient when no cell has a point."""
-        B, N, D, h, w = depth_logits.shape
-        H, W = data.images.shape[-2:]
+        D, h, w = depth_logits.shape[2:]
         lo, hi = DEPTH_RANGE
-        cells, depths = [], []
-        for f in range(B):  # each frame's points into its own cameras only
-            pts = points[index.long() == f, :3].float()
-            norm, visible, depth = project_to_images(pts, data.ego_T_cam[f:f + 1].float(),
-                                                     data.intrinsics[f:f + 1].float(), (H, W), with_depth=True)
-            ok = visible[0] & data.valid[f, :, None].bool() & (depth[0] > lo) & (depth[0] < hi)  # (N, P)
-            n, p = torch.nonzero(ok, as_tuple=True)
-            u = ((norm[0, n, p, 0] + 1) / 2 * w).long().clamp(0, w - 1)
-            v = ((norm[0, n, p, 1] + 1) / 2 * h).long().clamp(0, h - 1)
-            cells.append(((f * N + n) * h + v) * w + u)
-            depths.append(depth[0, n, p])
-        cell, point_depth = torch.cat(cells), torch.cat(depths)
+        nearest = lidar_depth(data, points, index, (h, w)).flatten()
         logits = rearrange(depth_logits.float(), "b n d h w -> (b n h w) d")
-        if len(cell) == 0:
-            return logits.sum() * 0.0
-        nearest = torch.full((B * N * h * w,), float("inf"), device=logits.device).scatter_reduce(
-            0, cell, point_depth, "amin")
         has = torch.isfinite(nearest)
+        if not bool(has.any()):
+            return logits.sum() * 0.0
         target = ((nearest[has] - lo) / (hi - lo) * D).long().clamp(0, D - 1)
         return F.cross_entropy(logits[has], target)
 
@@ -235,6 +221,27 @@ class CameraEncoder(nn.Module):
         parts = [ce[valid & sel].mean() for sel in (target.flatten() > 0, target.flatten() == 0)
                  if bool((valid & sel).any())]
         return torch.stack(parts).mean() if parts else logits.sum() * 0.0
+
+
+def lidar_depth(data: CameraData, points: Tensor, index: Tensor, cells_hw: tuple[int, int]) -> Tensor:
+    """(B, N, h, w): per cell of an (h, w) feature map of every valid camera, the depth (along the optical axis) of
+    the nearest of the frame's LiDAR points (P, >=3) with frame index (P,) that project into it, within DEPTH_RANGE;
+    inf where none does."""
+    B, N = data.images.shape[:2]
+    h, w = cells_hw
+    H, W = data.images.shape[-2:]
+    lo, hi = DEPTH_RANGE
+    nearest = torch.full((B * N * h * w,), float("inf"), device=data.images.device)
+    for f in range(B):  # each frame's points into its own cameras only
+        pts = points[index.long() == f, :3].float()
+        norm, visible, depth = project_to_images(pts, data.ego_T_cam[f:f + 1].float(), data.intrinsics[f:f + 1].float(),
+                                                 (H, W), with_depth=True)
+        ok = visible[0] & data.valid[f, :, None].bool() & (depth[0] > lo) & (depth[0] < hi)  # (N, P)
+        n, p = torch.nonzero(ok, as_tuple=True)
+        u = ((norm[0, n, p, 0] + 1) / 2 * w).long().clamp(0, w - 1)
+        v = ((norm[0, n, p, 1] + 1) / 2 * h).long().clamp(0, h - 1)
+        nearest.scatter_reduce_(0, ((f * N + n) * h + v) * w + u, depth[0, n, p], "amin")
+    return nearest.view(B, N, h, w)
 
 
 def semantic_targets(boxes: list[Boxes], data: CameraData, image_hw: tuple[int, int], cells_hw: tuple[int, int]

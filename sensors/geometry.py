@@ -120,16 +120,18 @@ def box_corners(boxes: np.ndarray) -> np.ndarray:
     return np.stack([x, y, local[..., 2]], -1) + boxes[:, None, :3]
 
 
-def points_in_boxes(points: np.ndarray, boxes: np.ndarray, margin: float = 0.0) -> np.ndarray:
-    """(N, >=3) points, (K, >=7) boxes -> (N, K) bool: point inside box (grown by `margin` metres)."""
+def box_frame(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """(N, >=3) points, (K, >=7) boxes -> (N, K, 3): each point in each box's own frame (x forward along its yaw, y
+    to its left, z up, origin at its centre)."""
     points = np.asarray(points, dtype=np.float64)[:, None, :3]
     boxes = np.asarray(boxes, dtype=np.float64)[None]
     d = points - boxes[..., :3]
     c, s = np.cos(boxes[..., 6]), np.sin(boxes[..., 6])
-    lx = c * d[..., 0] + s * d[..., 1]
-    ly = -s * d[..., 0] + c * d[..., 1]
-    return (
-        (np.abs(lx) <= boxes[..., 3] / 2 + margin)
-        & (np.abs(ly) <= boxes[..., 4] / 2 + margin)
-        & (np.abs(d[..., 2]) <= boxes[..., 5] / 2 + margin)
-    )
+    return np.stack([c * d[..., 0] + s * d[..., 1], -s * d[..., 0] + c * d[..., 1], d[..., 2]], -1)
+
+
+def points_in_boxes(points: np.ndarray, boxes: np.ndarray, margin: float = 0.0) -> np.ndarray:
+    """(N, >=3) points, (K, >=7) boxes -> (N, K) bool: point inside box (grown by `margin` metres)."""
+    local = np.abs(box_frame(points, boxes))
+    half = np.asarray(boxes, dtype=np.float64)[None, :, 3:6] / 2 + margin
+    return (local <= half).all(-1)
