@@ -141,8 +141,10 @@ class GateFusionModule(pl.LightningModule):
         if stage == "fit" and self.gate is not None and self.latency is None:
             dm = self.trainer.datamodule
             image_size = tuple(dm.hparams.get("image_size", (320, 180))) if dm is not None else (320, 180)
-            frame = synthetic_frame(self.detector.grid, image_size, 32768, 300).to(self.device)
-            table = self.trainer.strategy.broadcast(measure_latency_table(self.detector, frame, repeats=5))
+            # setup runs before the strategy moves the model: measure where it will train
+            device = self.trainer.strategy.root_device
+            frame = synthetic_frame(self.detector.grid, image_size, 32768, 300).to(device)
+            table = self.trainer.strategy.broadcast(measure_latency_table(self.detector.to(device), frame, repeats=5))
             self.set_latency(table)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:

@@ -97,11 +97,14 @@ def project_to_images(points: Tensor, ego_T_cam: Tensor, intrinsics: Tensor, ima
     points (P, 3); ego_T_cam (B, N, 4, 4); intrinsics (B, N, 3, 3) for an image of size image_hw = (H, W).
     Returns normalised image coordinates (B, N, P, 2) in [-1, 1] (grid_sample, align_corners=False) and
     visible (B, N, P) bool: in front of the camera and inside the image; with_depth: also the depth (B, N, P)
-    along the optical axis.
+    along the optical axis. Always float32, also under mixed precision (autocast): a half-precision pixel
+    coordinate is off by several pixels at the image's far edge.
     """
-    cam_T_ego = torch.linalg.inv(ego_T_cam)  # not the rigid shortcut: augmentation scales and flips ego_T_cam
-    p_cam = torch.einsum("bnij,pj->bnpi", cam_T_ego[..., :3, :3], points) + cam_T_ego[..., None, :3, 3]
-    uvw = torch.einsum("bnij,bnpj->bnpi", intrinsics, p_cam)
+    with torch.autocast(points.device.type, enabled=False):
+        points, ego_T_cam, intrinsics = points.float(), ego_T_cam.float(), intrinsics.float()
+        cam_T_ego = torch.linalg.inv(ego_T_cam)  # not the rigid shortcut: augmentation scales and flips ego_T_cam
+        p_cam = torch.einsum("bnij,pj->bnpi", cam_T_ego[..., :3, :3], points) + cam_T_ego[..., None, :3, 3]
+        uvw = torch.einsum("bnij,bnpj->bnpi", intrinsics, p_cam)
     depth = uvw[..., 2]
     uv = uvw[..., :2] / depth.clamp(min=MIN_DEPTH)[..., None]
     H, W = image_hw

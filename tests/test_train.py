@@ -145,6 +145,17 @@ def test_resume_continues_global_step_and_logs(tmp_path, tiny_world, cache_dir):
     assert len(list((tmp_path / "run").glob("events.out.tfevents*"))) == 2  # the same folder, one file per session
 
 
+def test_mixed_precision_steps(tmp_path, tiny_world, cache_dir):
+    """The GPU configs train under autocast (precision 16-mixed); bf16-mixed on the CPU runs the same autocast paths:
+    the gated model, its camera depth and semantic targets and its latency table, two finite steps."""
+    import train
+
+    cfg = str(tiny_config(tmp_path, tiny_world, cache_dir, max_steps=2, precision="bf16-mixed"))
+    cli = train.main(["fit", "--config", cfg, "--model.gate", "true", "--model.gate_start", "0.0"])
+    assert cli.trainer.global_step == 2
+    assert all(torch.isfinite(torch.tensor(v)) for v in train_losses(tmp_path / "run").values())
+
+
 def test_ddp_two_cpu_processes(tmp_path, tiny_world, cache_dir):
     """The gated model on two processes: rank 0's latency table, broadcast, is the one both use."""
     cfg = tiny_config(tmp_path, tiny_world, cache_dir, max_steps=2, devices=2,
