@@ -27,7 +27,6 @@ REG_DIMS = ("dx", "dy", "z", "log_l", "log_w", "log_h", "sin2", "cos2", "vx", "v
 # Velocity (half squared error, see loss) at 0.5; CenterPoint's 0.2 is for L1 over 20 epochs.
 REG_WEIGHTS = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5)
 VEL = REG_DIMS.index("vx")  # velocity dims: VEL and VEL + 1
-UNHEADED = ("barrier", "traffic_cone")  # the devkit scores their heading modulo pi, or not at all
 
 
 def valid_attributes() -> Tensor:
@@ -68,11 +67,9 @@ class CenterHead(nn.Module):
 
     def __init__(self, grid: BEVGrid, in_channels: int, channels: int = 32, min_radius: int = 2,
                  heatmap_weight: float = 1.0, regression_weight: float = 0.25, attribute_weight: float = 0.2,
-                 score_threshold: float = 0.05, max_detections: int = 500, direction_weight: float = 0.2,
-                 direction_dense: bool = False):
+                 score_threshold: float = 0.05, max_detections: int = 500, direction_weight: float = 0.2):
         super().__init__()
         self.grid = grid
-        self.direction_dense = direction_dense
         self.min_radius = min_radius
         self.weights = (heatmap_weight, regression_weight, attribute_weight, direction_weight)
         self.score_threshold = score_threshold
@@ -94,10 +91,8 @@ class CenterHead(nn.Module):
     # targets -------------------------------------------------------------------------------------------------
     def targets(self, gt: list[Boxes], device=None) -> dict[str, Tensor]:
         """Dense targets of B frames: heatmap (B, 10, H, W), regression (B, 10, H, W), mask (B, H, W) bool
-        (centre cells), label (B, H, W) long, attribute (B, H, W) long (-1: none / ignore), direction (B, H, W)
-        float (1 where cos(yaw) >= 0) at the centre cells, and direction_dense (B, H, W) with direction_weight
-        (B, H, W): the same on every cell of the heatmap footprint of a box whose heading the devkit scores (not
-        barriers or cones), weighted by its Gaussian there (the box with the largest one wins)."""
+        (centre cells), label (B, H, W) long, attribute (B, H, W) long (-1: none / ignore) and direction (B, H, W)
+        float (1 where cos(yaw) >= 0)."""
         g, B = self.grid, len(gt)
         H, W = g.H, g.W
         device = device if device is not None else (gt[0].boxes.device if gt else None)
@@ -107,9 +102,6 @@ class CenterHead(nn.Module):
         label = torch.zeros(B, H * W, dtype=torch.long, device=device)
         attr = torch.full((B, H * W), -1, dtype=torch.long, device=device)
         direction = torch.zeros(B, H * W, device=device)
-        direction_dense = torch.zeros(B, H * W, device=device)
-        direction_weight = torch.zeros(B, H * W, device=device)
-        headed = torch.tensor([c not in UNHEADED for c in CLASSES], device=device)
         rows = torch.arange(H, device=device, dtype=torch.float32)
         cols = torch.arange(W, device=device, dtype=torch.float32)
         for b, boxes in enumerate(gt):
@@ -130,8 +122,6 @@ class CenterHead(nn.Module):
             near = (dr.abs() <= radius[:, None, None]) & (dc.abs() <= radius[:, None, None])
             gauss = (gauss * near).flatten(1)
             heat[b] = heat[b].scatter_reduce(0, labels[:, None].expand(-1, H * W), gauss, "amax")
-            direction_weight[b], who = (gauss * headed[labels, None]).max(0)
-            direction_dense[b] = (torch.cos(bx[who, 6]) >= 0).float()
             flat = row * W + col
             cr = g.to_cell(bx[:, :2])
             values = torch.stack([
@@ -146,8 +136,7 @@ class CenterHead(nn.Module):
                                         attributes, -1)
         shape = (B, H, W)
         return {"heatmap": heat.view(B, -1, H, W), "regression": reg.view(B, -1, H, W), "mask": mask.view(shape),
-                "label": label.view(shape), "attribute": attr.view(shape), "direction": direction.view(shape),
-                "direction_dense": direction_dense.view(shape), "direction_weight": direction_weight.view(shape)}
+                "label": label.view(shape), "attribute": attr.view(shape), "direction": direction.view(shape)}
 
     # losses --------------------------------------------------------------------------------------------------
     def frame_losses(self, outputs: dict[str, Tensor], gt: list[Boxes]) -> Tensor:
@@ -183,17 +172,9 @@ class CenterHead(nn.Module):
             attribute = F.cross_entropy(masked, attr_target[has])
         else:
             attribute = attr_logits.sum() * 0.0
-        if self.direction_dense:  # every footprint cell of a box with a scored heading, Gaussian-weighted
-            w = t["direction_weight"]
-            on = w > 0
-            dir_logits = outputs["direction"].float()[:, 0][on]
-            direction = (F.binary_cross_entropy_with_logits(dir_logits, t["direction_dense"][on], weight=w[on],
-                                                            reduction="sum") / w[on].sum() if len(dir_logits)
-                         else outputs["direction"].sum() * 0.0)
-        else:
-            dir_logits = outputs["direction"].float()[:, 0][mask]
-            direction = (F.binary_cross_entropy_with_logits(dir_logits, t["direction"][mask]) if len(dir_logits)
-                         else dir_logits.sum() * 0.0)
+        dir_logits = outputs["direction"].float()[:, 0][mask]
+        direction = (F.binary_cross_entropy_with_logits(dir_logits, t["direction"][mask]) if len(dir_logits)
+                     else dir_logits.sum() * 0.0)
         wh, wr, wa, wd = self.weights
         out = {"loss": wh * heatmap + wr * regression + wa * attribute + wd * direction, "heatmap": heatmap,
                "regression": regression, "attribute": attribute, "direction": direction}

@@ -252,33 +252,6 @@ def test_head_target_decode_round_trip(detector):
     assert len(head.decode(flat, score_threshold=0.0, max_detections=500)[0].scores) <= 500
 
 
-def test_dense_direction_targets_cover_the_footprint_and_follow_the_heading():
-    """direction_dense: every footprint cell of a car says where its front is (cos(yaw) >= 0), turned around with
-    the car; a barrier's cells (heading scored modulo pi) carry no weight; the loss falls when the logits agree."""
-    grid = BEVGrid((-25.6, 25.6), (-25.6, 25.6), 0.8, (-5.0, 3.0))
-    head = CenterHead(grid, 8, 8, direction_dense=True)
-    car, barrier = CLASSES.index("car"), CLASSES.index("barrier")
-
-    def frame(yaw: float, label: int) -> Boxes:
-        return Boxes(torch.tensor([[4.0, -3.0, 0.0, 4.5, 1.9, 1.6, yaw, 0.0, 0.0]]), torch.tensor([label]),
-                     torch.tensor([-1]))
-
-    t = head.targets([frame(0.3, car), frame(0.3 + math.pi, car), frame(0.3, barrier)])
-    w, d = t["direction_weight"], t["direction_dense"]
-    on = w[0] > 0
-    assert int(on.sum()) >= 9 and torch.equal(on, w[1] > 0)  # the footprint, not the centre cell alone
-    assert bool((d[0][on] == 1).all()) and bool((d[1][on] == 0).all())
-    assert float(w[2].sum()) == 0.0
-    assert float(w[0].max()) == pytest.approx(1.0) and bool(t["mask"][0][w[0] == w[0].max()].all())
-    agree = {"direction": (d[:, None] * 2 - 1) * 5}
-    base = {"heatmap": torch.zeros(3, len(CLASSES), grid.H, grid.W), "regression": torch.zeros(3, 10, grid.H, grid.W),
-            "attribute": torch.zeros(3, 8, grid.H, grid.W)}
-    gt = [frame(0.3, car), frame(0.3 + math.pi, car), frame(0.3, barrier)]
-    right = head.loss({**base, **agree}, gt)["direction"]
-    wrong = head.loss({**base, "direction": -agree["direction"]}, gt)["direction"]
-    assert float(right) < 0.01 < 4.0 < float(wrong)
-
-
 @pytest.fixture
 def one_thread():
     """Run a test in one intra-op thread: these small convolutions gain nothing from two, and on a loaded 2-core
