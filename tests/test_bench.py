@@ -127,3 +127,26 @@ def test_heading_cue_finds_the_lower_end_of_a_box_in_its_own_frame():
     turned = box.clone()
     turned[6] = -math.pi / 2  # the same points, the box facing the other way: the ends swap
     assert end_heights(side, turned) == (pytest.approx(1.5), pytest.approx(0.8))
+
+
+def test_axis_profile_reads_the_box_along_the_heads_axis_convention():
+    """The profile is read along the axis representative with cos >= 0 (the head's direction target), so a box
+    and the same box turned around give the same features: which end is the front is the label, not the input."""
+    import math
+
+    import torch
+
+    from bench.heading_cue import PROFILE_BINS, axis_profile
+
+    box = torch.tensor([10.0, 5.0, 0.75, 4.0, 1.8, 1.5, 0.2])  # front towards +x (cos > 0)
+    along = torch.linspace(-1.9, 1.9, 39)
+    top = torch.where(along > 1.0, 0.8, 1.5)
+    c, s = math.cos(0.2), math.sin(0.2)
+    side = torch.stack([10.0 + c * along - s * 0.9, 5.0 + s * along + c * 0.9, top], 1)
+    f = axis_profile(side, box)
+    heights, seen = f[:PROFILE_BINS], f[PROFILE_BINS:]
+    assert seen.all() and heights[-1] == pytest.approx(0.8 / 1.5, abs=0.02) and heights[0] == pytest.approx(1.0)
+    turned = box.clone()
+    turned[6] += math.pi
+    assert axis_profile(side, turned) == pytest.approx(f)
+    assert not axis_profile(side + torch.tensor([20.0, 0.0, 0.0]), box)[PROFILE_BINS:].any()  # points elsewhere
