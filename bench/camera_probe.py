@@ -117,6 +117,17 @@ def main(argv=None) -> dict:
                 median = f"{float(rel.median()):.2f}" if len(rel) else "-"
                 print(f"| {group} | {kind} | {r_lo:.0f}-{r_hi:.0f} m | {t[f'{key} n']:.0f} | "
                       f"{t[f'{key} bin'] / n:.2f} | {t[f'{key} ground bin'] / n:.2f} | {median} |")
+    # How finely can a feature row place the ground? The ground depth along the first camera's middle column, per
+    # row of the feature map (the image rows each one covers), up to the end of the depth bins.
+    full = ray_geometry(data.ego_T_cam, data.intrinsics.float(), (H, W))[0, 0, 0, :, W // 2]
+    spans = []
+    for r in range(h):
+        rows = full[r * H // h:(r + 1) * H // h]
+        depth = GROUND_DEPTH_SCALE / rows[rows > 0]
+        if len(depth) and float(depth.min()) < hi:
+            spans.append(f"{float(depth.min()):.0f}-{min(float(depth.max()), 999):.0f} m")
+    print(f"\nground depth spanned by each feature row ({h} rows for {H} image rows), first camera, middle column, "
+          f"from the horizon down: " + ", ".join(spans))
     return {g: dict(t) for g, t in tally.items()}
 
 
