@@ -52,8 +52,9 @@ GROUND_DEPTH_SCALE = 10.0  # metres: the ground channel is 10 / depth, 1 at 10 m
 class ImageBackbone(nn.Module):
     """(N, in_channels, H, W), normalised -> (N, out_channels, ~H/s, ~W/s), s = out_stride. Five 3x3 conv blocks,
     three of stride 2, then a 1x1 conv. out_stride 4: the stride-8 features, upsampled, joined with the stride-4
-    ones before the 1x1 conv, so that depth is read at twice the rows: at 320x180 one stride-8 row spans the ground
-    from 28 to 58 m ahead, one stride-4 row 28 to 36 m."""
+    ones before the 1x1 conv, so that depth is read at twice the rows: at 320x180 the stride-8 rows of the front camera
+    span the ground 14-20, 21-33 and 36-106 m ahead (bench/camera_probe.py), which the ground-contact cue cannot
+    split into 2-m depth bins."""
 
     def __init__(self, width: int = 16, out_channels: int = 32, in_channels: int = 3 + GEOMETRY_CHANNELS,
                  out_stride: int = 8):
