@@ -251,7 +251,7 @@ def build_detector(bev_range: float = 51.2, bev_cell: float = 0.8, z_min: float 
                    fusion_channels: int = 32, bev_channels: int = 32, head_channels: int = 32,
                    score_threshold: float = 0.05, max_detections: int = 500, heatmap_weight: float = 1.0,
                    regression_weight: float = 0.25, attribute_weight: float = 0.2,
-                   camera_depth_bins: int = 32, camera_out_stride: int = 8, direction_weight: float = 0.2,
+                   camera_depth_bins: int = 32, direction_weight: float = 0.2,
                    camera_heatmap: bool = False, lidar_time_split: bool = False,
                    radar_context: bool = False, radar_doppler: bool = False) -> FusionDetector:
     """A FusionDetector from plain hyperparameters (square BEV range [-bev_range, bev_range] m). camera_heatmap: a
@@ -260,14 +260,12 @@ def build_detector(bev_range: float = 51.2, bev_cell: float = 0.8, z_min: float 
     is the one declaration of the detector's hyperparameters: GateFusionModule passes its **detector on by name.
     lidar_time_split: the LiDAR pillars keep the key sweep and the earlier sweeps apart (sensors/lidar.py);
     radar_context: the radar's BEV convs become a BEV stage with a context level (sensors/radar.py);
-    radar_doppler: the radar's measured velocity as a map reaches the head directly (sensors/radar.py);
-    camera_out_stride: 8, or 4 for image features, depth and semantics at twice the rows and columns
-    (sensors/camera.py ImageBackbone)."""
+    radar_doppler: the radar's measured velocity as a map reaches the head directly (sensors/radar.py)."""
     if direction_weight < 0:
         raise ValueError(f"build_detector: direction_weight must be >= 0, got {direction_weight}")
     grid = BEVGrid((-bev_range, bev_range), (-bev_range, bev_range), bev_cell, (z_min, z_max))
     camera = CameraEncoder(grid, camera_width, camera_channels, camera_heights, camera_bev_factor,
-                           camera_depth_bins, camera_bev_blocks, camera_out_stride)
+                           camera_depth_bins, camera_bev_blocks)
     lidar = LidarEncoder(grid, lidar_channels, lidar_coarse_points, lidar_fine_points, lidar_bev_blocks,
                          lidar_time_split)
     radar = RadarEncoder(grid, radar_channels, radar_points, radar_context, radar_doppler)

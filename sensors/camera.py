@@ -50,33 +50,23 @@ GROUND_DEPTH_SCALE = 10.0  # metres: the ground channel is 10 / depth, 1 at 10 m
 
 
 class ImageBackbone(nn.Module):
-    """(N, in_channels, H, W), normalised -> (N, out_channels, ~H/s, ~W/s), s = out_stride. Five 3x3 conv blocks,
-    three of stride 2, then a 1x1 conv. out_stride 4: the stride-8 features, upsampled, joined with the stride-4
-    ones before the 1x1 conv, so that depth is read at twice the rows: at 320x180 the stride-8 rows of the front camera
-    span the ground 14-20, 21-33 and 36-106 m ahead (bench/camera_probe.py), which the ground-contact cue cannot
-    split into 2-m depth bins."""
+    """(N, in_channels, H, W), normalised -> (N, out_channels, ~H/8, ~W/8). Five 3x3 conv blocks, three of
+    stride 2."""
 
-    def __init__(self, width: int = 16, out_channels: int = 32, in_channels: int = 3 + GEOMETRY_CHANNELS,
-                 out_stride: int = 8):
+    def __init__(self, width: int = 16, out_channels: int = 32, in_channels: int = 3 + GEOMETRY_CHANNELS):
         super().__init__()
-        if out_stride not in (4, 8):
-            raise ValueError(f"ImageBackbone: out_stride must be 4 or 8, got {out_stride}")
         w = width
-        self.out_stride = out_stride
-        layers = [conv_block(in_channels, w, 2), conv_block(w, 2 * w, 2), conv_block(2 * w, 2 * w),  # stride 4
-                  conv_block(2 * w, 4 * w, 2), conv_block(4 * w, 4 * w)]  # stride 8
-        if out_stride == 8:
-            layers.append(nn.Conv2d(4 * w, out_channels, 1))
-        else:
-            self.out4 = nn.Conv2d(6 * w, out_channels, 1)
-        self.body = nn.Sequential(*layers)  # one Sequential: a stride-8 model's weights keep their names
+        self.body = nn.Sequential(
+            conv_block(in_channels, w, 2),
+            conv_block(w, 2 * w, 2),
+            conv_block(2 * w, 2 * w),
+            conv_block(2 * w, 4 * w, 2),
+            conv_block(4 * w, 4 * w),
+            nn.Conv2d(4 * w, out_channels, 1),
+        )
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.out_stride == 8:
-            return self.body(x)
-        fine = self.body[:3](x)
-        coarse = F.interpolate(self.body[3:](fine), size=fine.shape[-2:], mode="bilinear", align_corners=False)
-        return self.out4(torch.cat([coarse, fine], 1))
+        return self.body(x)
 
 
 def ray_geometry(ego_T_cam: Tensor, intrinsics: Tensor, image_hw: tuple[int, int]) -> Tensor:
@@ -127,7 +117,7 @@ class CameraEncoder(nn.Module):
     """CameraData -> (B, channels, H, W) on the shared grid, at mode "low" or "high"."""
 
     def __init__(self, grid: BEVGrid, width: int = 16, channels: int = 32, heights: int = 4, bev_factor: int = 2,
-                 depth_bins: int = 32, blocks: int = 2, out_stride: int = 8):
+                 depth_bins: int = 32, blocks: int = 2):
         super().__init__()
         if depth_bins < 2:
             raise ValueError(f"CameraEncoder: depth_bins must be at least 2, got {depth_bins}")
@@ -135,7 +125,7 @@ class CameraEncoder(nn.Module):
         self.heights = heights
         self.channels = self.out_channels = channels  # no measurement maps (fusion/detector.py fused_bev)
         self.depth_bins = depth_bins
-        self.backbone = ImageBackbone(width, channels + depth_bins + SEMANTIC_CLASSES, out_stride=out_stride)
+        self.backbone = ImageBackbone(width, channels + depth_bins + SEMANTIC_CLASSES)
         self.bev_grids = {mode: grid.scaled(bev_factor / scale) for mode, scale in CAMERA_RESOLUTIONS.items()}
         self.stages = nn.ModuleDict({mode: BEVStage(channels * heights, channels, blocks, g, grid)
                                      for mode, g in self.bev_grids.items()})

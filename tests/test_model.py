@@ -252,21 +252,6 @@ def test_head_target_decode_round_trip(detector):
     assert len(head.decode(flat, score_threshold=0.0, max_detections=500)[0].scores) <= 500
 
 
-def test_image_backbone_out_stride_4_doubles_the_rows_and_keeps_stride_8_weights_named():
-    """out_stride 4 reads depth at twice the rows and columns; the default keeps the weight names that existing
-    checkpoints carry (body.5 is the stride-8 output conv)."""
-    from sensors.camera import GEOMETRY_CHANNELS, ImageBackbone
-
-    x = torch.rand(2, 3 + GEOMETRY_CHANNELS, 72, 128)
-    s8, s4 = ImageBackbone(4, 10), ImageBackbone(4, 10, out_stride=4)
-    assert s8(x).shape == (2, 10, 9, 16) and s4(x).shape == (2, 10, 18, 32)
-    assert "body.5.weight" in s8.state_dict() and "out4.weight" in s4.state_dict()
-    with pytest.raises(ValueError, match="out_stride"):
-        ImageBackbone(4, 10, out_stride=2)
-    model = build_detector(**TINY, camera_out_stride=4)
-    assert model.camera.backbone.out_stride == 4
-
-
 @pytest.fixture
 def one_thread():
     """Run a test in one intra-op thread: these small convolutions gain nothing from two, and on a loaded 2-core
