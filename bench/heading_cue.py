@@ -73,10 +73,9 @@ def axis_profile(points: torch.Tensor, box: torch.Tensor) -> np.ndarray:
     return torch.cat([top, seen]).numpy()
 
 
-def still_vehicle_profiles(dataset, every: int, noise: tuple[float, float], rng: np.random.Generator):
-    """Features, labels (cos(yaw) >= 0), class names and ranges of the still vehicles of every `every`-th frame;
-    noise = (centre metres, axis degrees): the box is moved by that much (Gaussian) before the profile is read."""
-    X, y, names, ranges = [], [], [], []
+def still_vehicles(dataset, every: int):
+    """(LiDAR points, box, class name) of each still vehicle (|v| < 0.5 m/s; NaN velocity counts as unknown and is
+    left out) in every `every`-th frame with a LiDAR sweep."""
     for i in range(0, len(dataset), every):
         frame = dataset[i]
         if frame.lidar is None:
@@ -84,16 +83,23 @@ def still_vehicle_profiles(dataset, every: int, noise: tuple[float, float], rng:
         points = frame.lidar.points.float()
         for box, label in zip(frame.gt.boxes, frame.gt.labels):
             name = CLASSES[int(label)]
-            if name not in VEHICLES or not math.hypot(float(box[7]), float(box[8])) < 0.5:
-                continue
-            moved = box.clone()
-            moved[:2] += torch.from_numpy(rng.normal(0, noise[0], 2)).float()
-            moved[3:6] *= torch.from_numpy(1 + rng.normal(0, 0.05, 3)).float()
-            moved[6] += math.radians(float(rng.normal(0, noise[1])))
-            X.append(axis_profile(points, moved))
-            y.append(math.cos(float(box[6])) >= 0)
-            names.append(name)
-            ranges.append(math.hypot(float(box[0]), float(box[1])))
+            if name in VEHICLES and math.hypot(float(box[7]), float(box[8])) < 0.5:
+                yield points, box, name
+
+
+def still_vehicle_profiles(dataset, every: int, noise: tuple[float, float], rng: np.random.Generator):
+    """Features, labels (cos(yaw) >= 0), class names and ranges of the still vehicles of every `every`-th frame;
+    noise = (centre metres, axis degrees): the box is moved by that much (Gaussian) before the profile is read."""
+    X, y, names, ranges = [], [], [], []
+    for points, box, name in still_vehicles(dataset, every):
+        moved = box.clone()
+        moved[:2] += torch.from_numpy(rng.normal(0, noise[0], 2)).float()
+        moved[3:6] *= torch.from_numpy(1 + rng.normal(0, 0.05, 3)).float()
+        moved[6] += math.radians(float(rng.normal(0, noise[1])))
+        X.append(axis_profile(points, moved))
+        y.append(math.cos(float(box[6])) >= 0)
+        names.append(name)
+        ranges.append(math.hypot(float(box[0]), float(box[1])))
     return np.array(X), np.array(y), np.array(names), np.array(ranges)
 
 
@@ -160,28 +166,19 @@ def main(argv=None) -> dict:
 
     dataset = NuScenesDataset(args.dataroot, args.version, args.split, lidar_sweeps=args.lidar_sweeps)
     tally: dict = defaultdict(lambda: defaultdict(int))
-    for i in range(0, len(dataset), args.every):
-        frame = dataset[i]
-        if frame.lidar is None:
-            continue
-        points = frame.lidar.points.float()
-        for box, label in zip(frame.gt.boxes, frame.gt.labels):
-            name = CLASSES[int(label)]
-            speed = math.hypot(float(box[7]), float(box[8])) if len(box) > 8 else 0.0
-            if name not in VEHICLES or not speed < 0.5:  # NaN velocity counts as unknown: left out
-                continue
-            near = math.hypot(float(box[0]), float(box[1])) <= args.max_range
-            front, back = end_heights(points, box)
-            for key in ((name, "near"), ("all", "near")) if near else ():
-                t = tally[key]
-                t["vehicles"] += 1
-                if front is not None and back is not None:
-                    t["both ends"] += 1
-                    t["front lower"] += front < back
-                    t["differ"] += abs(front - back) > args.margin
-            t = tally[("all", "any range")]
+    for points, box, name in still_vehicles(dataset, args.every):
+        near = math.hypot(float(box[0]), float(box[1])) <= args.max_range
+        front, back = end_heights(points, box)
+        for key in ((name, "near"), ("all", "near")) if near else ():
+            t = tally[key]
             t["vehicles"] += 1
-            t["both ends"] += front is not None and back is not None
+            if front is not None and back is not None:
+                t["both ends"] += 1
+                t["front lower"] += front < back
+                t["differ"] += abs(front - back) > args.margin
+        t = tally[("all", "any range")]
+        t["vehicles"] += 1
+        t["both ends"] += front is not None and back is not None
     print(f"still vehicles (|v| < 0.5 m/s) in every {args.every}th frame of {args.split}; LiDAR, {args.lidar_sweeps} "
           f"sweeps")
     print(f"| class | range | still vehicles | with points at both ends | front end lower | ends differ by > "
