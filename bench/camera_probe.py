@@ -11,6 +11,8 @@ per-cell predictions against what they are trained on, by condition (day, dusk, 
   cells whose most likely bin is within one bin of the truth, next to the same for what the ray geometry alone gives
   (the depth where the cell's ray meets the ground, sensors/camera.py ray_geometry, the CNN's input), and the
   median relative error of the expected depth, on object cells and on background cells.
+Last, the ground depth each feature-map row spans (first camera, middle column): how finely the ground-contact cue
+can place an object at all at this image size and stride.
 Good 2D scores with poor depth on object cells mean the lift places what the CNN sees at the wrong range; poor 2D
 scores mean the image CNN does not find the objects; day and night apart show whether it reads the image at all.
 """
