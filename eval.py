@@ -128,6 +128,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="with --budget: run at this price (metrics.json's 'price' of an earlier run at the same "
                         "budget) instead of calibrating one, so that runs on corrupted frames keep the clean "
                         "operating point")
+    p.add_argument("--gate-offsets", type=int, default=0,
+                   help="with --budget: first measure the gate's mean error per configuration (measured minus "
+                        "predicted detection loss) on this many training-split frames with every sensor, running "
+                        "all 17 configurations on each, and remove it before the price is calibrated (0: not)")
     p.add_argument("--budget-control", type=float, default=0.0,
                    help="steer the price as frames stream so that the running mean cost stays at the budget: the "
                         "gain per unit of cost overshoot (0: the calibrated price alone)")
@@ -160,6 +164,7 @@ def main(argv=None) -> dict:
                                      run_model, selection_stats, write_json, write_results)
     from datasets.nuscenes import NuScenesDataset
     from fusion.detector import SensorConfig
+    from fusion.gate import configurations
     from sensors.corruptions import Corruption
     from sensors.frame import collate
 
@@ -186,9 +191,17 @@ def main(argv=None) -> dict:
     price = args.price
     if args.budget is not None and model.gate is None:
         raise ValueError(f"--budget: checkpoint {args.ckpt} has no gate (trained with gate: false)")
-    if args.budget is not None and price is None:
+    if args.gate_offsets and args.budget is None:
+        raise ValueError("--gate-offsets corrects the gate: it needs --budget")
+    if args.budget is not None and (price is None or args.gate_offsets):
         train_split = data_hp.get("train_split", "train")
         train = NuScenesDataset(args.dataroot, args.version, train_split, **settings)
+    if args.gate_offsets and args.budget is not None:
+        offset = gate_offsets(model, train, args.gate_offsets, device, args.num_workers)
+        model.gate.offset.copy_(offset)
+        print(f"gate offsets (measured - predicted loss per configuration) from {args.gate_offsets} frames of "
+              f"{train_split}: " + ", ".join(f"{float(o):+.3f}" for o in offset))
+    if args.budget is not None and price is None:
         price = calibrate(model, train, args.budget, args.calibration_frames, device, args.num_workers)
         print(f"budget {args.budget}: price {price:.4f}, calibrated on {min(args.calibration_frames, len(train))} "
               f"frames of {train_split}")
@@ -218,6 +231,8 @@ def main(argv=None) -> dict:
         "sensors": "gate" if args.budget is not None else {"camera": used.camera, "lidar": used.lidar,
                                                           "radar": used.radar},
         "budget": args.budget, "price": price, "budget_control": args.budget_control,
+        "gate_offsets": ({str(c): float(o) for c, o in zip(configurations(), model.gate.offset)}
+                         if args.gate_offsets and args.budget is not None else None),
         "latency_table_ms": model.hparams.gate_costs,
         "checkpoint": str(args.ckpt), "checkpoint_sha256": file_sha256(args.ckpt), "dataroot": str(args.dataroot),
         "version": args.version, "split": args.split, "limit": args.limit, "frames": len(metas),
@@ -234,6 +249,26 @@ def main(argv=None) -> dict:
                                 "conditions": list(meta.conditions), "faults": list(meta.faults)}) + "\n")
     print(format_metrics(metrics))
     return metrics
+
+
+def gate_offsets(model, dataset, frames: int, device, num_workers: int = 0) -> torch.Tensor:
+    """(K,) the gate's mean error per configuration, measured minus predicted detection loss, over the frames with
+    every sensor present among `frames` frames of `dataset` (evenly spread; the training split)."""
+    from torch.utils.data import DataLoader, Subset
+
+    from sensors.frame import collate
+
+    n = min(frames, len(dataset))
+    subset = Subset(dataset, [int(i * len(dataset) / n) for i in range(n)])
+    errors = []
+    with torch.no_grad():
+        for batch in DataLoader(subset, batch_size=1, num_workers=num_workers, collate_fn=collate):
+            batch = batch.to(device)
+            if bool(batch.present.all()):
+                errors.append(model.configuration_losses(batch) - (model.gate.risk(batch) - model.gate.offset))
+    if not errors:
+        raise ValueError(f"--gate-offsets: none of {n} training frames has every sensor")
+    return torch.cat(errors).mean(0)
 
 
 def calibrate(model, dataset, budget: float, frames: int, device, num_workers: int = 0) -> float:

@@ -138,6 +138,9 @@ class Gate(nn.Module):
         self.estimator = estimator
         self.register_buffer("costs", costs.float().clone())
         self.register_buffer("table", configuration_table(), persistent=False)
+        # added to the predicted losses at inference (eval.py --gate-offsets: the gate's mean error per configuration
+        # on training frames); zero in training, and not saved
+        self.register_buffer("offset", torch.zeros(K), persistent=False)
         self.mlp = nn.Sequential(nn.Linear(GLIMPSE_FEATURES, hidden), nn.ReLU(inplace=True),
                                  nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, K))
         self.price_scale = nn.Parameter(torch.tensor(math.log(math.e - 1)))  # softplus(.) = 1 at the start
@@ -161,9 +164,10 @@ class Gate(nn.Module):
         return self.logits(self.risk(batch), budget, batch.present)
 
     def risk(self, batch: Batch) -> Tensor:
-        """(B, K) the MLP's outputs: the predicted detection loss per configuration ("regression"; utilities under
-        "gumbel")."""
-        return self.mlp(glimpses(batch))
+        """(B, K) the MLP's outputs: the predicted detection loss per configuration ("regression", plus `offset`;
+        utilities under "gumbel")."""
+        scores = self.mlp(glimpses(batch))
+        return scores + self.offset if self.estimator == "regression" else scores
 
     def logits(self, scores: Tensor, budget: Tensor, present: Tensor) -> Tensor:
         """The MLP's (B, K) scores (risks or utilities), budget (B,), present (B, 3) -> (B, K) logits."""

@@ -24,7 +24,7 @@ from torch import Tensor
 from fusion.cost import (config_cost, measure_latency_table, relative_costs, synthetic_frame, table_from_dict,
                          table_to_dict)
 from fusion.detector import FrameRecord, SensorConfig, build_detector
-from fusion.gate import Gate, configurations
+from fusion.gate import Gate, configuration_table, configurations
 from sensors.frame import Batch, Detections
 from sensors.names import MODES, SENSORS
 
@@ -313,6 +313,18 @@ class GateFusionModule(pl.LightningModule):
         return decisions, self.gate.marginals(logits)
 
     @torch.no_grad()
+    @torch.no_grad()
+    def configuration_losses(self, batch: Batch) -> Tensor:
+        """(B, K) each frame's detection loss (the head's frame_losses: what the "regression" gate predicts) under
+        every configuration the gate chooses among (fusion/gate.py configurations()), in eval mode."""
+        was_training = self.training
+        self.eval()
+        table = configuration_table(batch.present.device)
+        losses = torch.stack([self.detector.head.frame_losses(self.detector(batch, table[k].expand(len(batch), -1)),
+                                                              batch.gt) for k in range(len(table))], 1)
+        self.train(was_training)
+        return losses
+
     def detect(self, batch: Batch, sensors: SensorConfig | None = None, budget: float | None = None,
                price: float = 0.0) -> tuple[list[Detections], list[FrameRecord]]:
         """Eval-mode detections of a batch under a static configuration (default: `sensors` of the
