@@ -181,6 +181,30 @@ def test_regression_gate_learns_per_frame_losses_and_leaves_the_detector_alone()
     assert float(target[1]) == pytest.approx(float(one["loss"]), rel=1e-5)
 
 
+def test_configuration_losses_and_the_offset_that_removes_the_gates_mean_error():
+    """configuration_losses: each frame's loss under every configuration, as a forward under that configuration
+    gives it; Gate.offset shifts the predicted losses (and so the choice), is not saved, and leaves a "gumbel"
+    gate's utilities alone."""
+    m = gated().eval()
+    batch = make_batch(B=2)
+    losses = m.configuration_losses(batch)
+    assert losses.shape == (2, 17) and torch.isfinite(losses).all()
+    k = 12  # camera=off,lidar=fine,radar=on
+    one = m.detector.head.frame_losses(m.detector(batch, m.gate.table[k].expand(2, -1)), batch.gt)
+    assert torch.allclose(losses[:, k], one)
+    before = m.gate.risk(batch)
+    offset = torch.zeros(17)
+    offset[k] = -100.0
+    m.gate.offset.copy_(offset)
+    assert torch.allclose(m.gate.risk(batch), before + offset)
+    logits = m.gate(batch, torch.full((2,), 1.0))
+    assert m.gate.decide(logits).tolist() == [k, k]
+    assert "gate.offset" not in m.state_dict()
+    g = Gate(torch.linspace(1.0, 0.1, 17), estimator="gumbel")
+    g.offset.fill_(5.0)
+    assert torch.allclose(g.risk(batch), g.mlp(glimpses(batch)))
+
+
 def test_paired_regression_fits_loss_differences_of_a_second_configuration_of_the_same_frame():
     """gate_paired: each frame also runs (without gradients) under a second random configuration, and the gate's
     predicted difference is pulled to the measured one; the detector still gets no gradient from the gate."""
