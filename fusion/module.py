@@ -313,7 +313,6 @@ class GateFusionModule(pl.LightningModule):
         return decisions, self.gate.marginals(logits)
 
     @torch.no_grad()
-    @torch.no_grad()
     def configuration_losses(self, batch: Batch) -> Tensor:
         """(B, K) each frame's detection loss (the head's frame_losses: what the "regression" gate predicts) under
         every configuration the gate chooses among (fusion/gate.py configurations()), in eval mode."""
@@ -325,6 +324,7 @@ class GateFusionModule(pl.LightningModule):
         self.train(was_training)
         return losses
 
+    @torch.no_grad()
     def detect(self, batch: Batch, sensors: SensorConfig | None = None, budget: float | None = None,
                price: float = 0.0) -> tuple[list[Detections], list[FrameRecord]]:
         """Eval-mode detections of a batch under a static configuration (default: `sensors` of the
