@@ -106,16 +106,16 @@ def main(argv=None) -> dict:
               f"{float(predicted[ok, k].mean()):.3f} | {r:.2f} |")
     out = {"spearman": float(rank.mean())}
     frames = torch.arange(len(measured))
-    print(f"\nat budget {args.budget} (each one's price set so that the mean cost over these frames is the budget):")
-    print("| chooser | mean cost | mean measured loss | its choices (share of frames) |")
-    print("|---|---|---|---|")
     choosers = [("gate (predicted losses)", predicted), ("loss oracle (measured losses)", measured)]
     if args.gate_offsets:
         train_split = data_hp.get("train_split", "synth_train")
         offset = gate_offsets(model, dataset(train_split), args.gate_offsets, "cpu")
-        print(f"gate's mean error per configuration on {args.gate_offsets} {train_split} frames (measured - "
+        print(f"\ngate's mean error per configuration on {args.gate_offsets} {train_split} frames (measured - "
               f"predicted): " + ", ".join(f"{c} {float(o):+.3f}" for c, o in zip(configs, offset)))
         choosers.append((f"gate, mean errors removed ({train_split})", predicted + offset))
+    print(f"\nat budget {args.budget} (each one's price set so that the mean cost over these frames is the budget):")
+    print("| chooser | mean cost | mean measured loss | its choices (share of frames) |")
+    print("|---|---|---|---|")
     for name, scores in choosers:
         k = priced_choice(scores, allowed, costs, args.budget)
         shares = ", ".join(f"{configs[j]} {n / len(k):.2f}" for j, n in Counter(k.tolist()).most_common(3))
