@@ -196,7 +196,7 @@ def main(argv=None) -> dict:
     if args.budget is not None and (price is None or args.gate_offsets):
         train_split = data_hp.get("train_split", "train")
         train = NuScenesDataset(args.dataroot, args.version, train_split, **settings)
-    if args.gate_offsets and args.budget is not None:
+    if args.gate_offsets:
         offset = gate_offsets(model, train, args.gate_offsets, device, args.num_workers)
         model.gate.offset.copy_(offset)
         print(f"gate offsets (measured - predicted loss per configuration) from {args.gate_offsets} frames of "
@@ -232,7 +232,7 @@ def main(argv=None) -> dict:
                                                           "radar": used.radar},
         "budget": args.budget, "price": price, "budget_control": args.budget_control,
         "gate_offsets": ({str(c): float(o) for c, o in zip(configurations(), model.gate.offset)}
-                         if args.gate_offsets and args.budget is not None else None),
+                         if args.gate_offsets else None),
         "latency_table_ms": model.hparams.gate_costs,
         "checkpoint": str(args.ckpt), "checkpoint_sha256": file_sha256(args.ckpt), "dataroot": str(args.dataroot),
         "version": args.version, "split": args.split, "limit": args.limit, "frames": len(metas),

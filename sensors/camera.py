@@ -173,10 +173,9 @@ class CameraEncoder(nn.Module):
         c, d = self.channels, self.depth_bins
         feats, depth_logits, semantic_logits = out[:, :, :c], out[:, :, c:c + d], out[:, :, c + d:]
         hw = tuple(images.shape[-2:])
-        ego_T_cam, intrinsics = data.ego_T_cam.float(), data.intrinsics.float()
         bev_grid = self.bev_grids[mode]
         points = getattr(self, f"points_{mode}")
-        norm, visible, depth = project_to_images(points, ego_T_cam, intrinsics, hw, with_depth=True)
+        norm, visible, depth = project_to_images(points, data.ego_T_cam, data.intrinsics, hw, with_depth=True)
         weight = (visible & data.valid[:, :, None].bool()).to(feats.dtype)
         grid = rearrange(norm, "b n p t -> (b n) 1 p t").to(feats.dtype)
         sampled = F.grid_sample(rearrange(feats, "b n c h w -> (b n) c h w"), grid,
@@ -236,9 +235,8 @@ def lidar_depth(data: CameraData, points: Tensor, index: Tensor, cells_hw: tuple
     lo, hi = DEPTH_RANGE
     nearest = torch.full((B * N * h * w,), float("inf"), device=data.images.device)
     for f in range(B):  # each frame's points into its own cameras only
-        pts = points[index.long() == f, :3].float()
-        norm, visible, depth = project_to_images(pts, data.ego_T_cam[f:f + 1].float(), data.intrinsics[f:f + 1].float(),
-                                                 (H, W), with_depth=True)
+        norm, visible, depth = project_to_images(points[index.long() == f, :3], data.ego_T_cam[f:f + 1],
+                                                 data.intrinsics[f:f + 1], (H, W), with_depth=True)
         ok = visible[0] & data.valid[f, :, None].bool() & (depth[0] > lo) & (depth[0] < hi)  # (N, P)
         n, p = torch.nonzero(ok, as_tuple=True)
         u = ((norm[0, n, p, 0] + 1) / 2 * w).long().clamp(0, w - 1)
@@ -264,8 +262,8 @@ def semantic_targets(boxes: list[Boxes], data: CameraData, image_hw: tuple[int, 
         K = len(frame_boxes.boxes)
         corners = torch.as_tensor(box_corners(frame_boxes.boxes[:, :7].detach().cpu().numpy()), dtype=torch.float32,
                                   device=dev).reshape(-1, 3)  # (K * 8, 3)
-        norm, _, depth = project_to_images(corners, data.ego_T_cam[b:b + 1].float(), data.intrinsics[b:b + 1].float(),
-                                           image_hw, with_depth=True)
+        norm, _, depth = project_to_images(corners, data.ego_T_cam[b:b + 1], data.intrinsics[b:b + 1], image_hw,
+                                           with_depth=True)
         norm, depth = norm[0].reshape(N, K, 8, 2), depth[0].reshape(N, K, 8)
         lo, hi = norm.amin(2), norm.amax(2)  # (N, K, 2)
         ok = (depth > MIN_DEPTH).all(2)  # (N, K)
