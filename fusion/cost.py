@@ -43,6 +43,13 @@ def _count(fn) -> float:
     return counter.get_total_flops() / 1e9
 
 
+def _branch(detector: FusionDetector, sensor: str, batch: Batch, idx: Tensor, mode: str) -> Tensor:
+    """One branch as it runs in a forward pass: its encoder, then its fusion projection of the learned channels
+    (measurement maps such as the radar's Doppler map pass the fusion unprojected: FusionDetector.fused_bev)."""
+    features = detector.run_encoder(sensor, batch, idx, mode)
+    return detector.fusion.proj[sensor](features[:, :getattr(detector, sensor).channels])
+
+
 def branch_gflops(detector: FusionDetector, frame_batch: Batch) -> dict[tuple[str, str], float]:
     """GFLOPs per (sensor, mode) and for SHARED, on the first frame of `frame_batch` (all sensors treated as
     present; an absent sensor's empty data still gives the fixed conv cost)."""
@@ -56,8 +63,7 @@ def branch_gflops(detector: FusionDetector, frame_batch: Batch) -> dict[tuple[st
         with torch.no_grad():
             for s in SENSORS:
                 for m_i, mode in enumerate(MODES[s]):
-                    table[(s, mode)] = 0.0 if m_i == 0 else _count(
-                        lambda: detector.fusion.proj[s](detector.run_encoder(s, batch, idx, mode)))
+                    table[(s, mode)] = 0.0 if m_i == 0 else _count(lambda: _branch(detector, s, batch, idx, mode))
             used = torch.ones(1, len(SENSORS), dtype=torch.bool, device=idx.device)
             table[SHARED] = _count(lambda: detector.shared({}, used))
     finally:
@@ -165,7 +171,7 @@ def branch_ms(detector: FusionDetector, batch: Batch, repeats: int) -> dict[tupl
     detector.eval()
 
     def branch(s: str, mode: str):
-        return lambda: detector.fusion.proj[s](detector.run_encoder(s, batch, idx, mode))
+        return lambda: _branch(detector, s, batch, idx, mode)
 
     try:
         with torch.no_grad():
