@@ -12,9 +12,11 @@ their cost as a fraction of full, its counted GFLOPs and measured ms, the gate's
 
     python eval.py ... --budget 0.5      # the gate chooses per frame, at a mean cost of half the full configuration's
 
-With --budget b (a gated checkpoint), the price that makes the gate's mean cost b x full is calibrated on
---calibration-frames frames of the training split (fusion/gate.py calibrate_price), never on the split evaluated,
-unless --price gives it (an earlier run's, as bench/robustness.py keeps the clean one under corruption).
+With --budget b (a gated checkpoint), the gate's mean error per configuration (measured minus predicted detection
+loss) is first measured on --gate-offsets frames of the training split and removed, then the price that makes the
+gate's mean cost b x full is calibrated on --calibration-frames frames of it (fusion/gate.py calibrate_price), never
+on the split evaluated, unless --price gives the price or --operating-point an earlier run's price and offsets (as
+bench/robustness.py keeps the clean run's under corruption).
 
     python eval.py ... --corruption lidar_beam_reduction --severity 3     # every frame corrupted after loading
     python eval.py --corruption list                                      # the corruptions (sensors/corruptions.py)
@@ -31,6 +33,9 @@ import zipfile
 from pathlib import Path
 
 import torch
+
+
+DEFAULT_OFFSET_FRAMES = 48  # training frames the gate's mean error per configuration is measured on (--gate-offsets)
 
 
 def known_hyperparameters() -> set[str] | None:
@@ -128,10 +133,15 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="with --budget: run at this price (metrics.json's 'price' of an earlier run at the same "
                         "budget) instead of calibrating one, so that runs on corrupted frames keep the clean "
                         "operating point")
-    p.add_argument("--gate-offsets", type=int, default=0,
+    p.add_argument("--gate-offsets", type=int, default=None,
                    help="with --budget: first measure the gate's mean error per configuration (measured minus "
                         "predicted detection loss) on this many training-split frames with every sensor, running "
-                        "all 17 configurations on each, and remove it before the price is calibrated (0: not)")
+                        "all 17 configurations on each, and remove it before the price is calibrated (default "
+                        f"{DEFAULT_OFFSET_FRAMES}; 0: not)")
+    p.add_argument("--operating-point", default=None,
+                   help="with --budget: the metrics.json of an earlier run of this checkpoint at this budget; its "
+                        "price and gate offsets are used instead of calibrating and measuring them (bench/"
+                        "robustness.py keeps the clean run's under every corruption)")
     p.add_argument("--budget-control", type=float, default=0.0,
                    help="steer the price as frames stream so that the running mean cost stays at the budget: the "
                         "gain per unit of cost overshoot (0: the calibrated price alone)")
@@ -191,20 +201,26 @@ def main(argv=None) -> dict:
     price = args.price
     if args.budget is not None and model.gate is None:
         raise ValueError(f"--budget: checkpoint {args.ckpt} has no gate (trained with gate: false)")
-    if args.gate_offsets and args.budget is None:
-        raise ValueError("--gate-offsets corrects the gate: it needs --budget")
-    if args.budget is not None and (price is None or args.gate_offsets):
+    if args.budget is None and (args.gate_offsets is not None or args.operating_point):
+        raise ValueError("--gate-offsets and --operating-point set the gate's operating point: they need --budget")
+    if args.operating_point and (args.price is not None or args.gate_offsets is not None):
+        raise ValueError("--operating-point gives the price and the gate offsets: it cannot be combined with "
+                         "--price or --gate-offsets")
+    offset_frames = DEFAULT_OFFSET_FRAMES if args.gate_offsets is None else args.gate_offsets
+    if args.operating_point:
+        price, offset = operating_point(args.operating_point, args.budget, args.ckpt)
+        model.gate.offset.copy_(offset)
+    elif args.budget is not None:
         train_split = data_hp.get("train_split", "train")
         train = NuScenesDataset(args.dataroot, args.version, train_split, **settings)
-    if args.gate_offsets:
-        offset = gate_offsets(model, train, args.gate_offsets, device, args.num_workers)
-        model.gate.offset.copy_(offset)
-        print(f"gate offsets (measured - predicted loss per configuration) from {args.gate_offsets} frames of "
-              f"{train_split}: " + ", ".join(f"{float(o):+.3f}" for o in offset))
-    if args.budget is not None and price is None:
-        price = calibrate(model, train, args.budget, args.calibration_frames, device, args.num_workers)
-        print(f"budget {args.budget}: price {price:.4f}, calibrated on {min(args.calibration_frames, len(train))} "
-              f"frames of {train_split}")
+        if offset_frames and model.gate.estimator == "regression":
+            model.gate.offset.copy_(gate_offsets(model, train, offset_frames, device, args.num_workers))
+            print(f"gate offsets (measured - predicted loss per configuration) from {offset_frames} frames of "
+                  f"{train_split}: " + ", ".join(f"{float(o):+.3f}" for o in model.gate.offset))
+        if price is None:
+            price = calibrate(model, train, args.budget, args.calibration_frames, device, args.num_workers)
+            print(f"budget {args.budget}: price {price:.4f}, calibrated on {min(args.calibration_frames, len(train))} "
+                  f"frames of {train_split}")
 
     detections, records, metas, measured = run_model(model, loader, sensors, device, budget=args.budget,
                                                      price=price or 0.0, flop_frames=args.flop_frames,
@@ -232,7 +248,7 @@ def main(argv=None) -> dict:
                                                           "radar": used.radar},
         "budget": args.budget, "price": price, "budget_control": args.budget_control,
         "gate_offsets": ({str(c): float(o) for c, o in zip(configurations(), model.gate.offset)}
-                         if args.gate_offsets else None),
+                         if args.budget is not None else None),
         "latency_table_ms": model.hparams.gate_costs,
         "checkpoint": str(args.ckpt), "checkpoint_sha256": file_sha256(args.ckpt), "dataroot": str(args.dataroot),
         "version": args.version, "split": args.split, "limit": args.limit, "frames": len(metas),
@@ -269,6 +285,29 @@ def gate_offsets(model, dataset, frames: int, device, num_workers: int = 0) -> t
     if not errors:
         raise ValueError(f"--gate-offsets: none of {n} training frames has every sensor")
     return torch.cat(errors).mean(0)
+
+
+def operating_point(path: str | Path, budget: float, ckpt: str | Path) -> tuple[float, torch.Tensor]:
+    """The price and the (K,) gate offsets of an earlier gated run (its metrics.json) of checkpoint `ckpt` at
+    `budget`; ValueError naming the file when it is not one."""
+    from fusion.gate import configurations
+
+    path = Path(path)
+    try:
+        m = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"--operating-point {path}: cannot be read as an eval.py metrics.json ({e})") from None
+    if not isinstance(m, dict) or m.get("budget") is None or m.get("price") is None:
+        raise ValueError(f"--operating-point {path}: not the metrics.json of a gated run (no budget and price)")
+    if m["budget"] != budget:
+        raise ValueError(f"--operating-point {path}: its budget is {m['budget']}, this run's {budget}")
+    if m.get("checkpoint_sha256") != file_sha256(ckpt):
+        raise ValueError(f"--operating-point {path}: measured with another checkpoint ({m.get('checkpoint')})")
+    names = [str(c) for c in configurations()]
+    offsets = m.get("gate_offsets") or {n: 0.0 for n in names}
+    if set(offsets) != set(names):
+        raise ValueError(f"--operating-point {path}: gate_offsets must name the {len(names)} configurations")
+    return float(m["price"]), torch.tensor([float(offsets[n]) for n in names])
 
 
 def calibrate(model, dataset, budget: float, frames: int, device, num_workers: int = 0) -> float:

@@ -14,8 +14,8 @@ that ran in another mode (a sensor that is not present is off), for the gate how
 frames. Then mRA over the suite and per sensor group. A corruption's RA is the mean over the severities run; mRA the
 mean over corruptions. A corruption that cannot touch a static configuration (a camera corruption with the camera off)
 is not evaluated but counted as RA 1 and marked "skipped" (--no-skip evaluates it); the gate may choose any sensor, so
-it meets every corruption. Under every corruption the gate starts from the price calibrated for its budget on the
-clean run (training frames, as eval.py --budget) and, as a deployed system keeps its mean cost at its budget, steers
+it meets every corruption. Under every corruption the gate starts from the clean run's operating point, its gate
+offsets and the price calibrated for its budget (training frames, as eval.py --budget; eval.py --operating-point) and, as a deployed system keeps its mean cost at its budget, steers
 it as the frames stream (eval.py --budget-control, gain --budget-control, 1 by default): compute a dead or degraded
 sensor no longer earns goes where the gate expects it to help most. --budget-control 0 keeps the clean price, so that
 the gate's own risk estimates alone decide (the cost column then shows how a corruption moves the spending). FLOPs are
@@ -285,7 +285,7 @@ def main(argv=None) -> dict:
                 cmd = base + ["--out", str(where)]
                 cmd += ["--corruption", name] if name else []
                 cmd += ["--severity", str(severity)] if severity is not None else []
-                cmd += ["--price", repr(price)] if price is not None else []
+                cmd += ["--operating-point", str(folder / "clean" / "metrics.json")] if price is not None else []
                 return evaluate.main(cmd), selection(where / "records.jsonl")
 
             clean, sel_clean = run(None, None)

@@ -151,7 +151,8 @@ def reusable(metrics_path: Path, ckpt: str, sensors: str | None, args, budget: f
                                      else "gate")
             and m.get("budget") == budget and m.get("corruption") == corruption and m.get("severity") == severity
             and m.get("dataroot") == args.dataroot and m.get("version") == args.version
-            and m.get("split") == args.split and m.get("limit") == args.limit)
+            and m.get("split") == args.split and m.get("limit") == args.limit
+            and (budget is None or m.get("gate_offsets") is not None))  # gated runs from before eval.py's offsets
     if same:
         print(f"reusing {metrics_path}")
     return m if same else None
