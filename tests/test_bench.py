@@ -58,10 +58,12 @@ def test_reuse_only_metrics_written_for_the_same_checkpoint_file_and_data(tmp_pa
     assert reusable(corrupted, str(ckpt), "camera=off,lidar=fine,radar=on", args, corruption="lidar_fog",
                     severity=5) is None
     gated = tmp_path / "gated.json"  # the gate's run at one budget is not another budget's, nor a static one's
-    gated.write_text(json.dumps({**saved, "sensors": "gate", "budget": 0.5}))
+    gated.write_text(json.dumps({**saved, "sensors": "gate", "budget": 0.5, "gate_offsets": {"full": 0.0}}))
     assert reusable(gated, str(ckpt), None, args, budget=0.5)["nds"] == 0.4
     assert reusable(gated, str(ckpt), None, args, budget=0.8) is None
     assert reusable(gated, str(ckpt), "camera=off,lidar=fine,radar=on", args) is None
+    gated.write_text(json.dumps({**saved, "sensors": "gate", "budget": 0.5}))  # from before eval.py's gate offsets
+    assert reusable(gated, str(ckpt), None, args, budget=0.5) is None
     ckpt.write_bytes(b"other weights")  # retrained into the same path
     assert reusable(path, str(ckpt), "camera=off,lidar=fine,radar=on", args) is None
 
