@@ -15,9 +15,10 @@ frames. Then mRA over the suite and per sensor group. A corruption's RA is the m
 mean over corruptions. A corruption that cannot touch a static configuration (a camera corruption with the camera off)
 is not evaluated but counted as RA 1 and marked "skipped" (--no-skip evaluates it); the gate may choose any sensor, so
 it meets every corruption. Under every corruption the gate starts from the clean run's operating point, its gate
-offsets and the price calibrated for its budget (training frames, as eval.py --budget; eval.py --operating-point) and, as a deployed system keeps its mean cost at its budget, steers
-it as the frames stream (eval.py --budget-control, gain --budget-control, 1 by default): compute a dead or degraded
-sensor no longer earns goes where the gate expects it to help most. --budget-control 0 keeps the clean price, so that
+offsets and the price calibrated for its budget (training frames, as eval.py --budget; eval.py --operating-point)
+and, as a deployed system keeps its mean cost at its budget, steers the price as the frames stream (eval.py
+--budget-control, gain --budget-control, 1 by default): compute a dead or degraded sensor no longer earns goes where
+the gate expects it to help most. --budget-control 0 keeps the clean price, so that
 the gate's own risk estimates alone decide (the cost column then shows how a corruption moves the spending). FLOPs are
 counted on the first --flop-frames frames only (fusion.cost gives each configuration's), and the per-condition scores
 are left out: the suite runs hundreds of evaluations. With several runs, one table across them all follows (RA per

@@ -30,13 +30,3 @@ def test_cost_command_prints_every_branch_and_configuration():
     full = config_cost(table, static_configs()[0])
     assert f"{full:.3f} GFLOPs" in report and f"| shared | on     | {table[SHARED]:6.3f} |" in report
 
-
-def test_a_branch_with_a_measurement_map_is_costed():
-    """The radar's Doppler map passes the fusion unprojected: a branch's cost projects its learned channels only."""
-    from fusion.detector import build_detector
-
-    detector = build_detector(bev_range=12.8, bev_cell=1.6, camera_width=4, camera_channels=4, lidar_channels=4,
-                              radar_channels=4, fusion_channels=4, bev_channels=4, head_channels=4,
-                              radar_context=True, radar_doppler=True)
-    table = branch_gflops(detector, synthetic_frame(detector.grid, (64, 36), 500, 50))
-    assert table[("radar", "on")] > 0 and table[SHARED] > 0
