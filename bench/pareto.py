@@ -6,9 +6,12 @@ model with its gate overridden, and of the static recipe), and the per-frame ora
 
 Runs per seed S: the gated model runs/demo-gated (S = 0) or runs/demo-gated-seedS (configs/demo-gated.yaml), and
 the static recipe runs/demo or runs/demo-seedS (configs/demo.yaml, as bench/static_configs.py names them); --train
-trains what is missing. Every evaluation is eval.py's, into --out/<run>/<budget-B | configuration>; --reuse takes a
-folder whose metrics.json was written for the same checkpoint file (SHA-256), choice, data and --limit. The oracle
-(bench/oracle.py) picks per frame among the gated model's static configurations, with the ground truth.
+trains what is missing. Every evaluation is eval.py's, into --out/<run>/<budget-B-control-G | configuration>;
+--reuse takes a folder whose metrics.json was written for the same checkpoint file (SHA-256), choice, data and
+--limit. The gate runs as eval.py --budget runs it (its offsets measured and its price calibrated on training frames)
+and, as a deployed system keeps its mean cost at its budget, steers its price as the frames stream
+(--budget-control, gain 1 by default; 0: the calibrated price alone). The oracle (bench/oracle.py) picks per frame
+among the gated model's static configurations, with the ground truth.
 
 Prints: the table (NDS, mAP, cost as a fraction of full by the latency table, GFLOPs counted per frame, measured ms
 per frame at batch size 1; mean over seeds and spread = max - min), for each budget the static configurations that
@@ -61,13 +64,13 @@ def evaluate(ckpt: Path, folder: Path, choice: dict, args) -> dict:
 
     if args.reuse and (folder / "records.jsonl").is_file():
         m = reusable(folder / "metrics.json", str(ckpt), choice.get("sensors"), args, choice.get("budget"))
-        if m:
+        if m and ("budget" not in choice or m.get("budget_control", 0.0) == args.budget_control):
             return m
     cmd = ["--ckpt", str(ckpt), "--dataroot", args.dataroot, "--version", args.version, "--split", args.split,
            "--out", str(folder), "--num-workers", str(args.num_workers)]
     # a static configuration's FLOPs hardly vary between frames: counted on the first 8; the gate's on every frame
     cmd += ["--sensors", str(choice["sensors"]), "--flop-frames", "8"] if "sensors" in choice else \
-        ["--budget", str(choice["budget"])]
+        ["--budget", str(choice["budget"]), "--budget-control", str(args.budget_control)]
     cmd += ["--limit", str(args.limit)] if args.limit is not None else []
     return evaluation.main(cmd)
 
@@ -183,6 +186,10 @@ def main(argv=None) -> dict:
     p.add_argument("--version", default="v1.0-synth")
     p.add_argument("--split", default="synth_val")
     p.add_argument("--out", default="runs/pareto")
+    p.add_argument("--budget-control", type=float, default=1.0,
+                   help="the gate's price steering gain as the frames stream (eval.py --budget-control), so that its "
+                        "mean cost holds at the budget as a deployed system's would; 0: the price calibrated on "
+                        "training frames alone")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--num-workers", type=int, default=1)
     p.add_argument("--score-threshold", type=float, default=0.3, help="the oracle's (bench/oracle.py)")
@@ -219,7 +226,8 @@ def main(argv=None) -> dict:
             if kind != "gated":
                 continue
             for b in args.budgets:
-                m = evaluate(ckpt, folder / f"budget-{b}", {"budget": b}, args)
+                m = evaluate(ckpt, folder / (f"budget-{b}" + (f"-control-{args.budget_control}"
+                                                             if args.budget_control else "")), {"budget": b}, args)
                 per_seed["gated"].setdefault(b, []).append(row(m))
                 gate_sel[b].append({g: s["selection"] for g, s in m["selection"].items()})
             if args.no_oracle:
