@@ -267,15 +267,22 @@ def main(argv=None) -> dict:
     return metrics
 
 
+def evenly_spread(dataset, frames: int):
+    """A Subset of min(frames, len(dataset)) frames of `dataset`, evenly spread over it."""
+    from torch.utils.data import Subset
+
+    n = min(frames, len(dataset))
+    return Subset(dataset, [int(i * len(dataset) / n) for i in range(n)])
+
+
 def gate_offsets(model, dataset, frames: int, device, num_workers: int = 0) -> torch.Tensor:
     """(K,) the gate's mean error per configuration, measured minus predicted detection loss, over the frames with
     every sensor present among `frames` frames of `dataset` (evenly spread; the training split)."""
-    from torch.utils.data import DataLoader, Subset
+    from torch.utils.data import DataLoader
 
     from sensors.frame import collate
 
-    n = min(frames, len(dataset))
-    subset = Subset(dataset, [int(i * len(dataset) / n) for i in range(n)])
+    subset = evenly_spread(dataset, frames)
     errors = []
     with torch.no_grad():
         for batch in DataLoader(subset, batch_size=1, num_workers=num_workers, collate_fn=collate):
@@ -283,7 +290,7 @@ def gate_offsets(model, dataset, frames: int, device, num_workers: int = 0) -> t
             if bool(batch.present.all()):
                 errors.append(model.configuration_losses(batch) - (model.gate.risk(batch) - model.gate.offset))
     if not errors:
-        raise ValueError(f"--gate-offsets: none of {n} training frames has every sensor")
+        raise ValueError(f"--gate-offsets: none of {len(subset)} training frames has every sensor")
     return torch.cat(errors).mean(0)
 
 
@@ -313,16 +320,15 @@ def operating_point(path: str | Path, budget: float, ckpt: str | Path) -> tuple[
 def calibrate(model, dataset, budget: float, frames: int, device, num_workers: int = 0) -> float:
     """The price at which the gate's mean cost over `frames` frames of `dataset` (evenly spread; the training split)
     is `budget` x full: only the gate runs on them."""
-    from torch.utils.data import DataLoader, Subset
+    from torch.utils.data import DataLoader
 
     from fusion.gate import calibrate_price
     from sensors.frame import collate
 
-    n = min(frames, len(dataset))
-    if n < 1:
+    if min(frames, len(dataset)) < 1:
         raise ValueError(f"--calibration-frames must be >= 1 and the training split non-empty (got {frames}, "
                          f"{len(dataset)} frames)")
-    subset = Subset(dataset, [int(i * len(dataset) / n) for i in range(n)])
+    subset = evenly_spread(dataset, frames)
     logits = []
     with torch.no_grad():
         for batch in DataLoader(subset, batch_size=8, num_workers=num_workers, collate_fn=collate):
