@@ -26,3 +26,12 @@ def test_pareto_bench_end_to_end(tiny_world, tiny_run, tiny_gated_run, tmp_path,
     rows = {"a": {"nds": 0.5, "nds_spread": 0.02, "cost": 0.4}, "b": {"nds": 0.3, "nds_spread": 0.01, "cost": 0.2},
             "c": {"nds": 0.6, "nds_spread": 0.01, "cost": 0.9}}
     assert [r[0] for r in beats({"nds": 0.45, "nds_spread": 0.01, "cost": 0.5}, rows)] == ["a", "b"]
+
+
+def test_the_bench_names_every_configuration_the_gate_chooses_among():
+    from bench.static_configs import CONFIGS, TABLE
+    from fusion.gate import configurations
+    from fusion.detector import SensorConfig
+
+    assert sorted(str(SensorConfig.parse(s)) for s in CONFIGS.values()) == sorted(map(str, configurations()))
+    assert len(set(CONFIGS.values())) == len(CONFIGS) and set(TABLE) <= set(CONFIGS)
