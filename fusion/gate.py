@@ -5,7 +5,7 @@ off), so that the detector runs only the branches the frame needs.
 Glimpses (`glimpses`) are built from the Batch's sensor tensors and `present` only, never from its `meta`: the scene
 description, conditions and fault lists are evaluation labels. Per camera: mean RGB, luminance spread, mean luminance
 gradient (contrast and blur), dark and bright fractions of a 9 x 16 thumbnail of every 4th pixel, and whether the
-camera is valid; LiDAR: log point counts in 5 range x 4 height bins (of every k-th point, about 4096 a batch); radar:
+camera is valid; LiDAR: log point counts in 5 range x 4 height bins (of every GLIMPSE_STRIDE-th point of the frame); radar:
 log point counts in 5 range bins, mean |velocity| and mean RCS; plus `present`. A two-layer MLP maps them to one utility
 per configuration (`configurations()`, full first), and the budget b enters as a price on cost: logit_k = utility_k
 - price(b) * cost_k, with price(b) = softplus(a) * (1 - b) / b and one learned scalar a: no price at the full
@@ -47,7 +47,9 @@ HEIGHT_BINS = (-1.0, 0.5, 2.0)  # metres (ego z): 4 height bins
 CAMERA_FEATURES = 8  # per camera: mean RGB (3), luminance std, gradient, dark, bright, valid
 GLIMPSE_FEATURES = len(CAMERAS) * CAMERA_FEATURES + 5 * 4 + 5 + 2 + len(SENSORS)  # without the budget
 COUNT_SCALE = math.log1p(10000.0)  # log point counts to O(1)
-GLIMPSE_POINTS = 4096  # LiDAR points the glimpse looks at per batch (evenly strided)
+# the LiDAR glimpse looks at every GLIMPSE_STRIDE-th point of each frame, counted from the frame's own first point,
+# so that a frame's glimpse does not depend on the frames batched with it (about 1,000 points of a demo frame)
+GLIMPSE_STRIDE = 32
 
 
 def configurations() -> list[SensorConfig]:
@@ -83,8 +85,11 @@ def point_counts(batch_index: Tensor, bins: Tensor, batch_size: int, n_bins: int
 
 def lidar_glimpse(batch: Batch) -> Tensor:
     """(B, 20): log LiDAR point counts by range (5 bins) x height (4 bins)."""
-    stride = max(1, len(batch.lidar.points) // GLIMPSE_POINTS)  # a glimpse: every stride-th point is enough
-    p, bi = batch.lidar.points[::stride, :3], batch.lidar.batch_index[::stride]
+    bi = batch.lidar.batch_index.long()
+    at = torch.arange(len(bi), device=bi.device)
+    first = torch.full((len(batch),), len(bi), device=bi.device).scatter_reduce(0, bi, at, "amin")  # a frame's first
+    keep = (at - first[bi]) % GLIMPSE_STRIDE == 0  # point; a frame's points are contiguous (collate, Batch.select)
+    p, bi = batch.lidar.points[keep, :3], bi[keep]
     ok = torch.isfinite(p).all(1)
     p, bi = p[ok], bi[ok]
     r = torch.bucketize(torch.hypot(p[:, 0], p[:, 1]).contiguous(), p.new_tensor(RANGE_BINS))

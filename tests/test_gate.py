@@ -84,6 +84,16 @@ def test_gate_reads_sensor_data_only():
     assert not torch.equal(m.gate(batch, budget), ref)
 
 
+def test_a_frames_glimpse_does_not_depend_on_the_frames_batched_with_it():
+    """Each frame's glimpse (and so its choice) is the same alone, in a batch, and in a batch in another order: the
+    gate is trained on batches of 4, its price calibrated on batches of 8 and it runs at batch size 1."""
+    batch = make_batch(B=3, k=80, extent=40.0)  # 3,200 LiDAR points a frame: a batch-wide stride would differ
+    together = glimpses(batch)
+    for order in ([0], [1], [2], [2, 0, 1], [1, 2]):
+        alone = glimpses(batch.select(torch.tensor(order)))
+        assert torch.allclose(alone, together[order], atol=1e-6), order
+
+
 def test_gradients_reach_the_gate_through_the_relaxation():
     """The straight-through weights carry the detection loss of each frame to the gate (and the penalty too)."""
     m = gated()
