@@ -242,7 +242,7 @@ def main(argv=None) -> dict:
         return {}
     table = {kind: {name: aggregate(rows) for name, rows in d.items() if rows} for kind, d in per_seed.items()}
     table["oracle"] = table["oracle"].get("oracle")
-    report = format_report(table, args, mean_selection(gate_sel[args.budgets[len(args.budgets) // 2]]),
+    report = format_report(table, args, {b: mean_selection(gate_sel[b]) for b in args.budgets},
                            mean_selection(oracle_sel) if oracle_sel else None, time.time() - started)
     print(report)
     plot(out / f"{args.name}.png", table)
@@ -257,7 +257,8 @@ def ratio(a: float, b: float) -> float:
     return a / b if b else float("nan")
 
 
-def format_report(table: dict, args, gate_selection: dict, oracle_selection_: dict, seconds: float) -> str:
+def format_report(table: dict, args, gate_selection: dict[float, dict], oracle_selection_: dict,
+                  seconds: float) -> str:
     n = len(args.seeds)
     seeds = ", ".join(map(str, args.seeds))
     lines = [f"NDS against cost on {args.split} ({args.dataroot}), mean of {n} seeds ({seeds})"
@@ -299,10 +300,9 @@ def format_report(table: dict, args, gate_selection: dict, oracle_selection_: di
         lines.append(f"  oracle: NDS {o['nds']:.3f} ({ratio(o['nds'], full['nds']):.2f}x full) at cost "
                      f"{o['cost']:.2f}, {ratio(o['gflops'], full['gflops']):.2f}x full's GFLOPs")
     lines.append("")
-    mid = args.budgets[len(args.budgets) // 2]
-    lines += selection_table(f"what the gate (budget {mid}) and the oracle choose, share of frames per condition "
-                             f"(mean of seeds)", {"gate": gate_selection, **({"oracle": oracle_selection_}
-                                                                           if oracle_selection_ else {})})
+    lines += selection_table("what the gate (at each budget b) and the oracle choose, share of frames per condition "
+                             "(mean of seeds)", {**{f"b={b}": sel for b, sel in gate_selection.items()},
+                                                 **({"oracle": oracle_selection_} if oracle_selection_ else {})})
     lines.append(f"\n{len(args.seeds)} seeds, took {seconds / 60:.1f} min")
     return "\n".join(lines)
 
