@@ -8,9 +8,8 @@ Runs per seed S: the gated model runs/demo-gated (S = 0) or runs/demo-gated-seed
 the static recipe runs/demo or runs/demo-seedS (configs/demo.yaml, as bench/static_configs.py names them); --train
 trains what is missing. Every evaluation is eval.py's, into --out/<run>/<budget-B-control-G | configuration>;
 --reuse takes a folder whose metrics.json was written for the same checkpoint file (SHA-256), choice, data and
---limit. The gate runs as eval.py --budget runs it (its offsets measured and its price calibrated on training frames)
-and, as a deployed system keeps its mean cost at its budget, steers its price as the frames stream
-(--budget-control, gain 1 by default; 0: the calibrated price alone). The oracle (bench/oracle.py) picks per frame
+--limit. The gate runs as eval.py --budget runs it (its offsets measured and its price calibrated on training frames;
+--budget-control G also steers the price as the frames stream). The oracle (bench/oracle.py) picks per frame
 among the gated model's static configurations, with the ground truth.
 
 Prints: the table (NDS, mAP, cost as a fraction of full by the latency table, GFLOPs counted per frame, measured ms
@@ -186,10 +185,9 @@ def main(argv=None) -> dict:
     p.add_argument("--version", default="v1.0-synth")
     p.add_argument("--split", default="synth_val")
     p.add_argument("--out", default="runs/pareto")
-    p.add_argument("--budget-control", type=float, default=1.0,
-                   help="the gate's price steering gain as the frames stream (eval.py --budget-control), so that its "
-                        "mean cost holds at the budget as a deployed system's would; 0: the price calibrated on "
-                        "training frames alone")
+    p.add_argument("--budget-control", type=float, default=0.0,
+                   help="also steer the gate's price as the frames stream (eval.py --budget-control, the gain; 0: "
+                        "the price calibrated on training frames alone, as eval.py --budget)")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--num-workers", type=int, default=1)
     p.add_argument("--score-threshold", type=float, default=0.3, help="the oracle's (bench/oracle.py)")

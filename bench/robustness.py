@@ -14,12 +14,11 @@ that ran in another mode (a sensor that is not present is off), for the gate how
 frames. Then mRA over the suite and per sensor group. A corruption's RA is the mean over the severities run; mRA the
 mean over corruptions. A corruption that cannot touch a static configuration (a camera corruption with the camera off)
 is not evaluated but counted as RA 1 and marked "skipped" (--no-skip evaluates it); the gate may choose any sensor, so
-it meets every corruption. Under every corruption the gate starts from the clean run's operating point, its gate
-offsets and the price calibrated for its budget (training frames, as eval.py --budget; eval.py --operating-point)
-and, as a deployed system keeps its mean cost at its budget, steers the price as the frames stream (eval.py
---budget-control, gain --budget-control, 1 by default): compute a dead or degraded sensor no longer earns goes where
-the gate expects it to help most. --budget-control 0 keeps the clean price, so that
-the gate's own risk estimates alone decide (the cost column then shows how a corruption moves the spending). FLOPs are
+it meets every corruption. Under every corruption the gate runs at the clean run's operating point, its gate offsets
+and the price calibrated for its budget (training frames, as eval.py --budget; eval.py --operating-point), so that
+its own risk estimates decide what a degraded or dead sensor is still worth: the cost column shows how a corruption
+moves its spending. --budget-control G (eval.py's) instead steers the price as the frames stream to hold the mean
+cost at the budget, so that compute a dead sensor no longer earns is spent elsewhere. FLOPs are
 counted on the first --flop-frames frames only (fusion.cost gives each configuration's), and the per-condition scores
 are left out: the suite runs hundreds of evaluations. With several runs, one table across them all follows (RA per
 corruption, the gate's cost). A checkpoint trained on corrupted frames (the datamodule's train_corruptions, e.g.
@@ -218,9 +217,9 @@ def main(argv=None) -> dict:
                         "without a gate, and on gated ones when no --budgets is given")
     p.add_argument("--budgets", type=float, nargs="+", default=[],
                    help="gated checkpoints run the gate at each of these budgets (eval.py --budget) instead")
-    p.add_argument("--budget-control", type=float, default=1.0,
-                   help="the gate's price steering gain under corruption (eval.py --budget-control; 0: the clean "
-                        "price throughout)")
+    p.add_argument("--budget-control", type=float, default=0.0,
+                   help="steer the gate's price under corruption to hold the budget (eval.py --budget-control, the "
+                        "gain; 0: the clean price throughout)")
     p.add_argument("--only", nargs="+", default=None, help="corruptions to run (default: all)")
     p.add_argument("--severities", type=int, nargs="+", default=list(SEVERITIES))
     p.add_argument("--limit", type=int, default=None, help="only the first N frames of the split")
@@ -262,7 +261,8 @@ def main(argv=None) -> dict:
     for ckpt, out in zip(args.ckpt, run_dirs(args.ckpt, Path(args.out))):
         model, data_hparams = evaluate.load_checkpoint(ckpt)
         gated, seen = model.gate is not None, trained_on(data_hparams)
-        choices = [(f"gate, budget {b}, control {args.budget_control}", None, b) for b in args.budgets] \
+        choices = [(f"gate, budget {b}" + (f", control {args.budget_control}" if args.budget_control else ""), None, b)
+                   for b in args.budgets] \
             if gated and args.budgets else [(str(c), c, None) for c in configs]
         for label, sensors, budget in choices:
             folder = out / (f"budget-{budget}" + (f"-control-{args.budget_control}" if args.budget_control else "")

@@ -265,14 +265,14 @@ def test_robustness_bench_runs_the_gate_at_its_clean_price(tiny_run, tiny_gated_
                                "lidar=fine,radar=on", "--budgets", "0.6", "--only", "lidar_missing", "camera_dark",
                                "--severities", "5", "--limit", "3", "--num-workers", "0", "--out", str(tmp_path / "r")])
     out = capsys.readouterr().out
-    assert [k[1] for k in results] == ["camera=off,lidar=fine,radar=on", "gate, budget 0.6, control 1.0"]
-    r = results[(gated, "gate, budget 0.6, control 1.0")]
+    assert [k[1] for k in results] == ["camera=off,lidar=fine,radar=on", "gate, budget 0.6"]
+    r = results[(gated, "gate, budget 0.6")]
     assert r["clean"]["budget"] == 0.6 and r["clean"]["price"] is not None
-    # none skipped; each starts from the clean run's price and steers it (eval.py --budget-control)
-    assert all(m is not None and m["price"] == r["clean"]["price"] and m["budget_control"] == 1.0
+    # none skipped; each runs at the clean run's price (no steering by default)
+    assert all(m is not None and m["price"] == r["clean"]["price"] and m["budget_control"] == 0.0
                for m in r["runs"].values())
     assert r["selections"][("lidar_missing", None)]["lidar"] == {"off": 1.0}  # it spends nothing on a dead LiDAR
-    assert "moved from clean" in out and (tmp_path / "r" / "run-1" / "budget-0.6-control-1.0" / "camera_dark_5" /
+    assert "moved from clean" in out and (tmp_path / "r" / "run-1" / "budget-0.6" / "camera_dark_5" /
                                           "metrics.json").is_file()
     # the table across both runs: the static run never met the camera corruption (*), the gate did, with its cost
     row = next(line for line in out.splitlines() if line.startswith("| camera_dark |"))
