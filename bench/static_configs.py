@@ -50,7 +50,7 @@ TABLE = tuple(CONFIGS)[:11]
 # What each sensor adds: all high against all high without it.
 LEAVE_ONE_OUT = {"camera": "lidar+radar", "lidar": "camera+radar", "radar": "camera+lidar"}
 CONDITIONS = ("day", "dusk", "night", "clear", "rain", "fog", "fault")
-NAME_WIDTH = max(len(n) for n in CONFIGS)
+NAME_WIDTH = max(len(n) for n in TABLE)
 
 
 def main(argv=None) -> dict:
