@@ -6,7 +6,7 @@ model with its gate overridden, and of the static recipe), and the per-frame ora
 
 Runs per seed S: the gated model runs/demo-gated (S = 0) or runs/demo-gated-seedS (configs/demo-gated.yaml), and
 the static recipe runs/demo or runs/demo-seedS (configs/demo.yaml, as bench/static_configs.py names them); --train
-trains what is missing. Every evaluation is eval.py's, into --out/<run>/<budget-B-control-G | configuration>;
+trains what is missing. Every evaluation is eval.py's, into --out/<run>/<budget-B[-control-G] | configuration>;
 --reuse takes a folder whose metrics.json was written for the same checkpoint file (SHA-256), choice, data and
 --limit. The gate runs as eval.py --budget runs it (its offsets measured and its price calibrated on training frames;
 --budget-control G also steers the price as the frames stream). The oracle (bench/oracle.py) picks per frame

@@ -37,7 +37,7 @@ CONFIGS = {
     "lidar coarse+radar": "camera=off,lidar=coarse,radar=on",
     "all low": "camera=low,lidar=coarse,radar=on",
     "all high": "camera=high,lidar=fine,radar=on",
-    # the rest of the 17 the gate chooses among (bench/pareto.py evaluates them all; the static table above does not)
+    # the rest of the 17 the gate chooses among (bench/pareto.py evaluates them all; the static table, TABLE, does not)
     "camera low+radar": "camera=low,lidar=off,radar=on",
     "camera low+lidar coarse": "camera=low,lidar=coarse,radar=off",
     "camera low+lidar fine": "camera=low,lidar=fine,radar=off",
