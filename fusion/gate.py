@@ -6,9 +6,9 @@ Glimpses (`glimpses`) are built from the Batch's sensor tensors and `present` on
 description, conditions and fault lists are evaluation labels. Per camera: mean RGB, luminance spread, mean luminance
 gradient (contrast and blur), dark and bright fractions of a 9 x 16 thumbnail of every 4th pixel, and whether the
 camera is valid; LiDAR: log point counts in 5 range x 4 height bins (of every GLIMPSE_STRIDE-th point of the frame);
-radar: log point counts in 5 range bins, mean |velocity| and mean RCS; plus `present`. A two-layer MLP maps them to one utility
-per configuration (`configurations()`, full first), and the budget b enters as a price on cost: logit_k = utility_k
-- price(b) * cost_k, with price(b) = softplus(a) * (1 - b) / b and one learned scalar a: no price at the full
+radar: log point counts in 5 range bins, mean |velocity| and mean RCS; plus `present`. A two-layer MLP maps them to
+one utility per configuration (`configurations()`, full first), and the budget b enters as a price on cost: logit_k =
+utility_k - price(b) * cost_k, with price(b) = softplus(a) * (1 - b) / b and one learned scalar a: no price at the full
 budget, a rising one as b falls, so that a lower budget never raises any frame's cost. Configurations that need a
 sensor the frame lacks get -inf, so a missing sensor is never chosen and, when anything is present, something is.
 
