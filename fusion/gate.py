@@ -86,9 +86,10 @@ def point_counts(batch_index: Tensor, bins: Tensor, batch_size: int, n_bins: int
 def lidar_glimpse(batch: Batch) -> Tensor:
     """(B, 20): log LiDAR point counts by range (5 bins) x height (4 bins)."""
     bi = batch.lidar.batch_index.long()
-    at = torch.arange(len(bi), device=bi.device)
-    first = torch.full((len(batch),), len(bi), device=bi.device).scatter_reduce(0, bi, at, "amin")  # a frame's first
-    keep = (at - first[bi]) % GLIMPSE_STRIDE == 0  # point; a frame's points are contiguous (collate, Batch.select)
+    _, counts = torch.unique_consecutive(bi, return_counts=True)  # a frame's points are contiguous (collate, select)
+    ends = torch.cumsum(counts, 0).tolist()
+    keep = torch.cat([torch.arange(e - n, e, GLIMPSE_STRIDE, device=bi.device) for e, n in zip(ends, counts.tolist())]
+                     ) if ends else bi.new_zeros(0)
     p, bi = batch.lidar.points[keep, :3], bi[keep]
     ok = torch.isfinite(p).all(1)
     p, bi = p[ok], bi[ok]
