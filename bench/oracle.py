@@ -345,6 +345,12 @@ def config_folder(config: str) -> str:
     return config.replace(",", "_").replace("=", "-")
 
 
+def budget_folder(budget: float, control: float = 0.0) -> str:
+    """Folder name of the gate at a budget (and a price steering gain, eval.py --budget-control), as bench/pareto.py
+    and bench/robustness.py write it: budget-0.5, budget-0.5-control-1.0."""
+    return f"budget-{budget}" + (f"-control-{control}" if control else "")
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", required=True, help="Lightning checkpoint written by train.py")

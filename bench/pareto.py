@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.oracle import FULL, config_folder, oracle_from_dirs
+from bench.oracle import FULL, budget_folder, config_folder, oracle_from_dirs
 from bench.static_configs import CONFIGS, reusable
 
 BUDGETS = (0.35, 0.5, 0.65, 0.8)
@@ -224,8 +224,7 @@ def main(argv=None) -> dict:
             if kind != "gated":
                 continue
             for b in args.budgets:
-                m = evaluate(ckpt, folder / (f"budget-{b}" + (f"-control-{args.budget_control}"
-                                                             if args.budget_control else "")), {"budget": b}, args)
+                m = evaluate(ckpt, folder / budget_folder(b, args.budget_control), {"budget": b}, args)
                 per_seed["gated"].setdefault(b, []).append(row(m))
                 gate_sel[b].append({g: s["selection"] for g, s in m["selection"].items()})
             if args.no_oracle:

@@ -248,6 +248,7 @@ def main(argv=None) -> dict:
     if missing:
         p.error(f"--ckpt: no such file: {', '.join(missing)}")
     import eval as evaluate
+    from bench.oracle import budget_folder, config_folder
     from bench.static_configs import reusable, run_dirs
     from fusion.detector import SensorConfig
     try:
@@ -265,8 +266,7 @@ def main(argv=None) -> dict:
                    for b in args.budgets] \
             if gated and args.budgets else [(str(c), c, None) for c in configs]
         for label, sensors, budget in choices:
-            folder = out / (f"budget-{budget}" + (f"-control-{args.budget_control}" if args.budget_control else "")
-                            if sensors is None else label.replace(",", "_").replace("=", "-"))
+            folder = out / (budget_folder(budget, args.budget_control) if sensors is None else config_folder(label))
             base = ["--ckpt", ckpt, "--dataroot", args.dataroot, "--version", args.version, "--split", args.split,
                     "--num-workers", str(args.num_workers), "--flop-frames", str(args.flop_frames),
                     "--no-per-condition"]
