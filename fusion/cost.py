@@ -25,6 +25,7 @@ import statistics
 import time
 
 import torch
+import yaml
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -223,8 +224,6 @@ def measure_latency_table(detector: FusionDetector, batch: Batch, repeats: int) 
 
 def detector_from_config(path: str) -> tuple[FusionDetector, tuple[int, int]]:
     """The detector of a LightningCLI config file (its model.* keys that build_detector takes) and data.image_size."""
-    import yaml
-
     cfg = yaml.safe_load(open(path))
     model, data = cfg.get("model") or {}, cfg.get("data") or {}
     known = inspect.signature(build_detector).parameters
@@ -232,17 +231,17 @@ def detector_from_config(path: str) -> tuple[FusionDetector, tuple[int, int]]:
     return detector, tuple(data.get("image_size", (320, 180)))
 
 
-def gate_cost(batch: Batch, repeats: int) -> tuple[float, float]:
+def gate_cost(batch: Batch, repeats: int, own_glimpse: bool = False) -> tuple[float, float]:
     """(GFLOPs, ms) of the gate (fusion/gate.py: glimpses + MLP) on the one-frame `batch`."""
     from fusion.gate import Gate, configurations
 
-    gate = Gate(torch.ones(len(configurations()))).to(batch.present.device).eval()
+    gate = Gate(torch.ones(len(configurations())), own_glimpse=own_glimpse).to(batch.present.device).eval()
     budget = torch.ones(len(batch), device=batch.present.device)
     with torch.no_grad():
         return _count(lambda: gate(batch, budget)), median_ms(lambda: gate(batch, budget), repeats)
 
 
-def cost_report(detector: FusionDetector, batch: Batch, repeats: int) -> str:
+def cost_report(detector: FusionDetector, batch: Batch, repeats: int, gate_own_glimpse: bool = False) -> str:
     """The tables `python -m fusion.cost` prints, and the fitted latency table as a YAML line (the gate's costs)."""
     flops, ms = branch_gflops(detector, batch), branch_ms(detector, batch, repeats)
     configs = static_configs()
@@ -250,7 +249,7 @@ def cost_report(detector: FusionDetector, batch: Batch, repeats: int) -> str:
     measured = configs_ms(detector, batch, configs, repeats)
     fitted = fit_latency_table(measured)
     full_ms, full_t = measured[configs[0]], config_cost(fitted, configs[0])
-    gate_g, gate_ms = gate_cost(batch, repeats)
+    gate_g, gate_ms = gate_cost(batch, repeats, gate_own_glimpse)
     lines = [f"per branch and mode, one frame, batch size 1 (full = {configs[0]}: {full_g:.3f} GFLOPs, "
              f"{full_ms:.1f} ms end to end); ms timed branch by branch, and fitted to the end-to-end times",
              "| branch | mode   | GFLOPs | share | ms     | share | fitted ms | share |",
@@ -290,7 +289,8 @@ def main(argv: list[str] | None = None) -> str:
         p.error(f"--repeats must be >= 1, got {args.repeats}")
     detector, image_size = detector_from_config(args.config)
     batch = synthetic_frame(detector.grid, image_size, args.lidar_points, args.radar_points).to(args.device)
-    report = cost_report(detector.to(args.device), batch, args.repeats)
+    own = bool((yaml.safe_load(open(args.config)).get("model") or {}).get("gate_own_glimpse", False))
+    report = cost_report(detector.to(args.device), batch, args.repeats, own)
     print(f"{args.config}: {args.device}, {torch.get_num_threads()} threads, image {image_size[0]}x{image_size[1]}, "
           f"{args.lidar_points} LiDAR / {args.radar_points} radar points\n{report}")
     return report

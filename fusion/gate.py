@@ -12,6 +12,12 @@ utility_k - price(b) * cost_k, with price(b) = softplus(a) * (1 - b) / b and one
 budget, a rising one as b falls, so that a lower budget never raises any frame's cost. Configurations that need a
 sensor the frame lacks get -inf, so a missing sensor is never chosen and, when anything is present, something is.
 
+With `own_glimpse`, configuration k's output is read from the MLP applied to the glimpse the frame would give if only
+k's sensors were present (the others' features and `present` entries zeroed, as for an absent sensor): what k is
+estimated to be worth then depends only on the sensors k runs, so a sensor that dies, or a corruption of it, cannot
+move the estimates of the configurations that do not run it. The MLP is the same; it runs once per sensor set (7
+rows per frame instead of 1).
+
 Why the price form: with b as one more MLP input, a 15-minute training ended with an expected cost of 0.55-0.67 of
 full whatever b (0.24 to 0.98) was: the gate had matched the mean budget instead of following it. As a price, b
 moves every frame's choice the same way, the utilities rank the configurations per frame, and the two are learned
@@ -46,6 +52,9 @@ RANGE_BINS = (10.0, 20.0, 30.0, 40.0)  # metres: 5 range bins
 HEIGHT_BINS = (-1.0, 0.5, 2.0)  # metres (ego z): 4 height bins
 CAMERA_FEATURES = 8  # per camera: mean RGB (3), luminance std, gradient, dark, bright, valid
 GLIMPSE_FEATURES = len(CAMERAS) * CAMERA_FEATURES + 5 * 4 + 5 + 2 + len(SENSORS)  # without the budget
+# the sensor (index into SENSORS) each glimpse feature describes, in the order `glimpses` concatenates them
+GLIMPSE_SENSOR = torch.tensor([0] * (len(CAMERAS) * CAMERA_FEATURES) + [1] * (5 * 4) + [2] * (5 + 2) +
+                              list(range(len(SENSORS))))
 COUNT_SCALE = math.log1p(10000.0)  # log point counts to O(1)
 # the LiDAR glimpse looks at every GLIMPSE_STRIDE-th point of each frame, counted from the frame's own first point,
 # so that a frame's glimpse does not depend on the frames batched with it (about 1,000 points of a demo frame)
@@ -132,9 +141,10 @@ class Gate(nn.Module):
     estimator: what the MLP's K outputs are. "regression": the detection loss the frame would have under each
     configuration (`risk`, learned by regression on the losses of the frames trained with random configurations;
     utility = -risk). "gumbel": utilities learned through a straight-through Gumbel-softmax sample
-    (`sample`, `selection`)."""
+    (`sample`, `selection`).
+    own_glimpse: each configuration's output reads only the glimpses of the sensors it runs (module docstring)."""
 
-    def __init__(self, costs: Tensor, hidden: int = 64, estimator: str = "regression"):
+    def __init__(self, costs: Tensor, hidden: int = 64, estimator: str = "regression", own_glimpse: bool = False):
         super().__init__()
         K = len(configurations())
         if costs.shape != (K,):
@@ -144,6 +154,11 @@ class Gate(nn.Module):
         self.estimator = estimator
         self.register_buffer("costs", costs.float().clone())
         self.register_buffer("table", configuration_table(), persistent=False)
+        self.own_glimpse = own_glimpse
+        # (S, F) which glimpse features each sensor set keeps, and (K,) the set of each configuration's sensors
+        sets, set_of = torch.unique(self.table > 0, dim=0, return_inverse=True)
+        self.register_buffer("set_mask", sets[:, GLIMPSE_SENSOR].float(), persistent=False)
+        self.register_buffer("set_of", set_of, persistent=False)
         # added to the predicted losses at inference (eval.py --gate-offsets: the gate's mean error per configuration
         # on training frames); zero in training, and not saved
         self.register_buffer("offset", torch.zeros(K), persistent=False)
@@ -172,7 +187,11 @@ class Gate(nn.Module):
     def risk(self, batch: Batch) -> Tensor:
         """(B, K) the MLP's outputs: the predicted detection loss per configuration ("regression", plus `offset`;
         utilities under "gumbel")."""
-        scores = self.mlp(glimpses(batch))
+        g = glimpses(batch)
+        if self.own_glimpse:  # (B, S, K): the MLP on each sensor set's part of the glimpse; k reads its own set's row
+            scores = self.mlp(g[:, None, :] * self.set_mask)[:, self.set_of, torch.arange(len(self.set_of))]
+        else:
+            scores = self.mlp(g)
         return scores + self.offset if self.estimator == "regression" else scores
 
     def logits(self, scores: Tensor, budget: Tensor, present: Tensor) -> Tensor:

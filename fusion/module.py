@@ -92,6 +92,8 @@ class GateFusionModule(pl.LightningModule):
                           difference of the two measured ones: the frame's content, most of its loss, cancels, and
                           what is left is what the choice of configuration changes on that frame (one more forward
                           pass per training step of the gate's phase)
+    gate_own_glimpse:     each configuration's estimate reads only the glimpses of the sensors it runs (fusion/gate.py),
+                          so that a dead or degraded sensor cannot move what the configurations without it are worth
     **detector:           build_detector's hyperparameters (grid, widths, point budgets, head loss weights), passed
                           on by name. They are declared once, in build_detector's signature; LightningCLI reads them
                           from there (they are flat `model.*` keys of the YAML configs) and save_hyperparameters
@@ -103,7 +105,8 @@ class GateFusionModule(pl.LightningModule):
                  camera_depth_weight: float = 0.5, camera_heatmap_weight: float = 0.0,
                  camera_semantic_weight: float = 0.0, gate: bool = False, gate_costs: dict[str, float] | None = None,
                  gate_start: float = 0.3, gate_cost_weight: float = 2.0, gate_tau: tuple[float, float] = (1.0, 0.2),
-                 gate_hidden: int = 64, gate_estimator: str = "regression", gate_paired: bool = False, **detector):
+                 gate_hidden: int = 64, gate_estimator: str = "regression", gate_paired: bool = False,
+                 gate_own_glimpse: bool = False, **detector):
         super().__init__()
         self.save_hyperparameters()
         self.static = SensorConfig.parse(sensors)
@@ -126,7 +129,7 @@ class GateFusionModule(pl.LightningModule):
         self.detector = build_detector(camera_heatmap=camera_heatmap_weight > 0, **detector)
         self.latency: dict | None = table_from_dict(gate_costs) if gate_costs else None
         costs = relative_costs(self.latency, configurations()) if self.latency else torch.ones(len(configurations()))
-        self.gate = Gate(costs, gate_hidden, gate_estimator) if gate else None
+        self.gate = Gate(costs, gate_hidden, gate_estimator, gate_own_glimpse) if gate else None
 
     def forward(self, batch: Batch, decisions: Tensor) -> dict[str, Tensor]:
         return self.detector(batch, decisions)

@@ -11,7 +11,7 @@ import torch
 
 from fusion.cost import SHARED, config_cost, fit_latency_table, relative_costs, table_from_dict, table_to_dict
 from fusion.detector import SensorConfig
-from fusion.gate import Gate, calibrate_price, configurations, glimpses
+from fusion.gate import GLIMPSE_SENSOR, Gate, calibrate_price, configurations, glimpses
 from fusion.module import GateFusionModule
 from sensors.frame import FrameMeta
 from sensors.names import MODES, SENSORS
@@ -92,6 +92,28 @@ def test_a_frames_glimpse_does_not_depend_on_the_frames_batched_with_it():
     for order in ([0], [1], [2], [2, 0, 1], [1, 2]):
         alone = glimpses(batch.select(torch.tensor(order)))
         assert torch.allclose(alone, together[order], atol=1e-6), order
+
+
+def test_own_glimpse_a_dead_or_degraded_sensor_moves_only_the_configurations_that_run_it():
+    """gate_own_glimpse: a dark camera, a dead camera or a dead LiDAR changes the estimates of the configurations
+    that run that sensor and leaves the others' bit-identical; the shared glimpse (the default) moves them all."""
+    batch = make_batch(B=3)
+    own, shared = gated(gate_own_glimpse=True).eval(), gated().eval()
+    table = own.gate.table
+    dark = dataclasses.replace(batch, camera=dataclasses.replace(batch.camera, images=batch.camera.images * 0.2))
+    for sensor, changed in ((0, dark), (0, dataclasses.replace(batch, present=batch.present * torch.tensor(
+            [False, True, True]))), (1, dataclasses.replace(batch, present=batch.present * torch.tensor(
+            [True, False, True])))):
+        runs = table[:, sensor] > 0
+        before, after = own.gate.risk(batch), own.gate.risk(changed)
+        assert torch.equal(before[:, ~runs], after[:, ~runs]), sensor
+        assert not torch.allclose(before[:, runs], after[:, runs]), sensor
+        assert not torch.allclose(shared.gate.risk(batch)[:, ~runs], shared.gate.risk(changed)[:, ~runs]), sensor
+    # each configuration reads the row of its own sensor set: the same output as the MLP on the masked glimpse
+    g = glimpses(batch)
+    for k in (0, 12, 16):
+        keep = (table[k] > 0)[GLIMPSE_SENSOR].float()
+        assert torch.allclose(own.gate.risk(batch)[:, k], own.gate.mlp(g * keep)[:, k], atol=1e-6), k
 
 
 def test_gradients_reach_the_gate_through_the_relaxation():
