@@ -34,12 +34,13 @@ def tiny_run(tiny_world, tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="session")
 def tiny_gated_run(tiny_world, tiny_run, tmp_path_factory) -> Path:
-    """Run folder (checkpoints/last.ckpt) of two training steps of configs/tiny.yaml with the gate on the tiny world
-    (its latency table measured at set-up, as for a config without one)."""
+    """Run folder (checkpoints/last.ckpt) of two training steps of configs/tiny.yaml with the gate, as the gated
+    configs set it (own glimpses), on the tiny world (its latency table measured at set-up, as for a config without
+    one)."""
     import train
 
     run = tmp_path_factory.mktemp("tiny_gated_run") / "run"
     train.main(["fit", "--config", str(REPO / "configs" / "tiny.yaml"), "--data.dataroot", str(tiny_world),
                 "--data.cache_dir", str(tiny_run[1]), "--trainer.max_steps", "2", "--trainer.default_root_dir",
-                str(run), "--model.gate", "true", "--model.gate_start", "0.0"])
+                str(run), "--model.gate", "true", "--model.gate_start", "0.0", "--model.gate_own_glimpse", "true"])
     return run
