@@ -51,10 +51,13 @@ THUMBNAIL = (9, 16)
 RANGE_BINS = (10.0, 20.0, 30.0, 40.0)  # metres: 5 range bins
 HEIGHT_BINS = (-1.0, 0.5, 2.0)  # metres (ego z): 4 height bins
 CAMERA_FEATURES = 8  # per camera: mean RGB (3), luminance std, gradient, dark, bright, valid
-GLIMPSE_FEATURES = len(CAMERAS) * CAMERA_FEATURES + 5 * 4 + 5 + 2 + len(SENSORS)  # without the budget
-# the sensor (index into SENSORS) each glimpse feature describes, in the order `glimpses` concatenates them
-GLIMPSE_SENSOR = torch.tensor([0] * (len(CAMERAS) * CAMERA_FEATURES) + [1] * (5 * 4) + [2] * (5 + 2) +
+LIDAR_FEATURES = (len(RANGE_BINS) + 1) * (len(HEIGHT_BINS) + 1)  # log counts per range x height bin
+RADAR_FEATURES = len(RANGE_BINS) + 1 + 2  # log counts per range bin, mean |velocity|, mean RCS
+# the sensor (index into SENSORS) each glimpse feature describes, in the order `glimpses` concatenates them: the
+# cameras', the LiDAR's, the radar's, then `present`
+GLIMPSE_SENSOR = torch.tensor([0] * (len(CAMERAS) * CAMERA_FEATURES) + [1] * LIDAR_FEATURES + [2] * RADAR_FEATURES +
                               list(range(len(SENSORS))))
+GLIMPSE_FEATURES = len(GLIMPSE_SENSOR)  # without the budget
 COUNT_SCALE = math.log1p(10000.0)  # log point counts to O(1)
 # the LiDAR glimpse looks at every GLIMPSE_STRIDE-th point of each frame, counted from the frame's own first point,
 # so that a frame's glimpse does not depend on the frames batched with it (about 1,000 points of a demo frame)
@@ -104,7 +107,7 @@ def lidar_glimpse(batch: Batch) -> Tensor:
     p, bi = p[ok], bi[ok]
     r = torch.bucketize(torch.hypot(p[:, 0], p[:, 1]).contiguous(), p.new_tensor(RANGE_BINS))
     z = torch.bucketize(p[:, 2].contiguous(), p.new_tensor(HEIGHT_BINS))
-    return point_counts(bi, r * (len(HEIGHT_BINS) + 1) + z, len(batch), (len(RANGE_BINS) + 1) * (len(HEIGHT_BINS) + 1))
+    return point_counts(bi, r * (len(HEIGHT_BINS) + 1) + z, len(batch), LIDAR_FEATURES)
 
 
 def radar_glimpse(batch: Batch) -> Tensor:
