@@ -192,7 +192,8 @@ class Gate(nn.Module):
         utilities under "gumbel")."""
         g = glimpses(batch)
         if self.own_glimpse:  # (B, S, K): the MLP on each sensor set's part of the glimpse; k reads its own set's row
-            scores = self.mlp(g[:, None, :] * self.set_mask)[:, self.set_of, torch.arange(len(self.set_of))]
+            k = torch.arange(len(self.set_of), device=g.device)
+            scores = self.mlp(g[:, None, :] * self.set_mask)[:, self.set_of, k]
         else:
             scores = self.mlp(g)
         return scores + self.offset if self.estimator == "regression" else scores
