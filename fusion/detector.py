@@ -253,22 +253,19 @@ def build_detector(bev_range: float = 51.2, bev_cell: float = 0.8, z_min: float 
                    regression_weight: float = 0.25, attribute_weight: float = 0.2,
                    camera_depth_bins: int = 32, direction_weight: float = 0.2,
                    camera_heatmap: bool = False, lidar_time_split: bool = False,
-                   radar_context: bool = False, radar_doppler: bool = False,
-                   camera_object_depth: bool = False) -> FusionDetector:
+                   radar_context: bool = False, radar_doppler: bool = False) -> FusionDetector:
     """A FusionDetector from plain hyperparameters (square BEV range [-bev_range, bev_range] m). camera_heatmap: a
     training-only class heatmap (one 3x3 conv) on the camera's BEV alone, so that the camera branch learns to
     detect on its own rather than only as a helper of the LiDAR (its loss weight is the module's). This signature
     is the one declaration of the detector's hyperparameters: GateFusionModule passes its **detector on by name.
     lidar_time_split: the LiDAR pillars keep the key sweep and the earlier sweeps apart (sensors/lidar.py);
     radar_context: the radar's BEV convs become a BEV stage with a context level (sensors/radar.py);
-    radar_doppler: the radar's measured velocity as a map reaches the head directly (sensors/radar.py);
-    camera_object_depth: the camera's depth loss takes a box's centre depth on the image cells the box covers
-    (sensors/camera.py depth_loss)."""
+    radar_doppler: the radar's measured velocity as a map reaches the head directly (sensors/radar.py)."""
     if direction_weight < 0:
         raise ValueError(f"build_detector: direction_weight must be >= 0, got {direction_weight}")
     grid = BEVGrid((-bev_range, bev_range), (-bev_range, bev_range), bev_cell, (z_min, z_max))
     camera = CameraEncoder(grid, camera_width, camera_channels, camera_heights, camera_bev_factor,
-                           camera_depth_bins, camera_bev_blocks, camera_object_depth)
+                           camera_depth_bins, camera_bev_blocks)
     lidar = LidarEncoder(grid, lidar_channels, lidar_coarse_points, lidar_fine_points, lidar_bev_blocks,
                          lidar_time_split)
     radar = RadarEncoder(grid, radar_channels, radar_points, radar_context, radar_doppler)

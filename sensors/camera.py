@@ -117,12 +117,11 @@ class CameraEncoder(nn.Module):
     """CameraData -> (B, channels, H, W) on the shared grid, at mode "low" or "high"."""
 
     def __init__(self, grid: BEVGrid, width: int = 16, channels: int = 32, heights: int = 4, bev_factor: int = 2,
-                 depth_bins: int = 32, blocks: int = 2, object_depth: bool = False):
+                 depth_bins: int = 32, blocks: int = 2):
         super().__init__()
         if depth_bins < 2:
             raise ValueError(f"CameraEncoder: depth_bins must be at least 2, got {depth_bins}")
         self.grid = grid
-        self.object_depth = object_depth
         self.heights = heights
         self.channels = self.out_channels = channels  # no measurement maps (fusion/detector.py fused_bev)
         self.depth_bins = depth_bins
@@ -192,28 +191,19 @@ class CameraEncoder(nn.Module):
         bev = (sampled * (weight * p_depth.to(weight.dtype) * self.depth_bins)).sum(1) / weight.sum(1).clamp(min=1.0)
         bev = self.stages[mode](rearrange(bev, "b c z h w -> b (c z) h w"))
         losses = {}
-        labels = box_depth = None
-        if boxes is not None:
-            labels, box_depth = semantic_targets(boxes, data, hw, tuple(semantic_logits.shape[-2:]), with_depth=True)
-            losses["semantic"] = self.semantic_loss(semantic_logits, data, labels)
         if lidar_points is not None and lidar_index is not None:
-            losses["depth"] = self.depth_loss(depth_logits, data, lidar_points, lidar_index,
-                                              box_depth if self.object_depth else None)
+            losses["depth"] = self.depth_loss(depth_logits, data, lidar_points, lidar_index)
+        if boxes is not None:
+            losses["semantic"] = self.semantic_loss(semantic_logits, data, boxes)
         return bev, losses
 
-    def depth_loss(self, depth_logits: Tensor, data: CameraData, points: Tensor, index: Tensor,
-                   box_depth: Tensor | None = None) -> Tensor:
+    def depth_loss(self, depth_logits: Tensor, data: CameraData, points: Tensor, index: Tensor) -> Tensor:
         """Cross-entropy of the depth logits (B, N, D, h, w) against the depth of the nearest LiDAR point in each
-        feature-map cell of each valid camera (cells without a point in DEPTH_RANGE are ignored); with `box_depth`
-        (B, N, h, w, inf off the boxes: semantic_targets' depth), the cells a box covers take its centre's depth
-        instead, so an object's every cell learns where the object stands, not only the few the LiDAR hits at
-        range (`object_depth`); 0 with a gradient when no cell has a target."""
+        feature-map cell of each valid camera (cells without a point in DEPTH_RANGE are ignored); 0 with a
+        gradient when no cell has a point."""
         D, h, w = depth_logits.shape[2:]
         lo, hi = DEPTH_RANGE
-        nearest = lidar_depth(data, points, index, (h, w))
-        if box_depth is not None:
-            nearest = torch.where(torch.isfinite(box_depth) & (box_depth > lo) & (box_depth < hi), box_depth, nearest)
-        nearest = nearest.flatten()
+        nearest = lidar_depth(data, points, index, (h, w)).flatten()
         logits = rearrange(depth_logits.float(), "b n d h w -> (b n h w) d")
         has = torch.isfinite(nearest)
         if not bool(has.any()):
@@ -221,10 +211,11 @@ class CameraEncoder(nn.Module):
         target = ((nearest[has] - lo) / (hi - lo) * D).long().clamp(0, D - 1)
         return F.cross_entropy(logits[has], target)
 
-    def semantic_loss(self, logits: Tensor, data: CameraData, target: Tensor) -> Tensor:
-        """Cross-entropy of the semantic logits (B, N, SEMANTIC_CLASSES, h, w) against semantic_targets (B, N, h, w),
-        averaged over the covered cells and over the background cells separately and then over the two (most cells
-        are background); valid cameras only."""
+    def semantic_loss(self, logits: Tensor, data: CameraData, boxes: list[Boxes]) -> Tensor:
+        """Cross-entropy of the semantic logits (B, N, SEMANTIC_CLASSES, h, w) against semantic_targets, averaged
+        over the covered cells and over the background cells separately and then over the two (most cells are
+        background); valid cameras only."""
+        target = semantic_targets(boxes, data, tuple(data.images.shape[-2:]), tuple(logits.shape[-2:]))
         valid = data.valid.bool()[:, :, None, None].expand_as(target)
         ce = F.cross_entropy(rearrange(logits.float(), "b n k h w -> (b n h w) k"), target.flatten(),
                              reduction="none")
@@ -254,17 +245,15 @@ def lidar_depth(data: CameraData, points: Tensor, index: Tensor, cells_hw: tuple
     return nearest.view(B, N, h, w)
 
 
-def semantic_targets(boxes: list[Boxes], data: CameraData, image_hw: tuple[int, int], cells_hw: tuple[int, int],
-                     with_depth: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+def semantic_targets(boxes: list[Boxes], data: CameraData, image_hw: tuple[int, int], cells_hw: tuple[int, int]
+                     ) -> Tensor:
     """(B, N, h, w) long: per cell of an (h, w) feature map of every camera, 1 + the class of the nearest box
-    (depth of its centre along the optical axis) whose projected outline (the 2D bounding rectangle of its corners)
-    covers the cell centre, 0 where none does. Boxes with a corner behind the camera are left out. with_depth: also
-    (B, N, h, w) float, that box's centre depth, inf where no box covers the cell."""
+    (distance from the camera to its centre) whose projected outline (the 2D bounding rectangle of its corners)
+    covers the cell centre, 0 where none does. Boxes with a corner behind the camera are left out."""
     B, N = data.images.shape[:2]
     h, w = cells_hw
     dev = data.images.device
     target = torch.zeros(B, N, h, w, dtype=torch.long, device=dev)
-    target_depth = torch.full((B, N, h, w), float("inf"), device=dev)
     v = (torch.arange(h, device=dev, dtype=torch.float32) + 0.5) / h * 2 - 1
     u = (torch.arange(w, device=dev, dtype=torch.float32) + 0.5) / w * 2 - 1
     for b, frame_boxes in enumerate(boxes):
@@ -285,5 +274,4 @@ def semantic_targets(boxes: list[Boxes], data: CameraData, image_hw: tuple[int, 
         nearest, k = dist.min(1)  # (N, h, w)
         label = frame_boxes.labels.to(dev).long()[k] + 1
         target[b] = torch.where(torch.isfinite(nearest), label, torch.zeros_like(label))
-        target_depth[b] = nearest
-    return (target, target_depth) if with_depth else target
+    return target
