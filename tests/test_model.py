@@ -252,6 +252,36 @@ def test_head_target_decode_round_trip(detector):
     assert len(head.decode(flat, score_threshold=0.0, max_detections=500)[0].scores) <= 500
 
 
+def test_head_direction_and_velocity_targets_by_hand(detector):
+    """The targets at a box's centre cell, against values worked out by hand (not through decode, which would
+    share a mistake with them): a car at (4.4, -2.0) m facing backwards-left (yaw 2.5 rad, cos < 0: direction 0)
+    moving along its heading at 5 m/s, and one facing forwards-right (yaw -0.4, direction 1) standing still.
+    The velocity targets are the boxes' own (vx, vy) in the ego frame, unscaled; the axis is (sin 2yaw, cos 2yaw)."""
+    head, g = detector.head, detector.head.grid
+    car = CLASSES.index("car")
+    boxes = torch.tensor([[4.4, -2.0, 0.8, 4.5, 1.9, 1.6, 2.5, 5 * math.cos(2.5), 5 * math.sin(2.5)],
+                          [-10.0, 8.0, 0.8, 4.5, 1.9, 1.6, -0.4, 0.0, 0.0]])
+    t = head.targets([Boxes(boxes, torch.tensor([car, car]), torch.tensor([0, 2]))])
+    assert int(t["mask"].sum()) == 2
+    for (x, y, _, _, _, _, yaw, vx, vy), forward in zip(boxes.tolist(), (0.0, 1.0)):
+        col, row = int((x - g.x_range[0]) // g.cell), int((y - g.y_range[0]) // g.cell)
+        assert bool(t["mask"][0, row, col]) and float(t["direction"][0, row, col]) == forward
+        reg = dict(zip(("dx", "dy", "z", "log_l", "log_w", "log_h", "sin2", "cos2", "vx", "vy"),
+                       t["regression"][0, :, row, col].tolist()))
+        assert reg["vx"] == pytest.approx(vx, abs=1e-5) and reg["vy"] == pytest.approx(vy, abs=1e-5)
+        assert reg["sin2"] == pytest.approx(math.sin(2 * yaw), abs=1e-5)
+        assert reg["cos2"] == pytest.approx(math.cos(2 * yaw), abs=1e-5)
+        assert float(t["heatmap"][0, car, row, col]) == 1.0
+    # a box turned by pi keeps its axis targets and flips its direction target
+    turned = boxes.clone()
+    turned[:, 6] += math.pi
+    t2 = head.targets([Boxes(turned, torch.tensor([car, car]), torch.tensor([0, 2]))])
+    m = t["mask"]
+    axis = lambda targets: targets["regression"][:, 6:8].permute(0, 2, 3, 1)[m]  # noqa: E731
+    assert torch.allclose(axis(t2), axis(t), atol=1e-5)
+    assert torch.equal(t2["direction"][m], 1 - t["direction"][m])
+
+
 @pytest.fixture
 def one_thread():
     """Run a test in one intra-op thread: these small convolutions gain nothing from two, and on a loaded 2-core
