@@ -9,7 +9,7 @@ import torch
 
 from fusion.cost import SHARED, branch_gflops, config_cost
 from fusion.detector import SensorConfig, build_detector
-from fusion.head import CenterHead
+from fusion.head import REG_DIMS, CenterHead
 from fusion.module import GateFusionModule, random_decisions
 from sensors.bev import BEVGrid
 from sensors.frame import Batch, Boxes, CameraData, FrameMeta, LidarData, RadarData
@@ -266,8 +266,7 @@ def test_head_direction_and_velocity_targets_by_hand(detector):
     for (x, y, _, _, _, _, yaw, vx, vy), forward in zip(boxes.tolist(), (0.0, 1.0)):
         col, row = int((x - g.x_range[0]) // g.cell), int((y - g.y_range[0]) // g.cell)
         assert bool(t["mask"][0, row, col]) and float(t["direction"][0, row, col]) == forward
-        reg = dict(zip(("dx", "dy", "z", "log_l", "log_w", "log_h", "sin2", "cos2", "vx", "vy"),
-                       t["regression"][0, :, row, col].tolist()))
+        reg = dict(zip(REG_DIMS, t["regression"][0, :, row, col].tolist()))
         assert reg["vx"] == pytest.approx(vx, abs=1e-5) and reg["vy"] == pytest.approx(vy, abs=1e-5)
         assert reg["sin2"] == pytest.approx(math.sin(2 * yaw), abs=1e-5)
         assert reg["cos2"] == pytest.approx(math.cos(2 * yaw), abs=1e-5)
