@@ -10,6 +10,14 @@ cells), regression, direction and attribute targets at the box's centre cell. Lo
 loss, masked L1 (squared error for velocity), direction binary cross-entropy, attribute cross-entropy among the
 attributes valid for the class. Decoding: 3x3 max-pool peak NMS, top-k, score threshold, at most `max_detections`
 per frame -> sensors.frame.Detections.
+
+Radial velocity at decoding (`doppler_channel`, the head input's channel where the radar's Doppler map starts,
+sensors/radar.py): the radar measures only the component of an object's velocity along its line of sight, r = (v . u)
+u. An object moves along its axis a (v = s a), so r . a = s (a . u)^2 and |r|^2 = s^2 (a . u)^2: s = |r|^2 / (r . a),
+the full velocity along the predicted heading (RadarNet's velocity resolution, Yang et al. 2020, without its learned
+attention over the returns). A detection takes it in place of its regressed velocity where its centre cell has radar
+returns, a radial speed of at least DOPPLER_MIN_SPEED and an axis within DOPPLER_MAX_ANGLE of the radial direction
+(beyond it, 1 / cos amplifies the noise); elsewhere it keeps the regressed one.
 """
 from __future__ import annotations
 
@@ -27,6 +35,8 @@ REG_DIMS = ("dx", "dy", "z", "log_l", "log_w", "log_h", "sin2", "cos2", "vx", "v
 # Velocity (half squared error, see loss) at 0.5; CenterPoint's 0.2 is for L1 over 20 epochs.
 REG_WEIGHTS = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5)
 VEL = REG_DIMS.index("vx")  # velocity dims: VEL and VEL + 1
+DOPPLER_MIN_SPEED = 0.5  # m/s of measured radial speed
+DOPPLER_MAX_ANGLE = math.pi / 3  # between the box axis and the radial direction: at most 2x amplification
 
 
 def valid_attributes() -> Tensor:
@@ -67,9 +77,11 @@ class CenterHead(nn.Module):
 
     def __init__(self, grid: BEVGrid, in_channels: int, channels: int = 32, min_radius: int = 2,
                  heatmap_weight: float = 1.0, regression_weight: float = 0.25, attribute_weight: float = 0.2,
-                 score_threshold: float = 0.05, max_detections: int = 500, direction_weight: float = 0.2):
+                 score_threshold: float = 0.05, max_detections: int = 500, direction_weight: float = 0.2,
+                 doppler_channel: int | None = None):
         super().__init__()
         self.grid = grid
+        self.doppler_channel = doppler_channel
         self.min_radius = min_radius
         self.weights = (heatmap_weight, regression_weight, attribute_weight, direction_weight)
         self.score_threshold = score_threshold
@@ -84,9 +96,12 @@ class CenterHead(nn.Module):
         self.register_buffer("reg_weights", torch.tensor(REG_WEIGHTS), persistent=False)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
+        out = {}
+        if self.doppler_channel is not None:  # (vx, vy, count) of the radar's Doppler map, for decode
+            out["doppler"] = x[:, self.doppler_channel:self.doppler_channel + 3]
         x = self.shared(x)
-        return {"heatmap": self.heatmap(x), "regression": self.regression(x), "attribute": self.attribute(x),
-                "direction": self.direction(x)}
+        return out | {"heatmap": self.heatmap(x), "regression": self.regression(x), "attribute": self.attribute(x),
+                      "direction": self.direction(x)}
 
     # targets -------------------------------------------------------------------------------------------------
     def targets(self, gt: list[Boxes], device=None) -> dict[str, Tensor]:
@@ -206,7 +221,10 @@ class CenterHead(nn.Module):
         forward = outputs["direction"].float().flatten(1).gather(1, pix) >= 0
         yaw = torch.where(forward, axis, axis + math.pi)
         yaw = torch.atan2(torch.sin(yaw), torch.cos(yaw))
-        boxes = torch.cat([xy, reg[..., 2:3], size, yaw[..., None], reg[..., 8:10]], -1)
+        velocity = reg[..., VEL:VEL + 2]
+        if "doppler" in outputs:
+            velocity = self.radial_velocity(outputs["doppler"].float(), pix, yaw, velocity)
+        boxes = torch.cat([xy, reg[..., 2:3], size, yaw[..., None], velocity], -1)
         attr_logits = outputs["attribute"].float().flatten(2).gather(2, pix[:, None].expand(-1, len(ATTRIBUTES), -1))
         valid = self.valid_attr[labels]  # (B, k, 8)
         attrs = attr_logits.transpose(1, 2).masked_fill(~valid, -torch.inf).argmax(-1)
@@ -216,3 +234,16 @@ class CenterHead(nn.Module):
             keep = scores[b] > thr
             out.append(Detections(boxes[b][keep], scores[b][keep], labels[b][keep], attrs[b][keep]))
         return out
+
+    @staticmethod
+    def radial_velocity(doppler: Tensor, pix: Tensor, yaw: Tensor, velocity: Tensor) -> Tensor:
+        """The full velocity along the heading from the radial one (module docstring). doppler (B, 3, H, W): the
+        Doppler map (vx, vy in m/s / 10, log(1 + count) / 5); pix (B, k) flat centre cells; yaw (B, k); velocity
+        (B, k, 2) regressed -> (B, k, 2)."""
+        cell = doppler.flatten(2).gather(2, pix[:, None].expand(-1, 3, -1)).transpose(1, 2)  # (B, k, 3)
+        radial, seen = cell[..., :2] * 10.0, cell[..., 2] > 0
+        axis = torch.stack([torch.cos(yaw), torch.sin(yaw)], -1)
+        speed2, along = (radial ** 2).sum(-1), (radial * axis).sum(-1)
+        use = seen & (speed2 >= DOPPLER_MIN_SPEED ** 2) & (along.abs() >= math.cos(DOPPLER_MAX_ANGLE) * speed2.sqrt())
+        full = axis * (speed2 / torch.where(use, along, torch.ones_like(along)))[..., None]
+        return torch.where(use[..., None], full, velocity)

@@ -10,10 +10,21 @@ to the point budget) weighs most for coarse. Per point: (x, y, z, intensity, tim
 canvas -> convs. The features are only scaled to O(1) (self.scale), not normalised per point: with a per-point
 LayerNorm after the linear layer (each point's features rescaled by their own spread), a 300-step LiDAR+radar
 training ended with a 13% higher heatmap loss (1.27 vs 1.11). The radar encoder does the same.
+
+With `motion`, MOTION_CHANNELS more channels follow the learned ones: the LiDAR's motion, measured and unlearned, as a
+map the detector hands to the head past the fusion and the decoder (fusion/detector.py), as the radar's Doppler map.
+The earlier sweeps are in the key frame's ego frame, so a still object's points from every sweep lie in one place and
+a moving one's key-sweep points lie ahead of its earlier ones by v x time lag. Per cell, over a MOTION_WINDOW x
+MOTION_WINDOW cell window and the points more than MOTION_MIN_HEIGHT above the local ground (the lowest point within
+GROUND_WINDOW cells; the ground does not move): (mean position of the key sweep's points - mean position of the
+earlier sweeps' points) / their mean time lag (vx, vy, m/s / 10, 0 where either is missing), and log(1 + the smaller
+count) / 5. The window clips a moving object's ends, so the map reads low; the head learns its scale. It is computed
+from all the points the encoder is given, whatever the mode (a few index_adds; fusion/cost.py counts the convs).
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
@@ -22,6 +33,13 @@ from sensors.frame import LidarData
 from sensors.points import TIME_LAG_SCALE, budget_points, scatter_max
 
 POINT_FEATURES = 10
+MOTION_CHANNELS = 3
+MOTION_WINDOW = 7  # cells: wide enough to hold a car's key-sweep and earlier points at once
+GROUND_WINDOW = 9  # cells
+MOTION_MIN_HEIGHT = 0.3  # m above the local ground
+KEY_LAG = 1e-3  # s: points with a smaller time lag are the key sweep's (nuScenes: exactly 0)
+
+
 class PillarNet(nn.Module):
     """(N, 5) points of B frames -> (B, channels, grid.H, grid.W) with pillars of `pillar` metres."""
 
@@ -72,13 +90,16 @@ class PillarNet(nn.Module):
 
 
 class LidarEncoder(nn.Module):
-    """LidarData -> (B, channels, H, W) on the shared grid; one PillarNet (own weights) per mode, each with `blocks`
-    conv blocks at its pillar grid."""
+    """LidarData -> (B, out_channels, H, W) on the shared grid; one PillarNet (own weights) per mode, each with `blocks`
+    conv blocks at its pillar grid; with `motion`, the motion map after the learned `channels`."""
 
     def __init__(self, grid: BEVGrid, channels: int = 32, coarse_points: int = 16384, fine_points: int = 65536,
-                 blocks: int = 3, time_split: bool = False):
+                 blocks: int = 3, time_split: bool = False, motion: bool = False):
         super().__init__()
-        self.channels = self.out_channels = channels  # no measurement maps (fusion/detector.py fused_bev)
+        self.grid = grid
+        self.channels = channels
+        self.motion = motion
+        self.out_channels = channels + (MOTION_CHANNELS if motion else 0)  # fusion/detector.py fused_bev
         self.modes = nn.ModuleDict({
             "coarse": PillarNet(grid, grid.cell * 2, coarse_points, channels, blocks, time_split),
             "fine": PillarNet(grid, grid.cell / 2, fine_points, channels, blocks, time_split),
@@ -89,4 +110,34 @@ class LidarEncoder(nn.Module):
             raise ValueError(f"LidarEncoder: unknown mode {mode!r}; expected one of {tuple(self.modes)}")
         if data.points.ndim != 2 or data.points.shape[1] < 5:
             raise ValueError(f"LidarEncoder: points must be (N, 5), got {tuple(data.points.shape)}")
-        return self.modes[mode](data.points.float(), data.batch_index.long(), batch_size)
+        points, batch_index = data.points.float(), data.batch_index.long()
+        bev = self.modes[mode](points, batch_index, batch_size)
+        if not self.motion:
+            return bev
+        return torch.cat([bev, self.motion_map(points, batch_index, batch_size)], 1)
+
+    def motion_map(self, points: Tensor, batch_index: Tensor, batch_size: int) -> Tensor:
+        """(N, 5) points of B frames -> (B, 3, H, W): the windowed key-sweep minus earlier-sweep displacement over
+        the time lag (m/s / 10) and log(1 + the smaller count) / 5 (module docstring)."""
+        g = self.grid
+        col, row, inside = g.cell_index(points[:, :2])
+        inside &= torch.isfinite(points[:, :5]).all(1)
+        points, flat = points[inside], ((batch_index * g.H + row) * g.W + col)[inside]
+        size = batch_size * g.H * g.W
+        lowest = points.new_full((size,), torch.inf).scatter_reduce(0, flat, points[:, 2], "amin")
+        lowest = rearrange(lowest.clamp(max=1e4), "(b h w) -> b 1 h w", b=batch_size, h=g.H)
+        ground = -F.max_pool2d(-lowest, GROUND_WINDOW, 1, GROUND_WINDOW // 2).flatten()
+        above = points[:, 2] > ground[flat] + MOTION_MIN_HEIGHT
+        points, flat = points[above], flat[above]
+        key = (points[:, 4] < KEY_LAG).to(points.dtype)[:, None]
+        xy, lag = points[:, :2], points[:, 4:5]
+        values = torch.cat([xy * key, key, xy * (1 - key), lag * (1 - key), 1 - key], 1)
+        sums = rearrange(points.new_zeros(size, 7).index_add_(0, flat, values), "(b h w) c -> b c h w",
+                         b=batch_size, h=g.H)
+        sums = F.avg_pool2d(sums, MOTION_WINDOW, 1, MOTION_WINDOW // 2, count_include_pad=True) * MOTION_WINDOW ** 2
+        n_key, n_old = sums[:, 2:3], sums[:, 6:7]
+        both = (n_key > 0.5) & (n_old > 0.5)
+        shift = sums[:, 0:2] / n_key.clamp(min=1.0) - sums[:, 3:5] / n_old.clamp(min=1.0)
+        velocity = shift / (sums[:, 5:6] / n_old.clamp(min=1.0)).clamp(min=1e-3)
+        velocity = torch.where(both, velocity.clamp(-30.0, 30.0), torch.zeros_like(velocity))
+        return torch.cat([velocity / 10.0, torch.log1p(torch.minimum(n_key, n_old)) / 5.0], 1)

@@ -556,6 +556,100 @@ def test_radar_context_runs_a_half_resolution_level_and_keeps_the_shared_grid():
     assert seen == [(1, 16, grid.H // 2, grid.W // 2)]
 
 
+def test_lidar_motion_map_measures_the_sweep_to_sweep_displacement_above_the_ground():
+    from sensors.lidar import MOTION_CHANNELS, LidarEncoder
+
+    grid = BEVGrid((-25.6, 25.6), (-25.6, 25.6), 0.8, (-2.0, 4.0))
+    gen = torch.Generator().manual_seed(0)
+
+    def cluster(x, y, lag, n=20):  # points 1 m above the ground in a 0.4 m square at (x, y)
+        p = torch.zeros(n, 5)
+        p[:, :2] = torch.tensor([x, y]) + torch.rand(n, 2, generator=gen) * 0.4
+        p[:, 2], p[:, 4] = 1.0, lag
+        return p
+
+    # frame 0: a car at (12, 0) that was 1 m behind 0.2 s earlier (5 m/s along x), a still object at (-10, 5) seen
+    # identically in both sweeps, and ground points everywhere in both sweeps; frame 1: ground only
+    still = cluster(-10.0, 5.0, 0.0)
+    earlier = still.clone()
+    earlier[:, 4] = 0.2
+    ground = torch.zeros(4000, 5)
+    ground[:, :2] = torch.rand(4000, 2, generator=gen) * 40 - 20
+    ground[:, 4] = (torch.arange(4000) % 2) * 0.2
+    frame0 = torch.cat([cluster(12.0, 0.0, 0.0), cluster(11.0, 0.0, 0.2), still, earlier, ground])
+    points = torch.cat([frame0, ground])
+    batch_index = torch.cat([torch.zeros(len(frame0)), torch.ones(len(ground))]).long()
+    enc = LidarEncoder(grid, 8, 1024, 4096, 1, motion=True)
+    out = enc(LidarData(points, batch_index), 2, "coarse")
+    assert out.shape == (2, 8 + MOTION_CHANNELS, grid.H, grid.W) and enc.out_channels == 8 + MOTION_CHANNELS
+    motion = out[:, 8:].detach()
+
+    def at(b, x, y):
+        col, row, _ = grid.cell_index(torch.tensor([[x, y]]))
+        return motion[b, :, int(row), int(col)]
+
+    vx, vy, n = at(0, 11.8, 0.2)
+    assert float(vx) * 10 == pytest.approx(5.0, abs=0.6) and abs(float(vy)) * 10 < 0.6
+    assert float(n) == pytest.approx(math.log(21) / 5)
+    assert at(0, -9.8, 5.2)[:2].abs().max() * 10 < 0.6  # still
+    assert motion[1].abs().max() == 0  # the ground alone: nothing above it, no motion
+    assert at(0, 0.0, -15.0).abs().max() == 0
+    # the detector hands it to the head past fusion and decoder
+    det = build_detector(bev_range=25.6, bev_cell=0.8, camera_width=4, camera_channels=8, camera_heights=2,
+                         camera_bev_factor=1, lidar_channels=8, radar_channels=8, fusion_channels=8, bev_channels=8,
+                         head_channels=8, lidar_motion=True).eval()
+    bev = det.fused_bev({"lidar": det.lidar(LidarData(points, batch_index), 2)},
+                        torch.tensor([[False, True, False]] * 2))
+    assert bev.shape[1] == 8 + MOTION_CHANNELS and torch.allclose(bev[:, 8:], out[:, 8:])
+
+
+def test_radial_velocity_is_resolved_along_the_heading():
+    # a radar sees an object moving at 10 m/s along +x from 30 degrees off its axis: radial = 10 cos30 along u
+    u = torch.tensor([math.cos(math.pi / 6), math.sin(math.pi / 6)])
+    radial = 10 * math.cos(math.pi / 6) * u
+    doppler = torch.zeros(1, 3, 2, 2)
+    doppler[0, :2, 0, 0] = radial / 10.0
+    doppler[0, 2, 0, 0] = math.log(2) / 5  # one return
+    doppler[0, :2, 0, 1] = torch.tensor([0.0, 0.9])  # 9 m/s radial, 90 degrees off the axis: kept as regressed
+    doppler[0, 2, 0, 1] = math.log(2) / 5
+    doppler[0, :2, 1, 0] = torch.tensor([0.02, 0.0])  # 0.2 m/s: too slow to resolve
+    doppler[0, 2, 1, 0] = math.log(2) / 5
+    # cell (1, 1): no returns
+    pix = torch.tensor([[0, 0, 1, 2, 3]])
+    yaw = torch.tensor([[0.0, math.pi, 0.0, 0.0, 0.0]])  # the second reads the same cell with the heading flipped
+    regressed = torch.full((1, 5, 2), 7.0)
+    v = CenterHead.radial_velocity(doppler, pix, yaw, regressed)
+    assert torch.allclose(v[0, 0], torch.tensor([10.0, 0.0]), atol=1e-4)
+    assert torch.allclose(v[0, 1], torch.tensor([10.0, 0.0]), atol=1e-4)  # the sign comes from the measurement
+    assert torch.equal(v[0, 2:], regressed[0, 2:])
+    # decode uses it where the detector was built with doppler_velocity, read from the Doppler map's channels of the
+    # head's input; it needs the Doppler map
+    with pytest.raises(ValueError, match="doppler_velocity needs radar_doppler"):
+        build_detector(doppler_velocity=True)
+    kw = dict(bev_range=25.6, bev_cell=1.6, camera_width=4, camera_channels=8, camera_heights=2, camera_bev_factor=1,
+              lidar_channels=8, radar_channels=8, fusion_channels=8, bev_channels=8, head_channels=8,
+              radar_doppler=True, lidar_motion=True)
+    torch.manual_seed(0)
+    plain = build_detector(**kw).eval()
+    torch.manual_seed(0)
+    resolved = build_detector(**kw, doppler_velocity=True).eval()
+    points = torch.zeros(3, 7)
+    points[:, 0], points[:, 1], points[:, 4] = torch.tensor([10.0, 10.5, 11.0]), 0.3, 6.0
+    feats = {"radar": plain.radar(RadarData(points, torch.zeros(3, dtype=torch.long)), 1)}
+    used = torch.tensor([[False, False, True]])
+    a, b = plain.shared(feats, used), resolved.shared(feats, used)
+    assert "doppler" not in a and torch.equal(b["doppler"], plain.fused_bev(feats, used)[:, -3:])
+    col, row, _ = plain.grid.cell_index(torch.tensor([[10.5, 0.3]]))
+    r, c = int(row), int(col)
+    a["heatmap"][0, 0, r, c] = b["heatmap"][0, 0, r, c] = 10.0  # a car on the returns' cell
+    a["direction"][0, 0, r, c] = b["direction"][0, 0, r, c] = 5.0  # heading the axis' forward end
+    a["regression"][0, 6:8, r, c] = b["regression"][0, 6:8, r, c] = torch.tensor([0.0, 1.0])  # axis along x
+    da, db = plain.head.decode(a)[0], resolved.head.decode(b)[0]
+    assert not torch.allclose(da.boxes[0, 7:9], torch.tensor([6.0, 0.0]), atol=0.5)
+    assert torch.allclose(db.boxes[0, 7:9], torch.tensor([6.0, 0.0]), atol=1e-3)
+    assert torch.equal(da.boxes[:, :7], db.boxes[:, :7])
+
+
 def test_radar_doppler_map_carries_the_measured_velocity_to_the_head():
     from sensors.radar import DOPPLER_CHANNELS, DOPPLER_WINDOW, RadarEncoder
 
