@@ -60,6 +60,18 @@ def _few(keys, n: int = 3) -> str:
     return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
 
 
+def set_doppler_velocity(detector, on: bool, source) -> None:
+    """Switch the head's decoding with the radial velocity (build_detector doppler_velocity) on or off; it reads the
+    radar's Doppler map, the last channels of the head's input."""
+    from sensors.radar import DOPPLER_CHANNELS
+
+    radar = detector.radar
+    if on and radar.out_channels == radar.channels:
+        raise ValueError(f"{source}: --doppler-velocity needs a detector trained with radar_doppler (no Doppler map)")
+    measured = sum(e.out_channels - e.channels for e in (detector.camera, detector.lidar, detector.radar))
+    detector.head.doppler_channel = detector.decoder.channels + measured - DOPPLER_CHANNELS if on else None
+
+
 def load_checkpoint(path: str | Path, map_location="cpu"):
     """A GateFusionModule from a Lightning checkpoint (weights_only loading), and the data settings it was trained
     with. Raises ValueError naming the file when it is missing, corrupt, not a gatefusion checkpoint (its weights
@@ -154,6 +166,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--severity", type=int, default=None, help="severity 1-5 of --corruption (none for the faults)")
     p.add_argument("--per-condition", action=argparse.BooleanOptionalAction, default=True,
                    help="also score each condition subset (day, night, fog, ...; about 1 s each on the demo world)")
+    p.add_argument("--doppler-velocity", action=argparse.BooleanOptionalAction, default=None,
+                   help="decode with (or without) the radar's radial velocity resolved along each box's heading "
+                        "(fusion/head.py), whatever the checkpoint was trained with; decoding only")
     return p.parse_args(argv)
 
 
@@ -189,6 +204,8 @@ def main(argv=None) -> dict:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
     model, data_hp = load_checkpoint(args.ckpt)
+    if args.doppler_velocity is not None:
+        set_doppler_velocity(model.detector, args.doppler_velocity, args.ckpt)
     model = model.to(device).eval()
     sensors = SensorConfig.parse(args.sensors) if args.sensors else None
     settings = dict(lidar_sweeps=data_hp.get("lidar_sweeps", 3), radar_sweeps=data_hp.get("radar_sweeps", 3),

@@ -648,6 +648,15 @@ def test_radial_velocity_is_resolved_along_the_heading():
     assert not torch.allclose(da.boxes[0, 7:9], torch.tensor([6.0, 0.0]), atol=0.5)
     assert torch.allclose(db.boxes[0, 7:9], torch.tensor([6.0, 0.0]), atol=1e-3)
     assert torch.equal(da.boxes[:, :7], db.boxes[:, :7])
+    # eval.py --doppler-velocity switches it on a detector built without it, at the same channel
+    from eval import set_doppler_velocity
+
+    set_doppler_velocity(plain, True, "test")
+    assert plain.head.doppler_channel == resolved.head.doppler_channel
+    set_doppler_velocity(plain, False, "test")
+    assert plain.head.doppler_channel is None
+    with pytest.raises(ValueError, match="needs a detector trained with radar_doppler"):
+        set_doppler_velocity(build_detector(), True, "test")
 
 
 def test_radar_doppler_map_carries_the_measured_velocity_to_the_head():
