@@ -60,18 +60,6 @@ def _few(keys, n: int = 3) -> str:
     return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
 
 
-def set_doppler_velocity(detector, on: bool, source) -> None:
-    """Switch the head's decoding with the radial velocity (build_detector doppler_velocity) on or off; it reads the
-    radar's Doppler map, the last channels of the head's input."""
-    from sensors.radar import DOPPLER_CHANNELS
-
-    radar = detector.radar
-    if on and radar.out_channels == radar.channels:
-        raise ValueError(f"{source}: --doppler-velocity needs a detector trained with radar_doppler (no Doppler map)")
-    measured = sum(e.out_channels - e.channels for e in (detector.camera, detector.lidar, detector.radar))
-    detector.head.doppler_channel = detector.decoder.channels + measured - DOPPLER_CHANNELS if on else None
-
-
 def load_checkpoint(path: str | Path, map_location="cpu"):
     """A GateFusionModule from a Lightning checkpoint (weights_only loading), and the data settings it was trained
     with. Raises ValueError naming the file when it is missing, corrupt, not a gatefusion checkpoint (its weights
@@ -205,7 +193,10 @@ def main(argv=None) -> dict:
                           "cpu" if args.device == "auto" else args.device)
     model, data_hp = load_checkpoint(args.ckpt)
     if args.doppler_velocity is not None:
-        set_doppler_velocity(model.detector, args.doppler_velocity, args.ckpt)
+        try:
+            model.detector.set_doppler_velocity(args.doppler_velocity)
+        except ValueError as e:
+            raise ValueError(f"{args.ckpt}: --doppler-velocity: {e}") from None
     model = model.to(device).eval()
     sensors = SensorConfig.parse(args.sensors) if args.sensors else None
     settings = dict(lidar_sweeps=data_hp.get("lidar_sweeps", 3), radar_sweeps=data_hp.get("radar_sweeps", 3),

@@ -219,6 +219,14 @@ class FusionDetector(nn.Module):
             outputs["camera_frames"] = rows
         return outputs
 
+    def set_doppler_velocity(self, on: bool) -> None:
+        """Decode with (on) or without the radar's radial velocity resolved along each box's heading (fusion/head.py);
+        the head reads it from the radar's Doppler map, the last channels of its input (fused_bev). Decoding only."""
+        if on and self.radar.out_channels == self.radar.channels:
+            raise ValueError("doppler_velocity needs radar_doppler (the Doppler map it reads)")
+        measured = sum(e.out_channels - e.channels for e in (self.camera, self.lidar, self.radar))
+        self.head.doppler_channel = self.decoder.channels + measured - DOPPLER_CHANNELS if on else None
+
     def shared(self, features: dict[str, Tensor | None], used: Tensor, weights: Tensor | None = None
                ) -> dict[str, Tensor]:
         """Fusion + decoder + head on given encoder features (used by fusion/cost.py)."""
@@ -277,17 +285,15 @@ def build_detector(bev_range: float = 51.2, bev_cell: float = 0.8, z_min: float 
     fusion = MaskedFusion({"camera": camera_channels, "lidar": lidar_channels, "radar": radar_channels},
                           fusion_channels)
     decoder = BEVDecoder(fusion_channels + len(SENSORS), bev_channels)
-    if doppler_velocity and not radar_doppler:
-        raise ValueError("build_detector: doppler_velocity needs radar_doppler (the Doppler map it reads)")
     measured = sum(e.out_channels - e.channels for e in (camera, lidar, radar))
-    doppler_channel = bev_channels + measured - DOPPLER_CHANNELS if doppler_velocity else None  # radar's come last
     head = CenterHead(grid, bev_channels + measured, head_channels,
                       heatmap_weight=heatmap_weight, regression_weight=regression_weight,
                       attribute_weight=attribute_weight, direction_weight=direction_weight,
-                      score_threshold=score_threshold, max_detections=max_detections,
-                      doppler_channel=doppler_channel)
+                      score_threshold=score_threshold, max_detections=max_detections)
     aux_head = None
     if camera_heatmap:
         aux_head = nn.Conv2d(camera_channels, len(CLASSES), 3, padding=1)
         nn.init.constant_(aux_head.bias, -math.log((1 - 0.01) / 0.01))
-    return FusionDetector(camera, lidar, radar, fusion, decoder, head, aux_head)
+    detector = FusionDetector(camera, lidar, radar, fusion, decoder, head, aux_head)
+    detector.set_doppler_velocity(doppler_velocity)
+    return detector

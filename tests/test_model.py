@@ -649,14 +649,12 @@ def test_radial_velocity_is_resolved_along_the_heading():
     assert torch.allclose(db.boxes[0, 7:9], torch.tensor([6.0, 0.0]), atol=1e-3)
     assert torch.equal(da.boxes[:, :7], db.boxes[:, :7])
     # eval.py --doppler-velocity switches it on a detector built without it, at the same channel
-    from eval import set_doppler_velocity
-
-    set_doppler_velocity(plain, True, "test")
+    plain.set_doppler_velocity(True)
     assert plain.head.doppler_channel == resolved.head.doppler_channel
-    set_doppler_velocity(plain, False, "test")
+    plain.set_doppler_velocity(False)
     assert plain.head.doppler_channel is None
-    with pytest.raises(ValueError, match="needs a detector trained with radar_doppler"):
-        set_doppler_velocity(build_detector(), True, "test")
+    with pytest.raises(ValueError, match="doppler_velocity needs radar_doppler"):
+        build_detector().set_doppler_velocity(True)
 
 
 def test_radar_doppler_map_carries_the_measured_velocity_to_the_head():
