@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from sensors.bev import BEVGrid, BEVStage
 from sensors.frame import LidarData
-from sensors.points import TIME_LAG_SCALE, budget_points, scatter_max
+from sensors.points import TIME_LAG_SCALE, budget_points, scatter_max, window_sums
 
 POINT_FEATURES = 10
 MOTION_CHANNELS = 3
@@ -133,9 +133,7 @@ class LidarEncoder(nn.Module):
         key = (points[:, 4] < KEY_LAG).to(points.dtype)[:, None]
         xy, lag = points[:, :2], points[:, 4:5]
         values = torch.cat([xy * key, key, xy * (1 - key), lag * (1 - key), 1 - key], 1)
-        sums = rearrange(points.new_zeros(size, 7).index_add_(0, flat, values), "(b h w) c -> b c h w",
-                         b=batch_size, h=g.H)
-        sums = F.avg_pool2d(sums, MOTION_WINDOW, 1, MOTION_WINDOW // 2, count_include_pad=True) * MOTION_WINDOW ** 2
+        sums = window_sums(values, flat, batch_size, g, MOTION_WINDOW)
         n_key, n_old = sums[:, 2:3], sums[:, 6:7]
         both = (n_key > 0.5) & (n_old > 0.5)
         shift = sums[:, 0:2] / n_key.clamp(min=1.0) - sums[:, 3:5] / n_old.clamp(min=1.0)

@@ -1,9 +1,14 @@
 """Point-cloud helpers shared by the LiDAR and radar encoders: the per-frame point budget, the max of point
-features per BEV cell, and the time-lag scale of both sensors' point features."""
+features per BEV cell, the sum of point values over a window of cells (their measurement maps), and the time-lag
+scale of both sensors' point features."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor
+
+from sensors.bev import BEVGrid
 
 TIME_LAG_SCALE = 0.2  # seconds; nuScenes LiDAR sweeps come every 0.05 s, radar every ~0.07 s
 
@@ -40,3 +45,11 @@ def scatter_max(feats: Tensor, flat_index: Tensor, size: int) -> Tensor:
     """Max of non-negative (P, C) features per cell -> (size, C); empty cells are 0."""
     out = feats.new_zeros(size, feats.shape[1])
     return out.scatter_reduce(0, flat_index[:, None].expand(-1, feats.shape[1]), feats, "amax", include_self=True)
+
+
+def window_sums(values: Tensor, flat_index: Tensor, batch_size: int, grid: BEVGrid, window: int) -> Tensor:
+    """Sum of (P, C) point values over the window x window cells around each cell of B frames' grids (points in flat
+    cells `flat_index`, zero padding at the edges) -> (B, C, H, W)."""
+    sums = values.new_zeros(batch_size * grid.H * grid.W, values.shape[1]).index_add_(0, flat_index, values)
+    sums = rearrange(sums, "(b h w) c -> b c h w", b=batch_size, h=grid.H)
+    return F.avg_pool2d(sums, window, 1, window // 2, count_include_pad=True) * window ** 2

@@ -9,13 +9,12 @@ decoder (fusion/detector.py), so that the velocity regression can read what the 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
 from sensors.bev import BEVGrid, BEVStage, conv_block
 from sensors.frame import RadarData
-from sensors.points import TIME_LAG_SCALE, budget_points, scatter_max
+from sensors.points import TIME_LAG_SCALE, budget_points, scatter_max, window_sums
 
 POINT_FEATURES = 9
 DOPPLER_CHANNELS = 3
@@ -67,10 +66,7 @@ class RadarEncoder(nn.Module):
 
     def doppler_map(self, velocity: Tensor, flat: Tensor, batch_size: int) -> Tensor:
         """(P, 2) scaled velocities of points in cells `flat` -> (B, 3, H, W): windowed mean velocity and count."""
-        g = self.grid
-        sums = velocity.new_zeros(batch_size * g.H * g.W, 3)
-        sums = sums.index_add(0, flat, torch.cat([velocity, torch.ones_like(velocity[:, :1])], 1))
-        sums = rearrange(sums, "(b h w) c -> b c h w", b=batch_size, h=g.H)
-        sums = F.avg_pool2d(sums, DOPPLER_WINDOW, 1, DOPPLER_WINDOW // 2, count_include_pad=True) * DOPPLER_WINDOW ** 2
+        values = torch.cat([velocity, torch.ones_like(velocity[:, :1])], 1)
+        sums = window_sums(values, flat, batch_size, self.grid, DOPPLER_WINDOW)
         count = sums[:, 2:]
         return torch.cat([sums[:, :2] / count.clamp(min=1.0), torch.log1p(count) / 5.0], 1)

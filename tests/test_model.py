@@ -595,9 +595,7 @@ def test_lidar_motion_map_measures_the_sweep_to_sweep_displacement_above_the_gro
     assert motion[1].abs().max() == 0  # the ground alone: nothing above it, no motion
     assert at(0, 0.0, -15.0).abs().max() == 0
     # the detector hands it to the head past fusion and decoder
-    det = build_detector(bev_range=25.6, bev_cell=0.8, camera_width=4, camera_channels=8, camera_heights=2,
-                         camera_bev_factor=1, lidar_channels=8, radar_channels=8, fusion_channels=8, bev_channels=8,
-                         head_channels=8, lidar_motion=True).eval()
+    det = build_detector(**(TINY | dict(bev_cell=0.8, lidar_motion=True))).eval()
     bev = det.fused_bev({"lidar": det.lidar(LidarData(points, batch_index), 2)},
                         torch.tensor([[False, True, False]] * 2))
     assert bev.shape[1] == 8 + MOTION_CHANNELS and torch.allclose(bev[:, 8:], out[:, 8:])
@@ -626,9 +624,7 @@ def test_radial_velocity_is_resolved_along_the_heading():
     # head's input; it needs the Doppler map
     with pytest.raises(ValueError, match="doppler_velocity needs radar_doppler"):
         build_detector(doppler_velocity=True)
-    kw = dict(bev_range=25.6, bev_cell=1.6, camera_width=4, camera_channels=8, camera_heights=2, camera_bev_factor=1,
-              lidar_channels=8, radar_channels=8, fusion_channels=8, bev_channels=8, head_channels=8,
-              radar_doppler=True, lidar_motion=True)
+    kw = TINY | dict(radar_doppler=True, lidar_motion=True)
     torch.manual_seed(0)
     plain = build_detector(**kw).eval()
     torch.manual_seed(0)
