@@ -24,3 +24,12 @@ LIDAR = "LIDAR_TOP"
 LIDAR_DIMS = ("x", "y", "z", "intensity", "time_lag")
 RADAR_DIMS = ("x", "y", "z", "rcs", "vx", "vy", "time_lag")
 BOX_DIMS = ("x", "y", "z", "l", "w", "h", "yaw", "vx", "vy")
+
+# Evaluation labels parsed from a scene description (parse_conditions in datasets/): one lighting and one
+# weather per scene. They group frames in the metrics and the pictures; the gate never sees them.
+LIGHTINGS = ("day", "dusk", "night")
+WEATHERS = ("clear", "rain", "fog")
+CONDITIONS = LIGHTINGS + WEATHERS
+
+# Camera images are resized to this (width, height) before the camera branch unless a config says otherwise.
+IMAGE_SIZE = (320, 180)
