@@ -19,6 +19,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from sensors.names import IMAGE_SIZE
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -37,7 +39,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--interactive", action="store_true", help="open the 3D view in a window (needs a display)")
     p.add_argument("--lidar-sweeps", type=int, default=3, help="LiDAR sweeps drawn per frame")
     p.add_argument("--radar-sweeps", type=int, default=3, help="radar sweeps drawn per frame")
-    p.add_argument("--image-width", type=int, default=320, help="camera images are drawn this wide (aspect kept)")
+    p.add_argument("--image-width", type=int, default=IMAGE_SIZE[0],
+                   help="camera images are drawn this wide (aspect kept; default: the model's default width)")
     p.add_argument("--cache-dir", default=None, help="where the dataset index cache goes")
     return p.parse_args(argv)
 
@@ -49,8 +52,10 @@ def main(argv=None) -> dict:
     from tqdm import tqdm
 
     from datasets.nuscenes import NuScenesDataset
-    from datasets.report import (class_ranges, draw_panel, draw_timeline, ego_detections, load_run, match_frame,
-                                 render_3d, save_gif, save_png, write_report)
+    from report.figures import draw_panel, draw_timeline, save_gif, save_png
+    from report.page import write_report
+    from report.run import class_ranges, ego_detections, load_run, match_frame
+    from report.view3d import render_3d
     from sensors.names import MODES
 
     t0 = time.perf_counter()

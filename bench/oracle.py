@@ -13,7 +13,7 @@ sensors, data and --limit, as bench/static_configs.py does). Then, per frame:
 - score of a configuration = (ground-truth boxes matched by its detections with score > --score-threshold, those
   detections that matched nothing). Matching is the devkit's at its loosest threshold, 2 m (per class,
   detections by descending score each take the nearest free ground-truth box whose x-y centre is < 2 m away;
-  datasets/report/run.match_frame). Both sides first go through the devkit's own filter, as DetectionEval does
+  report/run.match_frame). Both sides first go through the devkit's own filter, as DetectionEval does
   (class range of detection_cvpr_2019, ground truth without a LiDAR/radar point, bicycles in bike racks);
 - cost = the frame's cost in that configuration's records.jsonl (the fraction of full by the model's latency table,
   the gate's unit), then its counted gflops, then its measured ms;
@@ -61,7 +61,7 @@ def frame_score(detections: list[dict], gt: list[dict], threshold: float, max_di
     """(ground-truth boxes matched by a detection with detection_score > threshold, such detections that match
     nothing); the devkit's matching rule (match_frame) on x-y centres of devkit-layout dicts (translation,
     detection_name, detection_score). No range filtering here: the caller passes the boxes the devkit would score."""
-    from datasets.report.run import match_frame
+    from report.run import match_frame
     from sensors.names import CLASSES
 
     dets = [d for d in detections if d["detection_score"] > threshold]
@@ -114,7 +114,7 @@ def oracle_results(eval_dirs: dict[str, Path], gt_by_token: Boxes, threshold: fl
     latency_ms, score, full's score / gflops / latency_ms, gt (boxes scored), conditions, faults, and scores (every
     configuration's). One results.json is in memory at a time.
     """
-    from datasets.report.run import load_run
+    from report.run import load_run
     from fusion.detector import SensorConfig
     from sensors.names import SENSORS
 
@@ -252,7 +252,7 @@ def oracle_from_dirs(eval_dirs: dict[str, Path], nusc, split: str, out: str | Pa
     out/metrics.json (the devkit's metrics of the oracle's results and of full's, overall and per frame_groups;
     cost stats; selection shares), and returns the metrics."""
     from datasets.evaluation import official_eval, write_json, write_results
-    from datasets.report.run import load_run
+    from report.run import load_run
     from sensors.names import SENSORS
 
     out = Path(out)

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from datasets.augment import Chain, CorruptionAugment, GlobalAugment, SeededSampler
 from datasets.nuscenes import NuScenesDataset
 from sensors.frame import collate
+from sensors.names import IMAGE_SIZE
 
 
 class NuScenesDataModule(pl.LightningDataModule):
@@ -21,7 +22,7 @@ class NuScenesDataModule(pl.LightningDataModule):
 
     def __init__(self, dataroot: str, version: str = "v1.0-synth", train_split: str = "synth_train",
                  val_split: str = "synth_val", batch_size: int = 4, num_workers: int = 2, lidar_sweeps: int = 3,
-                 radar_sweeps: int = 3, image_size: tuple[int, int] = (320, 180), augment: bool = True,
+                 radar_sweeps: int = 3, image_size: tuple[int, int] = IMAGE_SIZE, augment: bool = True,
                  cache_dir: str | None = None, seed: int = 0, train_corruptions: list[str] | None = None,
                  train_corruption_prob: float = 0.0):
         super().__init__()

@@ -21,10 +21,9 @@ import torch
 
 from sensors.frame import Detections, FrameMeta
 from sensors.geometry import box_to_nuscenes
-from sensors.names import ATTRIBUTES, CLASSES
+from sensors.names import ATTRIBUTES, CLASSES, CONDITIONS
 
 MAX_BOXES_PER_SAMPLE = 500
-CONDITION_GROUPS = ("day", "dusk", "night", "clear", "rain", "fog")
 
 
 def detections_to_results(detections: list[Detections], metas: list[FrameMeta]) -> dict[str, list[dict]]:
@@ -189,14 +188,14 @@ def motion_errors(gt_boxes, pred_boxes, tokens: list[str], dist_th: float = 2.0,
 
 
 def condition_subsets(metas: list[FrameMeta]) -> dict[str, list[str]]:
-    """Frames grouped by condition tag (day/dusk/night, clear/rain/fog) and by sensor fault (fault, no-fault)."""
+    """Frames grouped by condition tag (sensors.names CONDITIONS) and by sensor fault (fault, no-fault)."""
     groups: dict[str, list[str]] = defaultdict(list)
     for m in metas:
         for tag in m.conditions:
-            if tag in CONDITION_GROUPS:
+            if tag in CONDITIONS:
                 groups[tag].append(m.sample_token)
         groups["fault" if m.faults else "no-fault"].append(m.sample_token)
-    order = list(CONDITION_GROUPS) + ["fault", "no-fault"]
+    order = list(CONDITIONS) + ["fault", "no-fault"]
     return {k: groups[k] for k in order if groups.get(k)}
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from datasets.nuscenes import (
-    LIDAR_MAX_RING, _read_faults, available_splits, check_dataroot, parse_conditions, split_scenes,
-)
+from datasets.index import parse_conditions, read_faults
+from datasets.readers import LIDAR_MAX_RING
+from datasets.splits import available_splits, check_dataroot, split_scenes
 from sensors.names import CLASSES, LIDAR
 
 
@@ -68,7 +68,7 @@ def inspect(dataroot: str, version: str, split: str | None = None, out=None) -> 
     nusc = NuScenes(version=version, dataroot=str(root), verbose=False)
     names = set(split_scenes(root, version, split)) if split else {s["name"] for s in nusc.scene}
     scenes = [s for s in nusc.scene if s["name"] in names]
-    faults = _read_faults(root, version)
+    faults = read_faults(root, version)
 
     samples = []
     for scene in scenes:

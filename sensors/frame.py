@@ -133,7 +133,7 @@ class Detections:
 class FrameMeta:
     """What a frame is, for bookkeeping and per-condition metrics (no tensors).
 
-    conditions: tags parsed from the scene description, one of day/dusk/night and one of clear/rain/fog
+    conditions: tags parsed from the scene description, one of sensors.names LIGHTINGS and one of WEATHERS
                 (plus e.g. "traffic-dense" where known)
     faults:     sensors (SENSORS names) with a known fault event in this frame: read from the synthetic world's
                 ground truth, or found while loading (a sensor file missing or corrupt)

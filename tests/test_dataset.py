@@ -1,5 +1,6 @@
-"""Tests of the nuScenes-format data pipeline (datasets/nuscenes.py, augment.py, datamodule.py, inspect.py) on the
-tiny synthetic world, checked against the devkit's own readers, boxes and projections."""
+"""Tests of the nuScenes-format data pipeline (datasets/splits.py, index.py, readers.py, nuscenes.py, augment.py,
+datamodule.py, inspect.py) on the tiny synthetic world, checked against the devkit's own readers, boxes and
+projections."""
 from __future__ import annotations
 
 import io
@@ -15,7 +16,9 @@ import pytest
 import torch
 
 from datasets.augment import GlobalAugment, SeededSampler, augment_frame
-from datasets.nuscenes import NuScenesDataset, build_index, index_key, parse_conditions, read_radar, scale_intrinsic
+from datasets.index import build_index, index_key, parse_conditions
+from datasets.nuscenes import NuScenesDataset
+from datasets.readers import read_radar, scale_intrinsic
 from sensors.frame import collate
 from sensors.geometry import apply, box_corners, invert, points_in_boxes, transform
 from sensors.names import CAMERAS, CLASSES, LIDAR, RADARS
@@ -362,7 +365,7 @@ def _all_sensor_files(root: Path) -> list[str]:
 def test_dataroot_without_sensor_files_stops_at_construction(world_copy, tmp_path):
     """Tables fine, every sensor file gone: the constructor (reached by train.py and eval.py before any step)
     raises one error naming the dataroot, split, key-frame count and each sensor with an example path."""
-    from datasets.nuscenes import MissingSensorFilesError
+    from datasets.readers import MissingSensorFilesError
 
     _delete_files(world_copy, _all_sensor_files(world_copy))
     with pytest.raises(MissingSensorFilesError) as e:
@@ -379,7 +382,7 @@ def test_dataroot_without_sensor_files_stops_at_construction(world_copy, tmp_pat
 def test_few_missing_files_and_sweeps_only_warn(world_copy, tmp_path):
     """Up to half of the key frames without any sensor file, and missing sweeps, still only warn per file when
     loaded; one frame more than half stops the constructor."""
-    from datasets.nuscenes import MissingSensorFilesError, _key_files
+    from datasets.readers import MissingSensorFilesError, _key_files
 
     kw = {"lidar_sweeps": 3, "radar_sweeps": 3}
     ds = NuScenesDataset(str(world_copy), V, "synth_all", cache_dir=str(tmp_path / "cache"), **kw)

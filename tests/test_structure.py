@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PROJECT = ("sensors", "fusion", "datasets", "train", "eval", "visualize", "bench")
+PROJECT = ("sensors", "fusion", "datasets", "report", "train", "eval", "visualize", "bench")
 TORCH = ("torch", "pytorch_lightning", "lightning", "einops", "torchmetrics")
 
 # (layer, its modules: a module or a package prefix, the layers it may import besides its own, torch allowed?)
@@ -34,11 +34,14 @@ LAYERS = (
     # it nor the model imports the other
     ("data", ("datasets",), ("names and geometry", "frame types", "corruptions"), True),
     ("world generator", ("datasets.synthetic",), ("names and geometry",), False),
+    # drawing what a run did (matplotlib, open3d, HTML) is not data: it reads runs and frames, and only entry
+    # points draw
+    ("report", ("report",), ("names and geometry", "frame types", "data"), True),
     ("entry points", ("train", "eval", "visualize", "bench"),
      ("names and geometry", "frame types", "grid and blocks", "encoders", "model", "lightning", "data",
-      "world generator", "corruptions"), True),
+      "world generator", "corruptions", "report"), True),
 )
-PACKAGE_INITS = ("sensors", "fusion", "datasets")  # empty __init__ files: importing a package costs nothing
+PACKAGE_INITS = ("sensors", "fusion", "datasets", "report")  # empty __init__ files: importing a package costs nothing
 
 
 def module_name(path: Path) -> str:

@@ -1,4 +1,4 @@
-"""visualize.py and datasets/report/: the pictures show what the records, results and ground truth say.
+"""visualize.py and report/: the pictures show what the records, results and ground truth say.
 
 The run is written by hand from the tiny world's ground truth (fast, and it controls what each frame ran): two
 scenes, the camera off in some frames, a missed box and a false positive in the first frame, a detection under the
@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from datasets.evaluation import detections_to_results, write_json, write_results
-from datasets.report import FrameQuality, gate_probabilities, match_frame
+from report.run import FrameQuality, gate_probabilities, match_frame
 from sensors.frame import Detections
 from sensors.names import MODES
 
@@ -195,7 +195,8 @@ def test_3d_view_is_rendered_off_screen(drawn, hand_run):
 
 def test_visualize_rejects_what_it_cannot_draw(tmp_path, hand_run, world, monkeypatch):
     import visualize
-    from datasets.report import ego_detections, render_3d
+    from report.run import ego_detections
+    from report.view3d import render_3d
 
     with pytest.raises(ValueError, match="not an eval.py output folder: no metrics.json"):
         visualize.main(["--run", str(tmp_path)])

@@ -48,7 +48,7 @@ from datasets.synthetic.camera import (
 )
 from datasets.synthetic.cli import format_summary, main
 from datasets.synthetic.config import (
-    CONDITION_CYCLE, KEYFRAME_DT, LIGHTINGS, PRESETS, TRAFFIC_LEVELS, WEATHERS, ScenePlan, WorldConfig, plan_world,
+    CONDITION_CYCLE, KEYFRAME_DT, PRESETS, TRAFFIC_LEVELS, ScenePlan, WorldConfig, plan_world,
 )
 from datasets.synthetic.generator import generate
 from datasets.synthetic.lidar import (
@@ -64,8 +64,8 @@ from datasets.synthetic.world import (
 )
 
 __all__ = [
-    "CAMERA_MOUNTS", "CONDITION_CYCLE", "KEYFRAME_DT", "LIDAR_ELEVATIONS", "LIDAR_MOUNT", "LIGHTINGS", "PRESETS",
-    "RADAR_DTYPE", "RADAR_MOUNTS", "SCENERY", "SPECS", "TABLES", "TRAFFIC_LEVELS", "WEATHERS", "Camera",
+    "CAMERA_MOUNTS", "CONDITION_CYCLE", "KEYFRAME_DT", "LIDAR_ELEVATIONS", "LIDAR_MOUNT", "PRESETS",
+    "RADAR_DTYPE", "RADAR_MOUNTS", "SCENERY", "SPECS", "TABLES", "TRAFFIC_LEVELS", "Camera",
     "CameraScene", "ClassSpec", "EgoMotion", "LidarTargets", "Objects", "RadarTargets", "ScenePlan", "Scenery",
     "WorldConfig", "boxes_in_frame", "class_patterns", "format_summary", "generate", "generate_scene",
     "lidar_directions", "main", "make_camera", "make_ego", "make_faults", "make_objects", "make_scenery",

@@ -7,15 +7,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-LIGHTINGS = ("day", "dusk", "night")
-WEATHERS = ("clear", "rain", "fog")
+from sensors.names import LIGHTINGS, WEATHERS
+
 TRAFFIC_LEVELS = ("light", "medium", "dense")
-# Latin-square order: any three consecutive entries cover every lighting and every weather.
-CONDITION_CYCLE = (
-    ("day", "clear"), ("dusk", "rain"), ("night", "fog"),
-    ("day", "rain"), ("dusk", "fog"), ("night", "clear"),
-    ("day", "fog"), ("dusk", "clear"), ("night", "rain"),
-)
+# Latin-square order: any three consecutive entries cover every lighting and every weather (day clear, dusk rain,
+# night fog, day rain, dusk fog, night clear, day fog, dusk clear, night rain).
+CONDITION_CYCLE = tuple((LIGHTINGS[i % 3], WEATHERS[(i + i // 3) % 3]) for i in range(9))
 MINI_TRAIN = ("scene-0061", "scene-0553", "scene-0655", "scene-0757", "scene-0796", "scene-1077", "scene-1094",
               "scene-1100")
 MINI_VAL = ("scene-0103", "scene-0916")

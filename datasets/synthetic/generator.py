@@ -9,10 +9,10 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from datasets.synthetic.config import LIGHTINGS, TRAFFIC_LEVELS, WEATHERS, WorldConfig, plan_world
+from datasets.synthetic.config import TRAFFIC_LEVELS, WorldConfig, plan_world
 from datasets.synthetic.scene import SCENE_TABLES, generate_scene
 from datasets.synthetic.tables import TABLES, static_tables, write_map
-from sensors.names import CAMERAS, CLASSES, LIDAR, SENSORS
+from sensors.names import CAMERAS, CLASSES, LIDAR, LIGHTINGS, SENSORS, WEATHERS
 
 
 def _generate_scene_job(args) -> dict:

@@ -2,11 +2,11 @@
 ego_detections (devkit result boxes into the ego frame), gate_probabilities (a record's gate_probs), and
 match_frame, which gives each frame's detection quality (FrameQuality).
 
-
 Per-frame detection quality follows the devkit's matching at its loosest threshold, 2 m: per class, detections in
 descending score take the nearest unmatched ground-truth box whose centre is within 2 m in x-y; boxes beyond the
 class's evaluation range (detection_cvpr_2019) and ground truth without a LiDAR or radar point are left out, as the
 devkit filters them. Only detections with score >= a threshold count (AP integrates over all scores; one frame's
+picture needs one cut).
 """
 from __future__ import annotations
 

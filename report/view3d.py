@@ -11,8 +11,8 @@ import numpy as np
 from matplotlib.colors import to_rgb
 from PIL import Image, ImageDraw
 
-from datasets.report.figures import GT_COLOURS, PRED_COLOURS
-from datasets.report.run import FrameQuality
+from report.figures import GT_COLOURS, PRED_COLOURS
+from report.run import FrameQuality
 from sensors.frame import Frame
 
 

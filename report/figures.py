@@ -19,14 +19,14 @@ from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
-from datasets.report.run import MATCH_DISTANCE, FrameQuality, gate_probabilities
+from report.run import MATCH_DISTANCE, FrameQuality, gate_probabilities
 from sensors.frame import Frame
 from sensors.geometry import apply, box_corners, invert
-from sensors.names import CAMERAS, SENSORS
+from sensors.names import CAMERAS, LIGHTINGS, SENSORS, WEATHERS
 
 LEVEL_COLOURS = ("#e6e6e6", "#9ecae1", "#08519c")  # off, low/coarse, high/fine/on
-LIGHTING_COLOURS = {"day": "#fff3b0", "dusk": "#fdbe85", "night": "#bcbddc"}
-WEATHER_HATCH = {"rain": "///", "fog": "..."}
+LIGHTING_COLOURS = dict(zip(LIGHTINGS, ("#fff3b0", "#fdbe85", "#bcbddc"), strict=True))  # day, dusk, night
+WEATHER_HATCH = dict(zip(WEATHERS[1:], ("///", "..."), strict=True))  # rain, fog; clear weather is not hatched
 FAULT_COLOUR = "#d62728"
 GT_COLOURS = {1: "#2ca02c", 0: "#ff7f0e", -1: "#aaaaaa"}  # matched, missed, outside the evaluation
 PRED_COLOURS = {1: "#1f77b4", 0: "#d62728", -1: "#aaaaaa"}  # matched, false positive, outside the evaluation

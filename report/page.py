@@ -14,8 +14,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
-from datasets.report.figures import SENSOR_TITLES, _figure_rgb, _level
-from datasets.report.run import Run
+from report.figures import SENSOR_TITLES, _figure_rgb, _level
+from report.run import Run
 from sensors.names import SENSORS
 
 
