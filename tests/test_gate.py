@@ -295,7 +295,10 @@ def test_paired_regression_fits_loss_differences_of_a_second_configuration_of_th
 
 
 def test_gumbel_gate_training_samples_and_penalises_cost():
-    """In the gate's phase a "gumbel" training step draws a budget, samples the gate and adds the penalty."""
+    """In the gate's phase a "gumbel" training step draws a budget b in [cheapest, 1], samples the gate and adds the
+    penalty |mean expected cost - b| (fusion/module.py), the expected cost of a frame being softmax(logits) @ the
+    configurations' costs: its gradient lowers the expected cost of a batch over budget and raises that of one
+    under it."""
     m = gated(gate_start=0.0, train_sensor_dropout=0.0, gate_estimator="gumbel")
 
     class Trainer:  # what gate_progress reads
@@ -305,6 +308,45 @@ def test_gumbel_gate_training_samples_and_penalises_cost():
     m.trainer = None
     m._trainer = Trainer()
     m.log_dict = lambda *a, **k: None
-    decisions, weights, penalty = m.training_decisions(make_batch(B=4))
-    assert weights is not None and weights.requires_grad and penalty is not None and penalty >= 0
-    assert ((decisions > 0) <= make_batch(B=4).present).all()
+    seen = {}
+    draw, forward = m.gate_budget_and_tau, m.gate.forward
+
+    def drawn(progress):
+        seen["progress"], (seen["budget"], seen["tau"]) = progress, draw(progress)
+        return seen["budget"], seen["tau"]
+
+    def logits_of(batch, budget):
+        seen["budgets"], seen["logits"] = budget, forward(batch, budget)
+        seen["logits"].retain_grad()
+        return seen["logits"]
+
+    m.gate_budget_and_tau, m.gate.forward = drawn, logits_of
+    batch, costs = make_batch(B=4), m.gate.costs
+    decisions, weights, penalty = m.training_decisions(batch)
+    assert weights is not None and weights.requires_grad
+    assert ((decisions > 0) <= batch.present).all()
+    t0, t1 = m.hparams.gate_tau
+    assert seen["progress"] == 0.5 and seen["tau"] == pytest.approx(t0 * (t1 / t0) ** 0.5)
+    assert m.gate.min_budget <= seen["budget"] <= 1 and torch.equal(seen["budgets"], torch.full((4,), seen["budget"]))
+    expected = float((seen["logits"].detach().softmax(1) * costs).sum(1).mean())
+    assert penalty.item() == pytest.approx(abs(expected - seen["budget"]), rel=1e-6)
+
+    radar_only = batch.present.clone()
+    radar_only[0] = torch.tensor([False, False, True])  # a frame whose one allowed configuration is radar alone
+    mixed = dataclasses.replace(batch, present=radar_only)
+    for frames, budget, sign in ((batch, m.gate.min_budget, 1.0), (batch, 1.0, -1.0), (mixed, 0.2, 1.0)):
+        m.gate_budget_and_tau = lambda progress, b=budget: (b, 1.0)
+        _, _, penalty = m.training_decisions(frames)
+        logits = seen["logits"]
+        p = logits.softmax(1).detach()
+        frame_cost = (p * costs).sum(1)  # (B,)
+        if frames is mixed:  # frames on both sides of the budget: the batch's mean is penalised, not each frame
+            assert frame_cost.min() < budget < frame_cost.max()
+        assert penalty.item() == pytest.approx(sign * (float(frame_cost.mean()) - budget), rel=1e-6)
+        assert penalty.item() > 0
+        penalty.backward()
+        assert logits.grad is not None
+        # d |mean_b E_b - budget| / d logit_bk = sign * p_bk (cost_k - E_b) / B
+        assert torch.allclose(logits.grad, sign * p * (costs - frame_cost[:, None]) / 4, atol=1e-7)
+        stepped = ((logits.detach() - 0.1 * logits.grad).softmax(1) * costs).sum(1).mean()
+        assert sign * (float(stepped) - float(frame_cost.mean())) < 0  # a descent step moves the cost to the budget
