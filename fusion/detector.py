@@ -263,7 +263,8 @@ def build_detector(bev_range: float = 51.2, bev_cell: float = 0.8, z_min: float 
                    camera_depth_bins: int = 32, direction_weight: float = 0.2,
                    camera_heatmap: bool = False, lidar_time_split: bool = False,
                    radar_context: bool = False, radar_doppler: bool = False, lidar_motion: bool = False,
-                   doppler_velocity: bool = False) -> FusionDetector:
+                   doppler_velocity: bool = False, camera_backbone: str = "small",
+                   camera_backbone_weights: str | None = None) -> FusionDetector:
     """A FusionDetector from plain hyperparameters (square BEV range [-bev_range, bev_range] m). camera_heatmap: a
     training-only class heatmap (one 3x3 conv) on the camera's BEV alone, so that the camera branch learns to
     detect on its own rather than only as a helper of the LiDAR (its loss weight is the module's). This signature
@@ -273,12 +274,14 @@ def build_detector(bev_range: float = 51.2, bev_cell: float = 0.8, z_min: float 
     radar_doppler: the radar's measured velocity as a map reaches the head directly (sensors/radar.py);
     lidar_motion: the LiDAR's sweep-to-sweep displacement as a map reaches the head directly (sensors/lidar.py);
     doppler_velocity: decoding resolves the radar's radial velocity along each box's heading (fusion/head.py; needs
-    radar_doppler)."""
+    radar_doppler); camera_backbone: the camera's image CNN, "small" (our own), "resnet18" or "resnet50"
+    (torchvision's), with camera_backbone_weights None (random), "torchvision" (its cache) or a state dict's path
+    (sensors/camera.py)."""
     if direction_weight < 0:
         raise ValueError(f"build_detector: direction_weight must be >= 0, got {direction_weight}")
     grid = BEVGrid((-bev_range, bev_range), (-bev_range, bev_range), bev_cell, (z_min, z_max))
     camera = CameraEncoder(grid, camera_width, camera_channels, camera_heights, camera_bev_factor,
-                           camera_depth_bins, camera_bev_blocks)
+                           camera_depth_bins, camera_bev_blocks, camera_backbone, camera_backbone_weights)
     lidar = LidarEncoder(grid, lidar_channels, lidar_coarse_points, lidar_fine_points, lidar_bev_blocks,
                          lidar_time_split, lidar_motion)
     radar = RadarEncoder(grid, radar_channels, radar_points, radar_context, radar_doppler)

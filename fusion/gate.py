@@ -190,7 +190,10 @@ class Gate(nn.Module):
     def risk(self, batch: Batch) -> Tensor:
         """(B, K) the MLP's outputs: the predicted detection loss per configuration ("regression", plus `offset`;
         utilities under "gumbel")."""
-        g = glimpses(batch)
+        return self.scores(glimpses(batch))
+
+    def scores(self, g: Tensor) -> Tensor:
+        """(B, GLIMPSE_FEATURES) glimpses -> (B, K) the MLP's outputs, as `risk` (fusion/export.py exports this)."""
         if self.own_glimpse:  # (B, S, K): the MLP on each sensor set's part of the glimpse; k reads its own set's row
             k = torch.arange(len(self.set_of), device=g.device)
             scores = self.mlp(g[:, None, :] * self.set_mask)[:, self.set_of, k]

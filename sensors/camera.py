@@ -26,8 +26,16 @@ Training supervises it with the ground-truth boxes projected into the images (`s
 whose projected outline covers the cell), a dense 2D signal of what is where that reaches the image CNN directly
 instead of only through the lift and the BEV head (the perspective supervision of BEVFormer v2, in its simplest
 form). It is a training signal only; the lifted features are the first `channels`.
+
+Backbones (CAMERA_BACKBONES): "small", the CNN of our own above (ImageBackbone, the default), or torchvision's
+ResNet-18 / ResNet-50 (TorchvisionBackbone), the ImageNet-pretrained start of real camera detectors, truncated after
+layer2 at the same stride 8 and projected to the same channels by a 1x1 conv. torchvision is imported only when a
+ResNet is chosen: its PyPI wheels are built against PyPI's CUDA torch, and a CPU-only torch needs torchvision's CPU
+wheel of the matching release.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +75,81 @@ class ImageBackbone(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.body(x)
+
+
+CAMERA_BACKBONES = ("small", "resnet18", "resnet50")
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+LAYER2_CHANNELS = {"resnet18": 128, "resnet50": 512}  # a ResNet's channels after layer2 (stride 8)
+
+
+def import_torchvision():
+    """torchvision, or an ImportError saying why it cannot serve: not installed, or built for another torch (its
+    PyPI wheels need PyPI's CUDA torch; a CPU-only torch needs the CPU wheel of the matching release)."""
+    try:
+        import torchvision
+    except Exception as e:  # a mismatched build raises RuntimeError ("operator torchvision::nms does not exist")
+        raise ImportError(f"the ResNet camera backbones need torchvision built for this torch ({torch.__version__}): "
+                          f"{type(e).__name__}: {e}") from e
+    return torchvision
+
+
+class TorchvisionBackbone(nn.Module):
+    """torchvision's ResNet-18 or ResNet-50 as the image CNN: (N, 3 + GEOMETRY_CHANNELS, H, W), RGB normalised as
+    CameraEncoder does -> (N, out_channels, ~H/8, ~W/8), the stride of ImageBackbone, which the depth and semantic
+    targets' cells assume (the lift itself samples normalised coordinates and takes any stride).
+
+    The ResNet stops after layer2 (stride 8; 128 channels for ResNet-18, 512 for ResNet-50) and a 1x1 conv projects
+    to out_channels. conv1 takes the ray geometry as two more input channels, initialised to zero so that a
+    pretrained network starts as pretrained; the RGB is renormalised to ImageNet's statistics. Batch norms are
+    frozen (torchvision.ops.FrozenBatchNorm2d, as torchvision's detection models fine-tune): the branches run on
+    sub-batches of the frames that chose them, and frozen statistics do not depend on which.
+
+    weights: None (random, as the tests run it), "torchvision" (torchvision's ImageNet file in its cache,
+    torch.hub.get_dir()/checkpoints; never downloaded here) or the path of a saved state dict of the full ResNet."""
+
+    def __init__(self, name: str, out_channels: int, weights: str | None = None,
+                 in_channels: int = 3 + GEOMETRY_CHANNELS):
+        super().__init__()
+        path = Path(weights) if weights not in (None, "torchvision") else None
+        if path is not None and not path.is_file():
+            raise FileNotFoundError(f"camera backbone {name}: weights file {str(path)!r} does not exist")
+        tv = import_torchvision()
+        from torchvision.ops.misc import FrozenBatchNorm2d
+
+        builder = {"resnet18": tv.models.resnet18, "resnet50": tv.models.resnet50}[name]
+        resnet = builder(weights=None, norm_layer=FrozenBatchNorm2d)
+        if weights == "torchvision":
+            url = tv.models.get_model_weights(name).IMAGENET1K_V1.url
+            path = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+            if not path.is_file():
+                raise FileNotFoundError(f"camera backbone {name}: torchvision's ImageNet weights are not in its cache "
+                                        f"({str(path)!r}); place the file {url} there, or give its path")
+        if path is not None:
+            resnet.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+        with torch.no_grad():
+            conv1.weight.zero_()
+            conv1.weight[:, :3] = resnet.conv1.weight
+        self.body = nn.Sequential(conv1, resnet.bn1, resnet.relu, resnet.maxpool, resnet.layer1, resnet.layer2)
+        self.proj = nn.Conv2d(LAYER2_CHANNELS[name], out_channels, 1)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN)[:, None, None], persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD)[:, None, None], persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        rgb = (x[:, :3] * 0.25 + 0.45 - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        return self.proj(self.body(torch.cat([rgb, x[:, 3:]], 1)))
+
+
+def image_backbone(name: str, width: int, out_channels: int, weights: str | None = None) -> nn.Module:
+    """The camera's image CNN by CAMERA_BACKBONES name: "small" (ImageBackbone of `width`; no weights) or a ResNet
+    (TorchvisionBackbone; width unused)."""
+    if name not in CAMERA_BACKBONES:
+        raise ValueError(f"camera backbone: unknown {name!r}; expected one of {CAMERA_BACKBONES}")
+    if name == "small":
+        if weights is not None:
+            raise ValueError(f"camera backbone 'small' has no pretrained weights, got {weights!r}")
+        return ImageBackbone(width, out_channels)
+    return TorchvisionBackbone(name, out_channels, weights)
 
 
 def ray_geometry(ego_T_cam: Tensor, intrinsics: Tensor, image_hw: tuple[int, int]) -> Tensor:
@@ -114,10 +197,12 @@ def project_to_images(points: Tensor, ego_T_cam: Tensor, intrinsics: Tensor, ima
 
 
 class CameraEncoder(nn.Module):
-    """CameraData -> (B, channels, H, W) on the shared grid, at mode "low" or "high"."""
+    """CameraData -> (B, channels, H, W) on the shared grid, at mode "low" or "high". backbone, backbone_weights:
+    the image CNN (image_backbone)."""
 
     def __init__(self, grid: BEVGrid, width: int = 16, channels: int = 32, heights: int = 4, bev_factor: int = 2,
-                 depth_bins: int = 32, blocks: int = 2):
+                 depth_bins: int = 32, blocks: int = 2, backbone: str = "small",
+                 backbone_weights: str | None = None):
         super().__init__()
         if depth_bins < 2:
             raise ValueError(f"CameraEncoder: depth_bins must be at least 2, got {depth_bins}")
@@ -125,7 +210,7 @@ class CameraEncoder(nn.Module):
         self.heights = heights
         self.channels = self.out_channels = channels  # no measurement maps (fusion/detector.py fused_bev)
         self.depth_bins = depth_bins
-        self.backbone = ImageBackbone(width, channels + depth_bins + SEMANTIC_CLASSES)
+        self.backbone = image_backbone(backbone, width, channels + depth_bins + SEMANTIC_CLASSES, backbone_weights)
         self.bev_grids = {mode: grid.scaled(bev_factor / scale) for mode, scale in CAMERA_RESOLUTIONS.items()}
         self.stages = nn.ModuleDict({mode: BEVStage(channels * heights, channels, blocks, g, grid)
                                      for mode, g in self.bev_grids.items()})

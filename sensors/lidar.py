@@ -76,7 +76,7 @@ class PillarNet(nn.Module):
         points, flat = points[keep], ((batch_index * g.H + row) * g.W + col)[keep]
         col, row = col[keep], row[keep]
         size = batch_size * g.H * g.W
-        ones = points.new_ones(len(flat), 1)
+        ones = torch.ones_like(points[:, :1])  # not new_ones(len(flat), 1): a data-dependent size (fusion/export.py)
         per_point = points.new_zeros(size, 4).index_add_(0, flat, torch.cat([points[:, :3], ones], 1))[flat]
         mean = per_point[:, :3] / per_point[:, 3:]
         centre = g.to_metric(torch.stack([col, row], -1).to(points.dtype) + 0.5)
