@@ -2,9 +2,10 @@
 # CUDA smoke check: the GPU configs train, resume and evaluate on a CUDA device, and the demo recipe trains there.
 #   bash bench/gpu_smoke.sh OUT_DIR [TINY_WORLD] [DEMO_WORLD]
 # On the tiny world (make tiny-world): fusion.cost on cuda for the demo and nuScenes configs; configs/tiny.yaml on the
-# GPU; configs/nuscenes-mini-gated.yaml (16-mixed, latency table measured on the GPU) for 2 epochs, resumed for a
-# third; eval.py on cuda, static and at a budget. With DEMO_WORLD (generated if missing): configs/demo.yaml trained on
-# the GPU (seed 0) and evaluated with every sensor and each sensor alone, to set beside the CPU-trained seeds.
+# GPU; configs/nuscenes-mini.yaml with the configs/gate.yaml overlay (16-mixed, latency table measured on the GPU)
+# for 2 epochs, resumed for a third; eval.py on cuda, static and at a budget. With DEMO_WORLD (generated if missing):
+# configs/demo.yaml trained on the GPU (seed 0) and evaluated with every sensor and each sensor alone, to set beside
+# the CPU-trained seeds.
 # Every step's log is OUT_DIR/<step>.log; the summary goes to stdout. A failed step does not stop the later ones.
 set -u
 OUT=${1:?usage: bash bench/gpu_smoke.sh OUT_DIR [TINY_WORLD] [DEMO_WORLD]}
@@ -30,6 +31,7 @@ step() {  # step NAME COMMAND...: run, time, print rc and the log's tail
     return $rc
 }
 
+mini_gated=(--config configs/nuscenes-mini.yaml --config configs/gate.yaml)
 synth=(--data.dataroot "$TINY" --data.version v1.0-synth --data.train_split synth_train --data.val_split synth_val)
 evalargs=(--dataroot "$TINY" --version v1.0-synth --split synth_val --device "$DEVICE")
 
@@ -39,15 +41,15 @@ print('torch', torch.__version__, 'cuda', torch.version.cuda, gpu, '| numpy', nu
       '| lightning', pytorch_lightning.__version__)"
 if [ -z "${QUICK:-}" ]; then  # QUICK=1: only the nuScenes gated config and its evaluation
     TAIL=14 step cost_demo $PY -m fusion.cost --config configs/demo.yaml --device "$DEVICE"
-    TAIL=14 step cost_mini $PY -m fusion.cost --config configs/nuscenes-mini-gated.yaml --device "$DEVICE"
+    TAIL=14 step cost_mini $PY -m fusion.cost "${mini_gated[@]}" --device "$DEVICE"
     step train_tiny $PY train.py fit --config configs/tiny.yaml --data.dataroot "$TINY" --trainer.accelerator "$ACCEL" \
         --trainer.default_root_dir "$OUT/tiny"
 fi
-step train_mini_gated $PY train.py fit --config configs/nuscenes-mini-gated.yaml "${synth[@]}" \
+step train_mini_gated $PY train.py fit "${mini_gated[@]}" "${synth[@]}" \
     --data.num_workers "$WORKERS" --trainer.accelerator "$ACCEL" --trainer.precision "$PRECISION" \
     --trainer.max_epochs 2 --trainer.check_val_every_n_epoch 1 --trainer.enable_progress_bar false \
     --trainer.default_root_dir "$OUT/mini-gated"
-step resume_mini_gated $PY train.py fit --config configs/nuscenes-mini-gated.yaml "${synth[@]}" \
+step resume_mini_gated $PY train.py fit "${mini_gated[@]}" "${synth[@]}" \
     --data.num_workers "$WORKERS" --trainer.accelerator "$ACCEL" --trainer.precision "$PRECISION" \
     --trainer.max_epochs 3 --trainer.check_val_every_n_epoch 1 --trainer.enable_progress_bar false \
     --trainer.default_root_dir "$OUT/mini-gated" --ckpt_path last

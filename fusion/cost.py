@@ -10,12 +10,13 @@ is counted with display=False (display=True needs the tabulate package); no atte
 counter's blind spot for fused attention kernels does not apply. Point-encoder costs depend on the number of
 points in the frame counted; they are small next to the convolutions.
 
-`python -m fusion.cost --config C` builds the detector of any config file and prints, for every branch and mode and
-for the shared part, GFLOPs and measured ms (batch size 1, median of --repeats) with their shares of the full
-configuration, then every static configuration's GFLOPs and end-to-end ms as shares of full: where the two shares
-disagree, the FLOP count misses what the clock sees. The frame is synthetic (zero images of the config's
-image_size, --lidar-points and --radar-points spread over the grid), since the model layer reads no dataset; FLOPs
-of the convolutions do not depend on content, scatter and grid_sample time little.
+`python -m fusion.cost --config C [--config OVERLAY ...]` builds the detector of any config (overlays applied in
+order, as train.py applies them) and prints, for every branch and mode and for the shared part, GFLOPs and measured
+ms (batch size 1, median of --repeats) with their shares of the full configuration, then every static
+configuration's GFLOPs and end-to-end ms as shares of full: where the two shares disagree, the FLOP count misses what
+the clock sees. The frame is synthetic (zero images of the config's image_size, --lidar-points and --radar-points
+spread over the grid), since the model layer reads no dataset; FLOPs of the convolutions do not depend on content,
+scatter and grid_sample time little.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from fusion.detector import FusionDetector, SensorConfig, build_detector, static_configs
 from sensors.bev import BEVGrid
 from sensors.frame import Batch, Boxes, CameraData, FrameMeta, LidarData, RadarData
-from sensors.names import CAMERAS, LIDAR_DIMS, MODES, RADAR_DIMS, SENSORS
+from sensors.names import CAMERAS, IMAGE_SIZE, LIDAR_DIMS, MODES, RADAR_DIMS, SENSORS
 
 SHARED = ("shared", "on")
 
@@ -222,13 +223,24 @@ def measure_latency_table(detector: FusionDetector, batch: Batch, repeats: int) 
     return fit_latency_table(configs_ms(detector, batch, static_configs(), repeats))
 
 
-def detector_from_config(path: str) -> tuple[FusionDetector, tuple[int, int]]:
-    """The detector of a LightningCLI config file (its model.* keys that build_detector takes) and data.image_size."""
-    cfg = yaml.safe_load(open(path))
-    model, data = cfg.get("model") or {}, cfg.get("data") or {}
+def read_config(*paths: str) -> tuple[dict, dict]:
+    """(model, data) sections of LightningCLI config files applied in order: a later file's keys win, as
+    `train.py fit --config base --config overlay` applies them."""
+    model, data = {}, {}
+    for path in paths:
+        cfg = yaml.safe_load(open(path)) or {}
+        model.update(cfg.get("model") or {})
+        data.update(cfg.get("data") or {})
+    return model, data
+
+
+def detector_from_config(*paths: str) -> tuple[FusionDetector, tuple[int, int]]:
+    """The detector of LightningCLI config files (read_config; its model.* keys that build_detector takes) and
+    data.image_size."""
+    model, data = read_config(*paths)
     known = inspect.signature(build_detector).parameters
     detector = build_detector(**{k: v for k, v in model.items() if k in known and k != "camera_heatmap"})
-    return detector, tuple(data.get("image_size", (320, 180)))
+    return detector, tuple(data.get("image_size", IMAGE_SIZE))
 
 
 def gate_cost(batch: Batch, repeats: int, own_glimpse: bool = False) -> tuple[float, float]:
@@ -279,7 +291,8 @@ def cost_report(detector: FusionDetector, batch: Batch, repeats: int, gate_own_g
 
 def main(argv: list[str] | None = None) -> str:
     p = argparse.ArgumentParser(description="GFLOPs and measured ms per branch, mode and static configuration")
-    p.add_argument("--config", required=True, help="a LightningCLI config file (configs/*.yaml)")
+    p.add_argument("--config", required=True, action="append",
+                   help="a LightningCLI config file (configs/*.yaml); repeat it for overlays, applied in order")
     p.add_argument("--repeats", type=int, default=10, help="timed runs per measurement (median)")
     p.add_argument("--lidar-points", type=int, default=32768, help="LiDAR points of the synthetic frame")
     p.add_argument("--radar-points", type=int, default=300, help="radar points of the synthetic frame")
@@ -287,12 +300,13 @@ def main(argv: list[str] | None = None) -> str:
     args = p.parse_args(argv)
     if args.repeats < 1:
         p.error(f"--repeats must be >= 1, got {args.repeats}")
-    detector, image_size = detector_from_config(args.config)
+    detector, image_size = detector_from_config(*args.config)
     batch = synthetic_frame(detector.grid, image_size, args.lidar_points, args.radar_points).to(args.device)
-    own = bool((yaml.safe_load(open(args.config)).get("model") or {}).get("gate_own_glimpse", False))
+    own = bool(read_config(*args.config)[0].get("gate_own_glimpse", False))
     report = cost_report(detector.to(args.device), batch, args.repeats, own)
-    print(f"{args.config}: {args.device}, {torch.get_num_threads()} threads, image {image_size[0]}x{image_size[1]}, "
-          f"{args.lidar_points} LiDAR / {args.radar_points} radar points\n{report}")
+    print(f"{' + '.join(args.config)}: {args.device}, {torch.get_num_threads()} threads, "
+          f"image {image_size[0]}x{image_size[1]}, {args.lidar_points} LiDAR / {args.radar_points} radar points\n"
+          f"{report}")
     return report
 
 

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from fusion.head import CenterHead
+from fusion.head import CenterHead, DetectorOutput
 from sensors.bev import BEVGrid, conv_block, norm2d
 from sensors.camera import CameraEncoder
 from sensors.frame import Batch, select_points
 from sensors.lidar import LidarEncoder
 from sensors.names import CLASSES, MODES, SENSORS
-from sensors.radar import DOPPLER_CHANNELS, RadarEncoder
+from sensors.radar import RadarEncoder
 
 
 @dataclass(frozen=True)
@@ -147,15 +147,18 @@ class BEVDecoder(nn.Module):
 
 
 class FusionDetector(nn.Module):
-    """Encoders + fusion + decoder + head. forward(batch, decisions) -> head outputs (see fusion/head.py)."""
+    """Encoders + fusion + decoder + head. forward(batch, decisions) -> DetectorOutput (fusion/head.py).
+    doppler_velocity: decode with the radar's Doppler map (set_doppler_velocity)."""
 
     def __init__(self, camera: CameraEncoder, lidar: LidarEncoder, radar: RadarEncoder, fusion: MaskedFusion,
-                 decoder: BEVDecoder, head: CenterHead, camera_heatmap: nn.Module | None = None):
+                 decoder: BEVDecoder, head: CenterHead, camera_heatmap: nn.Module | None = None,
+                 doppler_velocity: bool = False):
         super().__init__()
         self.camera, self.lidar, self.radar = camera, lidar, radar
         self.fusion, self.decoder, self.head = fusion, decoder, head
         self.camera_heatmap = camera_heatmap
         self.grid: BEVGrid = head.grid
+        self.set_doppler_velocity(doppler_velocity)
 
     def run_encoder(self, sensor: str, batch: Batch, idx: Tensor, mode: str, aux: list[dict] | None = None
                     ) -> Tensor:
@@ -199,38 +202,41 @@ class FusionDetector(nn.Module):
             out[s] = feat
         return out
 
-    def forward(self, batch: Batch, decisions: Tensor, weights: Tensor | None = None) -> dict[str, Tensor]:
-        """decisions (B, 3) long mode indices (a sensor not present is forced off) -> head outputs; weights (B, 3):
-        the gate's straight-through selection values that multiply each sensor's features (MaskedFusion); in training
-        mode, where a camera ran, also "camera_depth_loss" and "camera_semantic_loss" (scalars) and, with a
-        camera_heatmap head, "camera_heatmap" (K, 10, H, W) logits of the camera's BEV alone for the K frames
-        "camera_frames" (K,)."""
+    def forward(self, batch: Batch, decisions: Tensor, weights: Tensor | None = None) -> DetectorOutput:
+        """decisions (B, 3) long mode indices (a sensor not present is forced off) -> DetectorOutput; weights (B, 3):
+        the gate's straight-through selection values that multiply each sensor's features (MaskedFusion). In training
+        mode, where a camera ran, the output also carries the camera's depth and semantic losses and, with a
+        camera_heatmap head, the logits of the camera's BEV alone and the frames they are of."""
         if decisions.shape != (len(batch), len(SENSORS)):
             raise ValueError(f"FusionDetector: decisions must be ({len(batch)}, 3), got {tuple(decisions.shape)}")
         decisions = torch.where(batch.present.bool(), decisions.long(), torch.zeros_like(decisions.long()))
         aux: list[dict] | None = [] if self.training else None
         features = self.encode(batch, decisions, aux)
         outputs = self.shared(features, decisions > 0, weights)
-        for name in ("depth", "semantic") if aux else ():
-            outputs[f"camera_{name}_loss"] = torch.stack([a[name] for a in aux]).mean()
+        if aux:
+            outputs.camera_depth_loss = torch.stack([a["depth"] for a in aux]).mean()
+            outputs.camera_semantic_loss = torch.stack([a["semantic"] for a in aux]).mean()
         if self.training and self.camera_heatmap is not None and features["camera"] is not None:
             rows = torch.nonzero(decisions[:, SENSORS.index("camera")] > 0).flatten()
-            outputs["camera_heatmap"] = self.camera_heatmap(features["camera"][rows])
-            outputs["camera_frames"] = rows
+            outputs.camera_heatmap = self.camera_heatmap(features["camera"][rows])
+            outputs.camera_frames = rows
         return outputs
 
     def set_doppler_velocity(self, on: bool) -> None:
-        """Decode with (on) or without the radar's radial velocity resolved along each box's heading (fusion/head.py);
-        the head reads it from the radar's Doppler map, the last channels of its input (fused_bev). Decoding only."""
+        """Decode with (on) or without the radar's radial velocity resolved along each box's heading (fusion/head.py):
+        on, `shared` hands the head the radar's Doppler map. Decoding only."""
         if on and self.radar.out_channels == self.radar.channels:
             raise ValueError("doppler_velocity needs radar_doppler (the Doppler map it reads)")
-        measured = sum(e.out_channels - e.channels for e in (self.camera, self.lidar, self.radar))
-        self.head.doppler_channel = self.decoder.channels + measured - DOPPLER_CHANNELS if on else None
+        self.doppler_velocity = on
 
     def shared(self, features: dict[str, Tensor | None], used: Tensor, weights: Tensor | None = None
-               ) -> dict[str, Tensor]:
-        """Fusion + decoder + head on given encoder features (used by fusion/cost.py)."""
-        return self.head(self.fused_bev(features, used, weights))
+               ) -> DetectorOutput:
+        """Fusion + decoder + head on given encoder features (used by fusion/cost.py); with doppler_velocity, the
+        radar's Doppler map (its channels past the learned ones, in the BEV features' dtype) goes to the head beside
+        them, None where no frame ran the radar."""
+        bev = self.fused_bev(features, used, weights)
+        radar = features.get("radar") if self.doppler_velocity else None
+        return self.head(bev, None if radar is None else radar[:, self.radar.channels:].to(bev.dtype))
 
     def fused_bev(self, features: dict[str, Tensor | None], used: Tensor, weights: Tensor | None = None) -> Tensor:
         """Fusion + decoder: the (B, C, H, W) BEV features the head reads. An encoder's measurement maps, its channels
@@ -297,6 +303,4 @@ def build_detector(bev_range: float = 51.2, bev_cell: float = 0.8, z_min: float 
     if camera_heatmap:
         aux_head = nn.Conv2d(camera_channels, len(CLASSES), 3, padding=1)
         nn.init.constant_(aux_head.bias, -math.log((1 - 0.01) / 0.01))
-    detector = FusionDetector(camera, lidar, radar, fusion, decoder, head, aux_head)
-    detector.set_doppler_velocity(doppler_velocity)
-    return detector
+    return FusionDetector(camera, lidar, radar, fusion, decoder, head, aux_head, doppler_velocity)

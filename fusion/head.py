@@ -1,8 +1,6 @@
 """CenterPoint-style detection head on the shared BEV grid: targets, losses and decoding.
 
-Outputs (dict of tensors, all (B, *, H, W) on the grid of fusion/bev.py):
-  heatmap (B, 10, H, W) logits per CLASSES; regression (B, 10, H, W) = REG_DIMS; attribute (B, 8, H, W) logits;
-  direction (B, 1, H, W) logit.
+Outputs: a DetectorOutput (the maps of the head, what the detector adds to them, shapes in its docstring).
 Yaw is split as in SECOND: the box axis as (sin 2yaw, cos 2yaw), which is the same for yaw and yaw + pi, so a
 front/back ambiguity cannot wash out the axis, and a direction logit (is cos(yaw) >= 0) that picks the half.
 Targets: a gaussian per box on its class heatmap (CenterPoint radius, min_overlap 0.1, at least `min_radius`
@@ -11,17 +9,19 @@ loss, masked L1 (squared error for velocity), direction binary cross-entropy, at
 attributes valid for the class. Decoding: 3x3 max-pool peak NMS, top-k, score threshold, at most `max_detections`
 per frame -> sensors.frame.Detections.
 
-Radial velocity at decoding (`doppler_channel`, the head input's channel where the radar's Doppler map starts,
-sensors/radar.py): the radar measures only the component of an object's velocity along its line of sight, r = (v . u)
-u. An object moves along its axis a (v = s a), so r . a = s (a . u)^2 and |r|^2 = s^2 (a . u)^2: s = |r|^2 / (r . a),
-the full velocity along the predicted heading (RadarNet's velocity resolution, Yang et al. 2020, without its learned
-attention over the returns). A detection takes it in place of its regressed velocity where its centre cell has radar
-returns, a radial speed of at least DOPPLER_MIN_SPEED and an axis within DOPPLER_MAX_ANGLE of the radial direction
-(beyond it, 1 / cos amplifies the noise); elsewhere it keeps the regressed one.
+Radial velocity at decoding (`doppler`, the radar's Doppler map of sensors/radar.py, which the detector passes to
+the head where it decodes with doppler_velocity): the radar measures only the component of an object's velocity
+along its line of sight, r = (v . u) u. An object moves along its axis a (v = s a), so r . a = s (a . u)^2 and
+|r|^2 = s^2 (a . u)^2: s = |r|^2 / (r . a), the full velocity along the predicted heading (RadarNet's velocity
+resolution, Yang et al. 2020, without its learned attention over the returns). A detection takes it in place of its
+regressed velocity where its centre cell has radar returns, a radial speed of at least DOPPLER_MIN_SPEED and an axis
+within DOPPLER_MAX_ANGLE of the radial direction (beyond it, 1 / cos amplifies the noise); elsewhere it keeps the
+regressed one.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +37,36 @@ REG_WEIGHTS = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5)
 VEL = REG_DIMS.index("vx")  # velocity dims: VEL and VEL + 1
 DOPPLER_MIN_SPEED = 0.5  # m/s of measured radial speed
 DOPPLER_MAX_ANGLE = math.pi / 3  # between the box axis and the radial direction: at most 2x amplification
+
+
+@dataclass
+class DetectorOutput:
+    """The detector's outputs, on the BEV grid (H, W) of fusion/bev.py, for B frames.
+
+    heatmap (B, 10, H, W): class logits per CLASSES; regression (B, 10, H, W): per REG_DIMS; attribute (B, 8, H, W):
+    logits per ATTRIBUTES; direction (B, 1, H, W): logit of cos(yaw) >= 0.
+    doppler (B, 3, H, W) or None: the radar's Doppler map (vx, vy in m/s / 10, log(1 + count) / 5) that decoding
+    resolves along each box's heading; None where the detector decodes without it (doppler_velocity off) or no frame
+    ran the radar.
+    Training mode only, None otherwise: camera_depth_loss and camera_semantic_loss (scalars), the camera's depth
+    supervised by the LiDAR and its image semantics supervised by the boxes (sensors/camera.py), where a frame ran the
+    camera; camera_heatmap (K, 10, H, W), class logits of the camera's BEV alone for the K frames camera_frames (K,)
+    long that ran the camera (with the detector's camera_heatmap head)."""
+
+    heatmap: Tensor
+    regression: Tensor
+    attribute: Tensor
+    direction: Tensor
+    doppler: Tensor | None = None
+    camera_depth_loss: Tensor | None = None
+    camera_semantic_loss: Tensor | None = None
+    camera_heatmap: Tensor | None = None
+    camera_frames: Tensor | None = None
+
+    def frame(self, b: int) -> "DetectorOutput":
+        """The four maps of frame b alone, (1, C, H, W) each: what the detection loss of one frame reads."""
+        return DetectorOutput(self.heatmap[b:b + 1], self.regression[b:b + 1], self.attribute[b:b + 1],
+                              self.direction[b:b + 1])
 
 
 def valid_attributes() -> Tensor:
@@ -73,15 +103,13 @@ def focal_loss(logits: Tensor, target: Tensor) -> Tensor:
 
 
 class CenterHead(nn.Module):
-    """(B, in_channels, H, W) BEV features -> dict of heatmap / regression / attribute maps."""
+    """(B, in_channels, H, W) BEV features -> DetectorOutput of heatmap / regression / attribute / direction maps."""
 
     def __init__(self, grid: BEVGrid, in_channels: int, channels: int = 32, min_radius: int = 2,
                  heatmap_weight: float = 1.0, regression_weight: float = 0.25, attribute_weight: float = 0.2,
-                 score_threshold: float = 0.05, max_detections: int = 500, direction_weight: float = 0.2,
-                 doppler_channel: int | None = None):
+                 score_threshold: float = 0.05, max_detections: int = 500, direction_weight: float = 0.2):
         super().__init__()
         self.grid = grid
-        self.doppler_channel = doppler_channel
         self.min_radius = min_radius
         self.weights = (heatmap_weight, regression_weight, attribute_weight, direction_weight)
         self.score_threshold = score_threshold
@@ -95,13 +123,11 @@ class CenterHead(nn.Module):
         self.register_buffer("valid_attr", valid_attributes(), persistent=False)
         self.register_buffer("reg_weights", torch.tensor(REG_WEIGHTS), persistent=False)
 
-    def forward(self, x: Tensor) -> dict[str, Tensor]:
-        out = {}
-        if self.doppler_channel is not None:  # (vx, vy, count) of the radar's Doppler map, for decode
-            out["doppler"] = x[:, self.doppler_channel:self.doppler_channel + 3]
+    def forward(self, x: Tensor, doppler: Tensor | None = None) -> DetectorOutput:
+        """x (B, in_channels, H, W); doppler (B, 3, H, W) or None: the radar's Doppler map, kept in the outputs for
+        decode to resolve the radial velocity (module docstring), None to decode the regressed velocity."""
         x = self.shared(x)
-        return out | {"heatmap": self.heatmap(x), "regression": self.regression(x), "attribute": self.attribute(x),
-                      "direction": self.direction(x)}
+        return DetectorOutput(self.heatmap(x), self.regression(x), self.attribute(x), self.direction(x), doppler)
 
     # targets -------------------------------------------------------------------------------------------------
     def targets(self, gt: list[Boxes], device=None) -> dict[str, Tensor]:
@@ -154,22 +180,20 @@ class CenterHead(nn.Module):
                 "label": label.view(shape), "attribute": attr.view(shape), "direction": direction.view(shape)}
 
     # losses --------------------------------------------------------------------------------------------------
-    def frame_losses(self, outputs: dict[str, Tensor], gt: list[Boxes]) -> Tensor:
+    def frame_losses(self, outputs: DetectorOutput, gt: list[Boxes]) -> Tensor:
         """(B,) the weighted detection loss ("loss" of `loss`) of each frame on its own: what the gate learns to
         predict for the configuration the frame ran (fusion/gate.py)."""
-        keys = ("heatmap", "regression", "attribute", "direction")
-        return torch.stack([self.loss({k: outputs[k][b:b + 1] for k in keys}, [g])["loss"]
-                            for b, g in enumerate(gt)])
+        return torch.stack([self.loss(outputs.frame(b), [g])["loss"] for b, g in enumerate(gt)])
 
-    def loss(self, outputs: dict[str, Tensor], gt: list[Boxes]) -> dict[str, Tensor]:
+    def loss(self, outputs: DetectorOutput, gt: list[Boxes]) -> dict[str, Tensor]:
         """Scalar losses: heatmap (focal), regression (L1), attribute (CE), direction (BCE) and their weighted sum
-        "loss"; with "camera_heatmap" in the outputs also that focal loss (not in "loss": its weight is the
-        module's). Finite for frames without boxes."""
-        t = self.targets(gt, outputs["heatmap"].device)
-        heatmap = focal_loss(outputs["heatmap"], t["heatmap"])
+        "loss"; with the outputs' camera_heatmap also that focal loss, "camera_heatmap" (not in "loss": its weight
+        is the module's). Finite for frames without boxes."""
+        t = self.targets(gt, outputs.heatmap.device)
+        heatmap = focal_loss(outputs.heatmap, t["heatmap"])
 
         mask = t["mask"]
-        reg_pred = outputs["regression"].float().permute(0, 2, 3, 1)[mask]
+        reg_pred = outputs.regression.float().permute(0, 2, 3, 1)[mask]
         reg_target = t["regression"].permute(0, 2, 3, 1)[mask]
         err = reg_pred - reg_target
         # L1, except half the squared error for velocity: most boxes stand still, and under L1 their constant-size
@@ -179,7 +203,7 @@ class CenterHead(nn.Module):
         per_dim = torch.cat([err[:, :VEL].abs(), 0.5 * err[:, VEL:] ** 2], 1)
         regression = (per_dim * self.reg_weights).sum() / max(int(mask.sum()), 1)
 
-        attr_logits = outputs["attribute"].float().permute(0, 2, 3, 1)[mask]
+        attr_logits = outputs.attribute.float().permute(0, 2, 3, 1)[mask]
         attr_target, labels = t["attribute"][mask], t["label"][mask]
         has = attr_target >= 0
         if bool(has.any()):
@@ -187,25 +211,25 @@ class CenterHead(nn.Module):
             attribute = F.cross_entropy(masked, attr_target[has])
         else:
             attribute = attr_logits.sum() * 0.0
-        dir_logits = outputs["direction"].float()[:, 0][mask]
+        dir_logits = outputs.direction.float()[:, 0][mask]
         direction = (F.binary_cross_entropy_with_logits(dir_logits, t["direction"][mask]) if len(dir_logits)
                      else dir_logits.sum() * 0.0)
         wh, wr, wa, wd = self.weights
         out = {"loss": wh * heatmap + wr * regression + wa * attribute + wd * direction, "heatmap": heatmap,
                "regression": regression, "attribute": attribute, "direction": direction}
-        if "camera_heatmap" in outputs:  # training only: the camera's own heatmap (FusionDetector)
-            out["camera_heatmap"] = focal_loss(outputs["camera_heatmap"], t["heatmap"][outputs["camera_frames"]])
+        if outputs.camera_heatmap is not None:  # training only: the camera's own heatmap (FusionDetector)
+            out["camera_heatmap"] = focal_loss(outputs.camera_heatmap, t["heatmap"][outputs.camera_frames])
         return out
 
     # decoding ------------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def decode(self, outputs: dict[str, Tensor], score_threshold: float | None = None,
+    def decode(self, outputs: DetectorOutput, score_threshold: float | None = None,
                max_detections: int | None = None) -> list[Detections]:
         """Peaks of the class heatmaps -> one Detections per frame (ego frame, best first)."""
         thr = self.score_threshold if score_threshold is None else score_threshold
         k_max = self.max_detections if max_detections is None else max_detections
         g = self.grid
-        heat = torch.sigmoid(outputs["heatmap"].float())
+        heat = torch.sigmoid(outputs.heatmap.float())
         B, C, H, W = heat.shape
         peaks = heat * (F.max_pool2d(heat, 3, 1, 1) == heat)
         k = min(k_max, C * H * W)
@@ -213,19 +237,19 @@ class CenterHead(nn.Module):
         labels = idx // (H * W)
         pix = idx % (H * W)
         row, col = (pix // W).float(), (pix % W).float()
-        reg = outputs["regression"].float().flatten(2).gather(2, pix[:, None].expand(-1, len(REG_DIMS), -1))
+        reg = outputs.regression.float().flatten(2).gather(2, pix[:, None].expand(-1, len(REG_DIMS), -1))
         reg = reg.transpose(1, 2)  # (B, k, 10)
         xy = g.to_metric(torch.stack([col + reg[..., 0], row + reg[..., 1]], -1))
         size = reg[..., 3:6].clamp(max=6.0).exp()
         axis = torch.atan2(reg[..., 6], reg[..., 7]) / 2  # in (-pi/2, pi/2]: cos >= 0
-        forward = outputs["direction"].float().flatten(1).gather(1, pix) >= 0
+        forward = outputs.direction.float().flatten(1).gather(1, pix) >= 0
         yaw = torch.where(forward, axis, axis + math.pi)
         yaw = torch.atan2(torch.sin(yaw), torch.cos(yaw))
         velocity = reg[..., VEL:VEL + 2]
-        if "doppler" in outputs:
-            velocity = self.radial_velocity(outputs["doppler"].float(), pix, yaw, velocity)
+        if outputs.doppler is not None:
+            velocity = self.radial_velocity(outputs.doppler.float(), pix, yaw, velocity)
         boxes = torch.cat([xy, reg[..., 2:3], size, yaw[..., None], velocity], -1)
-        attr_logits = outputs["attribute"].float().flatten(2).gather(2, pix[:, None].expand(-1, len(ATTRIBUTES), -1))
+        attr_logits = outputs.attribute.float().flatten(2).gather(2, pix[:, None].expand(-1, len(ATTRIBUTES), -1))
         valid = self.valid_attr[labels]  # (B, k, 8)
         attrs = attr_logits.transpose(1, 2).masked_fill(~valid, -torch.inf).argmax(-1)
         attrs = torch.where(valid.any(-1), attrs, -1)

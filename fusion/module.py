@@ -25,8 +25,9 @@ from fusion.cost import (config_cost, measure_latency_table, relative_costs, syn
                          table_to_dict)
 from fusion.detector import FrameRecord, SensorConfig, build_detector
 from fusion.gate import Gate, configuration_table, configurations
+from fusion.head import DetectorOutput
 from sensors.frame import Batch, Detections
-from sensors.names import MODES, SENSORS
+from sensors.names import IMAGE_SIZE, MODES, SENSORS
 
 
 def random_decisions(present: Tensor, static: Tensor, p: float, generator: torch.Generator | None = None) -> Tensor:
@@ -131,7 +132,7 @@ class GateFusionModule(pl.LightningModule):
         costs = relative_costs(self.latency, configurations()) if self.latency else torch.ones(len(configurations()))
         self.gate = Gate(costs, gate_hidden, gate_estimator, gate_own_glimpse) if gate else None
 
-    def forward(self, batch: Batch, decisions: Tensor) -> dict[str, Tensor]:
+    def forward(self, batch: Batch, decisions: Tensor) -> DetectorOutput:
         return self.detector(batch, decisions)
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
@@ -143,7 +144,7 @@ class GateFusionModule(pl.LightningModule):
         (rank 0's, broadcast, so that every process penalises the same costs)."""
         if stage == "fit" and self.gate is not None and self.latency is None:
             dm = self.trainer.datamodule
-            image_size = tuple(dm.hparams.get("image_size", (320, 180))) if dm is not None else (320, 180)
+            image_size = tuple(dm.hparams.get("image_size", IMAGE_SIZE)) if dm is not None else IMAGE_SIZE
             # setup runs before the strategy moves the model: measure where it will train
             device = self.trainer.strategy.root_device
             frame = synthetic_frame(self.detector.grid, image_size, 32768, 300).to(device)
@@ -212,7 +213,7 @@ class GateFusionModule(pl.LightningModule):
                     log[f"gate/{s}_{m}"] = (chosen[:, i] == m_i).float().mean()
         self.log_dict(log, batch_size=batch_size)
 
-    def gate_regression(self, batch: Batch, decisions: Tensor, outputs: dict[str, Tensor], progress: float
+    def gate_regression(self, batch: Batch, decisions: Tensor, outputs: DetectorOutput, progress: float
                         ) -> tuple[Tensor, Tensor]:
         """(fit, penalty) of the "regression" gate on one training batch: smooth L1 between the gate's predicted loss
         for the configuration each frame ran and that frame's detection loss (detached: the detector's training is
@@ -247,10 +248,12 @@ class GateFusionModule(pl.LightningModule):
               penalty: Tensor | None = None) -> Tensor:
         outputs = self.detector(batch, decisions, weights)
         losses = self.detector.head.loss(outputs, batch.gt)
-        for name in ("depth", "semantic"):  # training only: the camera's depth (LiDAR) and image semantics (boxes)
-            if f"camera_{name}_loss" in outputs:
-                losses[f"camera_{name}"] = outputs[f"camera_{name}_loss"]
-                losses["loss"] = losses["loss"] + self.hparams[f"camera_{name}_weight"] * losses[f"camera_{name}"]
+        camera = (("camera_depth", outputs.camera_depth_loss, self.hparams.camera_depth_weight),
+                  ("camera_semantic", outputs.camera_semantic_loss, self.hparams.camera_semantic_weight))
+        for name, loss, weight in camera:  # training only: the camera's depth (LiDAR) and image semantics (boxes)
+            if loss is not None:
+                losses[name] = loss
+                losses["loss"] = losses["loss"] + weight * loss
         if "camera_heatmap" in losses:  # training only: the camera's BEV detecting alone
             losses["loss"] = losses["loss"] + self.hparams.camera_heatmap_weight * losses["camera_heatmap"]
         progress = self.gate_progress() if stage == "train" else None

@@ -4,8 +4,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from fusion.cost import (SHARED, branch_gflops, config_cost, detector_from_config, main, static_configs,
-                         synthetic_frame)
+from fusion.cost import (SHARED, branch_gflops, config_cost, detector_from_config, main, read_config,
+                         static_configs, synthetic_frame)
 from sensors.names import MODES, SENSORS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,3 +30,13 @@ def test_cost_command_prints_every_branch_and_configuration():
     full = config_cost(table, static_configs()[0])
     assert f"{full:.3f} GFLOPs" in report and f"| shared | on     | {table[SHARED]:6.3f} |" in report
 
+
+
+def test_overlays_apply_in_order(tmp_path):
+    """--config base --config overlay: the overlay's keys win, as train.py applies them."""
+    overlay = tmp_path / "coarse.yaml"
+    overlay.write_text("model:\n  bev_cell: 6.4\ndata:\n  image_size: [80, 45]\n")
+    detector, image_size = detector_from_config(str(REPO / "configs" / "tiny.yaml"), str(overlay))
+    assert detector.grid.cell == 6.4 and image_size == (80, 45)
+    model, _ = read_config(str(REPO / "configs" / "nuscenes-mini.yaml"), str(REPO / "configs" / "gate.yaml"))
+    assert model["gate_own_glimpse"] is True and model["lidar_channels"] == 64

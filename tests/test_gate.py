@@ -211,8 +211,7 @@ def test_regression_gate_learns_per_frame_losses_and_leaves_the_detector_alone()
     assert float(m.gate.mlp[0].weight.grad.abs().sum()) > 0 and m.gate.price_scale.grad is not None
     assert all(p.grad is None for p in m.detector.parameters())
     # the per-frame losses are the head's loss of each frame alone
-    one = m.detector.head.loss({k: v[1:2] for k, v in outputs.items() if k in ("heatmap", "regression", "attribute",
-                                                                                "direction")}, batch.gt[1:2])
+    one = m.detector.head.loss(outputs.frame(1), batch.gt[1:2])
     assert float(target[1]) == pytest.approx(float(one["loss"]), rel=1e-5)
 
 

@@ -1,4 +1,5 @@
-"""Tests of the encoders, fusion detector, head, cost table and module on hand-made random batches."""
+"""Tests of the fusion detector, head, cost table and module on hand-made random batches (the encoders alone:
+tests/test_encoders.py)."""
 from __future__ import annotations
 
 import itertools
@@ -9,7 +10,7 @@ import torch
 
 from fusion.cost import SHARED, branch_gflops, config_cost
 from fusion.detector import SensorConfig, build_detector
-from fusion.head import REG_DIMS, CenterHead
+from fusion.head import REG_DIMS, CenterHead, DetectorOutput
 from fusion.module import GateFusionModule, random_decisions
 from sensors.bev import BEVGrid
 from sensors.frame import Batch, Boxes, CameraData, FrameMeta, LidarData, RadarData
@@ -101,10 +102,17 @@ def test_output_shapes_no_nan(detector):
     batch = make_batch()
     out = detector(batch, SensorConfig().decisions(batch.present))
     H = W = detector.grid.H
-    assert out["heatmap"].shape == (2, 10, H, W)
-    assert out["regression"].shape == (2, 10, H, W)
-    assert out["attribute"].shape == (2, 8, H, W)
-    assert all(torch.isfinite(v).all() for v in out.values())
+    assert out.heatmap.shape == (2, 10, H, W)
+    assert out.regression.shape == (2, 10, H, W)
+    assert out.attribute.shape == (2, 8, H, W)
+    assert out.direction.shape == (2, 1, H, W)
+    assert all(torch.isfinite(v).all() for v in (out.heatmap, out.regression, out.attribute, out.direction))
+    # training mode: the camera's losses as named fields; eval mode: none of them
+    assert out.camera_depth_loss.ndim == 0 and out.camera_semantic_loss.ndim == 0 and out.camera_heatmap is None
+    detector.eval()
+    plain = detector(batch, SensorConfig().decisions(batch.present))
+    detector.train()
+    assert plain.camera_depth_loss is None and plain.camera_semantic_loss is None and plain.doppler is None
     losses = detector.head.loss(out, batch.gt)
     assert all(torch.isfinite(v) for v in losses.values())
 
@@ -136,20 +144,21 @@ def test_camera_heatmap_trains_the_camera_alone():
     batch = make_batch(B=3)
     decisions = torch.tensor([[2, 2, 1], [0, 1, 1], [1, 0, 0]])
     out = det(batch, decisions)
-    assert out["camera_frames"].tolist() == [0, 2]
-    assert out["camera_heatmap"].shape == (2, 10, *out["heatmap"].shape[2:])
+    assert out.camera_frames.tolist() == [0, 2]
+    assert out.camera_heatmap.shape == (2, 10, *out.heatmap.shape[2:])
     losses = det.head.loss(out, batch.gt)
     assert torch.isfinite(losses["camera_heatmap"])
     losses["camera_heatmap"].backward()
     assert _grad_state(det.camera) and _grad_state(det.camera_heatmap)
     assert not any(_grad_state(m) for m in (det.lidar, det.radar, det.fusion, det.decoder, det.head))
     det.eval()
-    assert "camera_heatmap" not in det(batch, decisions)
+    assert det(batch, decisions).camera_heatmap is None
     m = GateFusionModule(**TINY, camera_heatmap_weight=0.5)
     m.train()
     out = m(batch, decisions)
     parts = m.detector.head.loss(out, batch.gt)
-    expected = parts["loss"] + m.hparams.camera_depth_weight * out["camera_depth_loss"] + 0.5 * parts["camera_heatmap"]
+    expected = (parts["loss"] + m.hparams.camera_depth_weight * out.camera_depth_loss
+                + m.hparams.camera_semantic_weight * out.camera_semantic_loss + 0.5 * parts["camera_heatmap"])
     assert float(m._step(batch, decisions, "train")) == pytest.approx(float(expected), rel=1e-5)
     with pytest.raises(ValueError, match="camera_heatmap_weight"):
         GateFusionModule(**TINY, camera_heatmap_weight=-1.0)
@@ -159,7 +168,7 @@ def test_every_subset_and_resolution_runs(detector):
     batch = make_batch()
     for cfg in ALL_CONFIGS:
         out = detector(batch, cfg.decisions(batch.present))
-        assert torch.isfinite(out["heatmap"]).all(), cfg
+        assert torch.isfinite(out.heatmap).all(), cfg
 
 
 def test_mixed_per_frame_decisions_equal_single_runs(detector):
@@ -170,15 +179,15 @@ def test_mixed_per_frame_decisions_equal_single_runs(detector):
     decisions = torch.tensor([[1, 0, 1], [2, 1, 0], [0, 2, 1], [2, 2, 1]])
     detector.eval()
     with torch.no_grad():
-        mixed = detector(batch, decisions)["heatmap"]
+        mixed = detector(batch, decisions).heatmap
         for b in range(4):
             one = make_batch(B=4, seed=3)
             one.present[3, 0] = False
             row = decisions[b].expand(4, 3).clone()
-            alone = detector(one, row)["heatmap"][b]
+            alone = detector(one, row).heatmap[b]
             assert torch.allclose(mixed[b], alone, atol=1e-5), b
         # the frame without a camera ran camera-off
-        cam_off = detector(batch, torch.tensor([[1, 0, 1], [2, 1, 0], [0, 2, 1], [0, 2, 1]]))["heatmap"][3]
+        cam_off = detector(batch, torch.tensor([[1, 0, 1], [2, 1, 0], [0, 2, 1], [0, 2, 1]])).heatmap[3]
         assert torch.allclose(mixed[3], cam_off, atol=1e-5)
     detector.train()
 
@@ -234,8 +243,7 @@ def test_head_target_decode_round_trip(detector):
     assert t["mask"].sum() == 6
     logit = lambda p: torch.log(p.clamp(1e-6, 1 - 1e-6)) - torch.log1p(-p.clamp(1e-6, 1 - 1e-6))
     attr = torch.nn.functional.one_hot(t["attribute"].clamp(min=0), 8).permute(0, 3, 1, 2).float() * 10
-    outputs = {"heatmap": logit(t["heatmap"]), "regression": t["regression"], "attribute": attr,
-               "direction": (t["direction"][:, None] * 2 - 1) * 10}
+    outputs = DetectorOutput(logit(t["heatmap"]), t["regression"], attr, (t["direction"][:, None] * 2 - 1) * 10)
     dets = head.decode(outputs, score_threshold=0.5)
     assert len(dets[1].scores) == 0 and len(dets[0].scores) == 6
     order_p = torch.argsort(dets[0].boxes[:, 0])
@@ -248,7 +256,8 @@ def test_head_target_decode_round_trip(detector):
     assert torch.equal(dets[0].labels[order_p], gt[0].labels[order_g])
     assert torch.equal(dets[0].attributes[order_p], gt[0].attributes[order_g])
     # at most max_detections per frame even with a flat heatmap
-    flat = {k: torch.zeros_like(v) for k, v in outputs.items()}
+    flat = DetectorOutput(*(torch.zeros_like(v) for v in (outputs.heatmap, outputs.regression, outputs.attribute,
+                                                          outputs.direction)))
     assert len(head.decode(flat, score_threshold=0.0, max_detections=500)[0].scores) <= 500
 
 
@@ -366,7 +375,7 @@ def test_velocity_is_learned_when_most_boxes_stand_still():
         loss.backward()
         opt.step()
     t = head.targets(gt)
-    vel = head(features)["regression"].detach().permute(0, 2, 3, 1)[t["mask"]][:, 8:10]
+    vel = head(features).regression.detach().permute(0, 2, 3, 1)[t["mask"]][:, 8:10]
     target = t["regression"].permute(0, 2, 3, 1)[t["mask"]][:, 8:10]
     moving = target[:, 0] > 0
     assert (vel[moving] - target[moving]).norm(dim=1).mean() < 1.5, vel[moving]
@@ -414,192 +423,6 @@ def test_module_detect_and_random_decisions():
         GateFusionModule(sensors="camera=off")
 
 
-def test_camera_projection_geometry():
-    from datasets.augment import augment_matrix
-    from sensors.camera import project_to_images
-
-    cam = camera_rig(1, 32, 56)
-    pts = torch.tensor([[10.0, 0.0, 1.5], [-10.0, 0.0, 1.5], [10.0, 0.0, 5.0]])
-    norm, visible = project_to_images(pts, cam.ego_T_cam, cam.intrinsics, (32, 56))
-    assert visible[0, 0].tolist() == [True, False, True]  # camera 0 looks along +x
-    assert torch.allclose(norm[0, 0, 0], torch.zeros(2), atol=1e-5)  # straight ahead -> image centre
-    assert norm[0, 0, 2, 1] < 0  # higher -> up in the image
-    assert visible[0, 3, 1] and not visible[0, 3, 0]  # camera 3 looks backwards
-    # augmentation (rotation, scale, flip) applied to points and extrinsics alike leaves the projection unchanged
-    A = torch.as_tensor(augment_matrix(0.3, 1.05, True), dtype=torch.float32)
-    norm_aug, visible_aug = project_to_images(pts @ A[:3, :3].T + A[:3, 3], A @ cam.ego_T_cam, cam.intrinsics,
-                                              (32, 56))
-    assert torch.equal(visible_aug, visible) and torch.allclose(norm_aug, norm, atol=1e-4)
-
-
-def test_ray_geometry_gives_the_ground_depth_of_every_pixel():
-    """Below the horizon every pixel carries the depth at which its ray meets the ground (level cameras 1.5 m up:
-    1.5 f / (row - H/2)), and the pixel where a ground point 12 m ahead projects about 12 m; rows above the horizon
-    carry 0; the up component of the rays grows from the bottom row to the top."""
-    from sensors.camera import GROUND_DEPTH_SCALE, project_to_images, ray_geometry
-
-    H, W = 64, 112
-    cam = camera_rig(1, H, W)
-    g = ray_geometry(cam.ego_T_cam, cam.intrinsics, (H, W))
-    assert g.shape == (1, 6, 2, H, W)
-    rows = torch.arange(H // 2 + 1, H).float() + 0.5
-    expected = 1.5 * (W / 2) / (rows - H / 2)
-    assert torch.allclose(GROUND_DEPTH_SCALE / g[0, :, 0, H // 2 + 1:, :], expected[None, :, None], rtol=1e-4)
-    norm, visible = project_to_images(torch.tensor([[12.0, 0.0, 0.0]]), cam.ego_T_cam, cam.intrinsics, (H, W))
-    assert visible[0, 0, 0]
-    u, v = int((norm[0, 0, 0, 0] + 1) / 2 * W), int((norm[0, 0, 0, 1] + 1) / 2 * H)
-    assert GROUND_DEPTH_SCALE / float(g[0, 0, 0, v, u]) == pytest.approx(12.0, rel=0.15)
-    assert (g[0, :, 0, : H // 2] == 0).all() and (g[0, :, 0, H // 2 + 1:] > 0).all()
-    assert (g[0, :, 1, 0] > g[0, :, 1, -1]).all()
-
-
-def test_camera_bev_responds_where_cameras_see():
-    """Only BEV cells seen by a valid camera get camera features (before the BEV stage)."""
-    from sensors.camera import CameraEncoder
-
-    grid = BEVGrid((-25.6, 25.6), (-25.6, 25.6), 1.6)
-    enc = CameraEncoder(grid, width=4, channels=8, heights=2, bev_factor=1)
-    data = camera_rig(1, 32, 56)
-    data.valid[0, 1:] = False
-    enc.stages["low"] = torch.nn.Identity()
-    with torch.no_grad():
-        bev = enc(data, "low")[0][0].abs().sum(0)
-    xy = enc.bev_grids["low"].cell_centers()
-    ahead = (xy[..., 0] > 3) & (xy[..., 1].abs() < 0.3 * xy[..., 0])
-    behind = xy[..., 0] < -1
-    assert (bev[ahead] > 0).all() and (bev[behind] == 0).all()
-
-
-def test_camera_depth_loss_is_supervised_by_lidar_points():
-    """A LiDAR point 10 m ahead of camera 0 is the depth target of the cell it projects to: logits that put the
-    mass on its bin give a low loss, others a high one; without points the loss is 0 and still differentiable."""
-    from sensors.camera import DEPTH_RANGE, CameraEncoder, project_to_images
-
-    grid = BEVGrid((-25.6, 25.6), (-25.6, 25.6), 1.6)
-    enc = CameraEncoder(grid, width=4, channels=8, heights=2, bev_factor=1, depth_bins=16)
-    data = camera_rig(1, 32, 56)
-    point = torch.tensor([[10.0, 0.0, 0.0]])
-    norm, visible, depth = project_to_images(point, data.ego_T_cam, data.intrinsics, (32, 56), with_depth=True)
-    assert visible[0, 0, 0] and abs(float(depth[0, 0, 0]) - 10.0) < 1e-4
-    h, w = 4, 7
-    u = int((norm[0, 0, 0, 0] + 1) / 2 * w)
-    v = int((norm[0, 0, 0, 1] + 1) / 2 * h)
-    target = int((10.0 - DEPTH_RANGE[0]) / (DEPTH_RANGE[1] - DEPTH_RANGE[0]) * 16)
-    good = torch.zeros(1, 6, 16, h, w)
-    good[0, 0, target, v, u] = 20.0
-    bad = torch.zeros(1, 6, 16, h, w)
-    bad[0, 0, (target + 5) % 16, v, u] = 20.0
-    index = torch.zeros(1, dtype=torch.long)
-    assert float(enc.depth_loss(good, data, point, index)) < 1e-3
-    assert float(enc.depth_loss(bad, data, point, index)) > 10.0
-    logits = torch.zeros(1, 6, 16, h, w, requires_grad=True)
-    empty = enc.depth_loss(logits, data, torch.zeros(0, 5), torch.zeros(0, dtype=torch.long))
-    empty.backward()
-    assert float(empty) == 0.0 and logits.grad is not None
-    bev, losses = enc(data, "high", point, index)
-    assert bev.shape == (1, 8, grid.H, grid.W) and set(losses) == {"depth"} and torch.isfinite(losses["depth"])
-
-
-def test_camera_semantic_targets_mark_the_cells_a_box_covers():
-    """A car 10 m ahead of camera 0 covers the centre cells of that camera's feature map and no cell of the
-    camera looking back; a nearer pedestrian in front of it wins the cells they share; the loss is low for
-    logits that match the targets, high for others, and finite for a frame without boxes."""
-    from sensors.camera import SEMANTIC_CLASSES, CameraEncoder, semantic_targets
-
-    data = camera_rig(1, 32, 56)
-    car = [10.0, 0.0, 1.0, 4.0, 5.0, 2.0, 0.0, 0.0, 0.0]
-    ped = [6.0, 0.0, 0.9, 1.0, 1.0, 1.8, 0.0, 0.0, 0.0]
-    boxes = Boxes(torch.tensor([car, ped]), torch.tensor([CLASSES.index("car"), CLASSES.index("pedestrian")]),
-                  torch.tensor([-1, -1]))
-    t = semantic_targets([boxes], data, (32, 56), (8, 14))
-    assert t.shape == (1, 6, 8, 14)
-    front = t[0, 0]
-    assert int(front[4, 7]) == 1 + CLASSES.index("pedestrian")  # the nearer one, in front of the car
-    assert (front == 1 + CLASSES.index("car")).any() and (front == 0).any()
-    assert (t[0, 3] == 0).all()  # camera 3 looks back
-    enc = CameraEncoder(BEVGrid((-25.6, 25.6), (-25.6, 25.6), 1.6), width=4, channels=8, heights=2, bev_factor=1)
-    good = torch.nn.functional.one_hot(t, SEMANTIC_CLASSES).permute(0, 1, 4, 2, 3).float() * 20.0
-    assert float(enc.semantic_loss(good, data, [boxes])) < 1e-3
-    assert float(enc.semantic_loss(good.roll(1, dims=2), data, [boxes])) > 10.0
-    empty = enc.semantic_loss(good, data, [Boxes.empty()])
-    assert torch.isfinite(empty)
-
-
-def test_lidar_time_split_keeps_the_key_sweep_and_the_earlier_sweeps_in_separate_channels():
-    from sensors.lidar import PillarNet
-
-    grid = BEVGrid((-25.6, 25.6), (-25.6, 25.6), 1.6, (-2.0, 4.0))
-    net = PillarNet(grid, 0.8, 4096, channels=8, blocks=1, time_split=True)
-    canvases = []
-    net.bev.register_forward_hook(lambda module, inputs, output: canvases.append(inputs[0]))
-    points = torch.rand(500, 5) * 20 - 10
-    for lag in (0.0, 0.1):
-        points[:, 4] = lag
-        net(points, torch.zeros(500, dtype=torch.long), 1)
-    now, past = canvases
-    assert now.shape[1] == 8 and now[:, :4].abs().sum() > 0 and now[:, 4:].abs().sum() == 0
-    assert past[:, :4].abs().sum() == 0 and past[:, 4:].abs().sum() > 0
-    with pytest.raises(ValueError, match="even number of channels"):
-        PillarNet(grid, 0.8, 4096, channels=7, time_split=True)
-
-
-def test_radar_context_runs_a_half_resolution_level_and_keeps_the_shared_grid():
-    from sensors.radar import RadarEncoder
-
-    grid = BEVGrid((-25.6, 25.6), (-25.6, 25.6), 1.6, (-2.0, 4.0))
-    points = torch.rand(300, 7) * 20 - 10
-    data = RadarData(points, torch.zeros(300, dtype=torch.long))
-    plain, context = RadarEncoder(grid, 8, 512), RadarEncoder(grid, 8, 512, context=True)
-    seen = []
-    context.bev.down.register_forward_hook(lambda module, inputs, output: seen.append(output.shape))
-    assert plain(data, 1).shape == context(data, 1).shape == (1, 8, grid.H, grid.W)
-    assert seen == [(1, 16, grid.H // 2, grid.W // 2)]
-
-
-def test_lidar_motion_map_measures_the_sweep_to_sweep_displacement_above_the_ground():
-    from sensors.lidar import MOTION_CHANNELS, LidarEncoder
-
-    grid = BEVGrid((-25.6, 25.6), (-25.6, 25.6), 0.8, (-2.0, 4.0))
-    gen = torch.Generator().manual_seed(0)
-
-    def cluster(x, y, lag, n=20):  # points 1 m above the ground in a 0.4 m square at (x, y)
-        p = torch.zeros(n, 5)
-        p[:, :2] = torch.tensor([x, y]) + torch.rand(n, 2, generator=gen) * 0.4
-        p[:, 2], p[:, 4] = 1.0, lag
-        return p
-
-    # frame 0: a car at (12, 0) that was 1 m behind 0.2 s earlier (5 m/s along x), a still object at (-10, 5) seen
-    # identically in both sweeps, and ground points everywhere in both sweeps; frame 1: ground only
-    still = cluster(-10.0, 5.0, 0.0)
-    earlier = still.clone()
-    earlier[:, 4] = 0.2
-    ground = torch.zeros(4000, 5)
-    ground[:, :2] = torch.rand(4000, 2, generator=gen) * 40 - 20
-    ground[:, 4] = (torch.arange(4000) % 2) * 0.2
-    frame0 = torch.cat([cluster(12.0, 0.0, 0.0), cluster(11.0, 0.0, 0.2), still, earlier, ground])
-    points = torch.cat([frame0, ground])
-    batch_index = torch.cat([torch.zeros(len(frame0)), torch.ones(len(ground))]).long()
-    enc = LidarEncoder(grid, 8, 1024, 4096, 1, motion=True)
-    out = enc(LidarData(points, batch_index), 2, "coarse")
-    assert out.shape == (2, 8 + MOTION_CHANNELS, grid.H, grid.W) and enc.out_channels == 8 + MOTION_CHANNELS
-    motion = out[:, 8:].detach()
-
-    def at(b, x, y):
-        col, row, _ = grid.cell_index(torch.tensor([[x, y]]))
-        return motion[b, :, int(row), int(col)]
-
-    vx, vy, n = at(0, 11.8, 0.2)
-    assert float(vx) * 10 == pytest.approx(5.0, abs=0.6) and abs(float(vy)) * 10 < 0.6
-    assert float(n) == pytest.approx(math.log(21) / 5)
-    assert at(0, -9.8, 5.2)[:2].abs().max() * 10 < 0.6  # still
-    assert motion[1].abs().max() == 0  # the ground alone: nothing above it, no motion
-    assert at(0, 0.0, -15.0).abs().max() == 0
-    # the detector hands it to the head past fusion and decoder
-    det = build_detector(**(TINY | dict(bev_cell=0.8, lidar_motion=True))).eval()
-    bev = det.fused_bev({"lidar": det.lidar(LidarData(points, batch_index), 2)},
-                        torch.tensor([[False, True, False]] * 2))
-    assert bev.shape[1] == 8 + MOTION_CHANNELS and torch.allclose(bev[:, 8:], out[:, 8:])
-
 
 def test_radial_velocity_is_resolved_along_the_heading():
     # a radar sees an object moving at 10 m/s along +x from 30 degrees off its axis: radial = 10 cos30 along u
@@ -620,8 +443,8 @@ def test_radial_velocity_is_resolved_along_the_heading():
     assert torch.allclose(v[0, 0], torch.tensor([10.0, 0.0]), atol=1e-4)
     assert torch.allclose(v[0, 1], torch.tensor([10.0, 0.0]), atol=1e-4)  # the sign comes from the measurement
     assert torch.equal(v[0, 2:], regressed[0, 2:])
-    # decode uses it where the detector was built with doppler_velocity, read from the Doppler map's channels of the
-    # head's input; it needs the Doppler map
+    # decode uses it where the detector was built with doppler_velocity: the detector hands the head the radar's
+    # Doppler map, the channels of the head's input past the decoder's; it needs the Doppler map
     with pytest.raises(ValueError, match="doppler_velocity needs radar_doppler"):
         build_detector(doppler_velocity=True)
     kw = TINY | dict(radar_doppler=True, lidar_motion=True)
@@ -634,21 +457,22 @@ def test_radial_velocity_is_resolved_along_the_heading():
     feats = {"radar": plain.radar(RadarData(points, torch.zeros(3, dtype=torch.long)), 1)}
     used = torch.tensor([[False, False, True]])
     a, b = plain.shared(feats, used), resolved.shared(feats, used)
-    assert "doppler" not in a and torch.equal(b["doppler"], plain.fused_bev(feats, used)[:, -3:])
+    assert a.doppler is None and torch.equal(b.doppler, plain.fused_bev(feats, used)[:, -3:])
+    assert resolved.shared({}, used).doppler is None  # no frame ran the radar: the regressed velocity
     col, row, _ = plain.grid.cell_index(torch.tensor([[10.5, 0.3]]))
     r, c = int(row), int(col)
-    a["heatmap"][0, 0, r, c] = b["heatmap"][0, 0, r, c] = 10.0  # a car on the returns' cell
-    a["direction"][0, 0, r, c] = b["direction"][0, 0, r, c] = 5.0  # heading the axis' forward end
-    a["regression"][0, 6:8, r, c] = b["regression"][0, 6:8, r, c] = torch.tensor([0.0, 1.0])  # axis along x
+    a.heatmap[0, 0, r, c] = b.heatmap[0, 0, r, c] = 10.0  # a car on the returns' cell
+    a.direction[0, 0, r, c] = b.direction[0, 0, r, c] = 5.0  # heading the axis' forward end
+    a.regression[0, 6:8, r, c] = b.regression[0, 6:8, r, c] = torch.tensor([0.0, 1.0])  # axis along x
     da, db = plain.head.decode(a)[0], resolved.head.decode(b)[0]
     assert not torch.allclose(da.boxes[0, 7:9], torch.tensor([6.0, 0.0]), atol=0.5)
     assert torch.allclose(db.boxes[0, 7:9], torch.tensor([6.0, 0.0]), atol=1e-3)
     assert torch.equal(da.boxes[:, :7], db.boxes[:, :7])
-    # eval.py --doppler-velocity switches it on a detector built without it, at the same channel
+    # eval.py --doppler-velocity switches it on a detector built without it
     plain.set_doppler_velocity(True)
-    assert plain.head.doppler_channel == resolved.head.doppler_channel
+    assert plain.doppler_velocity and torch.equal(plain.shared(feats, used).doppler, b.doppler)
     plain.set_doppler_velocity(False)
-    assert plain.head.doppler_channel is None
+    assert plain.shared(feats, used).doppler is None
     with pytest.raises(ValueError, match="doppler_velocity needs radar_doppler"):
         build_detector().set_doppler_velocity(True)
 
@@ -683,4 +507,4 @@ def test_radar_doppler_map_carries_the_measured_velocity_to_the_head():
     a, b = det.fused_bev({"radar": feats}, used), det.fused_bev({"radar": feats2}, used)
     assert a.shape[1] == 8 + DOPPLER_CHANNELS and not torch.equal(a[:, 8:], b[:, 8:])
     assert det.fused_bev({}, torch.zeros(1, 3, dtype=torch.bool))[:, 8:].abs().sum() == 0
-    assert set(det.shared({"radar": feats}, used)) >= {"heatmap", "regression"}
+    assert det.shared({"radar": feats}, used).heatmap.shape[1:] == (len(CLASSES), *a.shape[2:])

@@ -1,6 +1,6 @@
 """train.py end to end on the tiny synthetic world: one-batch fit in a run folder moved by trainer.default_root_dir,
-every config parsed, one step of the demo model, resume from last.ckpt, DDP on 2 CPU processes; slow: the demo
-config learns on the tiny world, and a full tiny fit followed by eval.py."""
+every config parsed (overlays on their bases), one step of the demo model, resume from last.ckpt, DDP on 2 CPU
+processes; slow: the demo config learns on the tiny world, and a full tiny fit followed by eval.py."""
 from __future__ import annotations
 
 import csv
@@ -16,8 +16,11 @@ from fusion.cost import relative_costs, table_from_dict
 from fusion.gate import configurations
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
-OVERLAYS = {"demo-gated-robust": "demo-gated", "demo-long": "demo"}  # used on top of another: --config base --config it
+BASES = ("demo", "nuscenes-mini", "nuscenes-trainval", "tiny")  # whole configs; the others are overlays on them
+# every base alone, and each overlay on the bases its header names: --config base --config overlay ...
+STACKS = [(b,) for b in BASES] + [(b, "gate") for b in BASES if b != "tiny"] + [
+    ("demo", "long"), ("demo", "gate", "robust"), ("nuscenes-trainval", "one-gpu"),
+    ("nuscenes-trainval", "gate", "one-gpu")]
 
 
 @pytest.fixture(scope="module")
@@ -87,27 +90,63 @@ def test_a_config_logger_is_kept(tmp_path):
     assert cli.trainer.log_dir.startswith(str(tmp_path / "mine"))
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
-def test_every_config_parses(config, tmp_path, capsys):
-    """`--print_config` of each config (the dataroot overridden: nothing reads it while printing; an overlay on top
-    of its base); each names its run folder once, as trainer.default_root_dir, and leaves the loggers and checkpoint
-    folder to it."""
+def print_config(stack: tuple[str, ...], dataroot: Path, capsys) -> dict:
+    """`train.py fit --print_config` of configs stacked in order (the dataroot overridden: nothing reads it while
+    printing), parsed."""
     import train
 
-    base = ["--config", str(REPO / "configs" / f"{OVERLAYS[config.stem]}.yaml")] if config.stem in OVERLAYS else []
+    configs = [a for name in stack for a in ("--config", str(REPO / "configs" / f"{name}.yaml"))]
     with pytest.raises(SystemExit) as e:
-        train.main(["fit", *base, "--config", str(config), "--data.dataroot", str(tmp_path), "--print_config"])
+        train.main(["fit", *configs, "--data.dataroot", str(dataroot), "--print_config"])
     assert e.value.code in (0, None)
-    printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["trainer"]["default_root_dir"] == f"runs/{config.stem}" and printed["trainer"]["logger"] is None
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def test_every_config_file_is_a_base_or_in_a_stack():
+    assert {p.stem for p in (REPO / "configs").glob("*.yaml")} == {name for stack in STACKS for name in stack}
+
+
+@pytest.mark.parametrize("stack", STACKS, ids=["+".join(s) for s in STACKS])
+def test_every_config_parses(stack, tmp_path, capsys):
+    """Each base config, and each overlay on top of its bases, parses; the base names the run folder, once, as
+    trainer.default_root_dir (an overlay names none: its command gives one), and leaves the loggers and checkpoint
+    folder to it; each overlay's own settings win over its base's."""
+    printed = print_config(stack, tmp_path, capsys)
+    assert printed["trainer"]["default_root_dir"] == f"runs/{stack[0]}" and printed["trainer"]["logger"] is None
     assert "train_sensor_dropout" in printed["model"] and printed["data"]["dataroot"] == str(tmp_path)
-    if config.stem == "demo-gated-robust":  # the overlay's own settings win over its base's
-        assert printed["data"]["train_corruption_prob"] > 0 and printed["model"]["gate"] is True
-    if config.stem == "demo-long":
-        assert printed["trainer"]["max_epochs"] > 9 and printed["model"]["radar_doppler"] is True
+    assert printed["model"]["gate"] is ("gate" in stack)
+    if "robust" in stack:
+        assert printed["data"]["train_corruption_prob"] > 0 and len(printed["data"]["train_corruptions"]) == 18
+    if "long" in stack:
+        assert printed["trainer"]["max_epochs"] == 40 and printed["model"]["radar_doppler"] is True
         assert any(c["class_path"].endswith("EarlyStopping") for c in printed["trainer"]["callbacks"])
+    if "one-gpu" in stack:
+        assert printed["trainer"]["devices"] == 1 and printed["trainer"]["strategy"] == "auto"
     assert all("dirpath" not in (c.get("init_args") or {}) or c["init_args"]["dirpath"] is None
                for c in printed["trainer"]["callbacks"])
+
+
+@pytest.mark.parametrize("base", ["demo", "nuscenes-trainval"])
+def test_gate_overlay_changes_only_the_gate(base, tmp_path, capsys):
+    """configs/gate.yaml on a base turns the gate on with its settings and leaves every other value of the base (its
+    detector, data, recipe and latency table) as it is."""
+    alone, gated = print_config((base,), tmp_path, capsys), print_config((base, "gate"), tmp_path, capsys)
+    changed = {k for k in alone["model"] if alone["model"][k] != gated["model"][k]}
+    assert changed == {"gate", "gate_own_glimpse"} and gated["model"]["gate_costs"] == alone["model"]["gate_costs"]
+    assert {k: v for k, v in gated.items() if k != "model"} == {k: v for k, v in alone.items() if k != "model"}
+
+
+def test_one_gpu_overlay_scales_the_learning_rate_linearly(tmp_path, capsys):
+    """lr proportional to the total batch (devices x nodes x batch size): 8 GPUs -> 1 divides it by 8."""
+    eight, one = (print_config(s, tmp_path, capsys) for s in (("nuscenes-trainval",), ("nuscenes-trainval", "one-gpu")))
+
+    def total_batch(c: dict) -> int:
+        return c["trainer"]["devices"] * c["trainer"]["num_nodes"] * c["data"]["batch_size"]
+
+    assert (total_batch(eight), total_batch(one)) == (32, 4)
+    assert one["model"]["lr"] == pytest.approx(eight["model"]["lr"] * total_batch(one) / total_batch(eight))
+    assert {k: v for k, v in one["model"].items() if k != "lr"} == {k: v for k, v in eight["model"].items()
+                                                                      if k != "lr"}
 
 
 def test_one_step_of_the_demo_model(tmp_path, tiny_world, cache_dir):
