@@ -227,8 +227,18 @@ def test_demo_config_learns_on_the_tiny_world(tmp_path, tiny_world, cache_dir):
 @pytest.mark.slow
 def test_tiny_fit_then_eval_end_to_end(tmp_path, tiny_world, cache_dir):
     """The whole tiny config (one epoch with validation) as a script, then eval.py as a script on its best
-    checkpoint over the whole val split: metrics.json with a finite NDS."""
+    checkpoint over the whole val split: one result and one record per val frame, and metrics.json's NDS is the
+    devkit's, both by its formula (DetectionMetrics.nd_score) from the mAP and TP errors written beside it and by
+    DetectionEval run afresh on results.json."""
     import json
+
+    import numpy as np
+    from nuscenes import NuScenes
+    from nuscenes.eval.common.config import config_factory
+    from nuscenes.eval.detection.constants import TP_METRICS
+
+    from sensors.names import CLASSES
+    from tests.test_evaluation import _check_nds_is_the_devkits
 
     run, out = tmp_path / "run", tmp_path / "eval"
     proc = subprocess.run([sys.executable, "train.py", "fit", "--config", "configs/tiny.yaml", "--data.dataroot",
@@ -242,4 +252,25 @@ def test_tiny_fit_then_eval_end_to_end(tmp_path, tiny_world, cache_dir):
                            str(cache_dir), "--flop-frames", "0"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((out / "metrics.json").read_text())
-    assert m["frames"] > 0 and 0.0 <= m["nds"] <= 1.0 and len(m["per_class_ap"]) == 10
+    nusc = NuScenes("v1.0-synth", str(tiny_world), verbose=False)
+    val_scenes = set(json.loads((tiny_world / "v1.0-synth" / "splits.json").read_text())["synth_val"])
+    val = {s["token"] for s in nusc.sample if nusc.get("scene", s["scene_token"])["name"] in val_scenes}
+    results = json.loads((out / "results.json").read_text())["results"]
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert m["frames"] == len(val) == len(records) and set(results) == {r["sample_token"] for r in records} == val
+    boxes = [b for frame in results.values() for b in frame]
+    assert sum(r["detections"] for r in records) == len(boxes) > 0 and sum(r["gt_boxes"] for r in records) > 0
+    for b in boxes:
+        assert b["detection_name"] in CLASSES and 0 <= b["detection_score"] <= 1 and min(b["size"]) > 0
+        assert np.isfinite(b["translation"] + b["size"] + b["rotation"] + b["velocity"]).all()
+
+    cfg = config_factory("detection_cvpr_2019")
+    assert set(m["per_class_ap"]) == set(CLASSES) and set(m["tp_errors"]) == set(TP_METRICS)
+    assert m["map"] == pytest.approx(np.mean(list(m["per_class_ap"].values())))
+    for k in TP_METRICS:
+        per_class = [m["per_class_tp_errors"][c][k] for c in CLASSES]
+        assert m["tp_errors"][k] == pytest.approx(np.nanmean(per_class), nan_ok=True)
+    tp_scores = [max(0.0, 1.0 - m["tp_errors"][k]) for k in TP_METRICS]  # as the devkit: NaN error -> 0
+    nds = (cfg.mean_ap_weight * m["map"] + sum(tp_scores)) / (cfg.mean_ap_weight + len(tp_scores))
+    assert m["nds"] == pytest.approx(nds) and 0 <= m["nds"] <= 1
+    _check_nds_is_the_devkits(out, tiny_world)
