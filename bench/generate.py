@@ -18,12 +18,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from datasets.synthetic import PRESETS, generate  # noqa: E402
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--full", action="store_true", help="also time the full preset")
     parser.add_argument("--keep", help="write the worlds under this folder and keep them")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     presets = ["tiny", "demo"] + (["full"] if args.full else [])
     base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="gatefusion-bench-"))
     rows = []

@@ -4,13 +4,14 @@ model with its gate overridden, and of the static recipe), and the per-frame ora
     python bench/pareto.py [--seeds 0 1 2] [--budgets 0.35 0.5 0.65 0.8] [--train] [--reuse] [--limit N]
                            [--dataroot data/synth-demo] [--out runs/pareto]
 
-Runs per seed S: the gated model runs/demo-gated (S = 0) or runs/demo-gated-seedS (configs/demo-gated.yaml), and
+Runs per seed S: the gated model runs/demo-gated (S = 0) or runs/demo-gated-seedS (configs/demo.yaml + gate.yaml), and
 the static recipe runs/demo or runs/demo-seedS (configs/demo.yaml, as bench/static_configs.py names them); --train
-trains what is missing. Every evaluation is eval.py's, into --out/<run>/<budget-B[-control-G] | configuration>;
---reuse takes a folder whose metrics.json was written for the same checkpoint file (SHA-256), choice, data and
---limit. The gate runs as eval.py --budget runs it (its offsets measured and its price calibrated on training frames;
---budget-control G also steers the price as the frames stream). The oracle (bench/oracle.py) picks per frame
-among the gated model's static configurations, with the ground truth.
+trains what is missing. Every evaluation is fusion/evaluate.py's, into
+--out/<run>/<budget-B[-control-G] | configuration>; --reuse takes a folder whose metrics.json was written for the
+same checkpoint file (SHA-256), choice, data and --limit. The gate runs as eval.py --budget runs it (its offsets
+measured and its price calibrated on training frames; --budget-control G also steers the price as the frames
+stream). The oracle (bench/oracle.py) picks per frame among the gated model's static configurations, with the
+ground truth.
 
 Prints: the table (NDS, mAP, cost as a fraction of full by the latency table, GFLOPs counted per frame, measured ms
 per frame at batch size 1; mean over seeds and spread = max - min), for each budget the static configurations that
@@ -29,8 +30,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.oracle import FULL, budget_folder, config_folder, oracle_from_dirs
-from bench.static_configs import CONFIGS, reusable
+from bench.common import (CONFIGS, add_eval_flags, budget_folder, config_folder, evaluation, run,  # noqa: E402
+                          train_run, write_markdown)
+from bench.frame_oracle import oracle_from_dirs  # noqa: E402
 
 BUDGETS = (0.35, 0.5, 0.65, 0.8)
 GROUPS = ("day", "dusk", "night", "clear", "rain", "fog", "fault", "empty", "dense")
@@ -49,29 +51,19 @@ def ensure_trained(kind: str, base: str, seed: int, dataroot: str, train: bool) 
     if not ckpt.is_file():
         if not train:
             raise SystemExit(f"pareto.py: {ckpt} is missing; train it (--train) or run make demo")
-        import train as training
-        config = "configs/demo-gated.yaml" if kind == "gated" else "configs/demo.yaml"
-        training.main(["fit", "--config", config, "--seed_everything", str(seed), "--trainer.default_root_dir",
+        configs = ["--config", "configs/demo.yaml"] + (["--config", "configs/gate.yaml"] if kind == "gated" else [])
+        train_run(["fit", *configs, "--seed_everything", str(seed), "--trainer.default_root_dir",
                        str(root), "--data.dataroot", dataroot])
     return ckpt
 
 
 def evaluate(ckpt: Path, folder: Path, choice: dict, args) -> dict:
-    """eval.py's metrics for one checkpoint and one choice ({"sensors": S} or {"budget": b}), reusing a folder
-    written for the same checkpoint file, choice, data and limit when --reuse."""
-    import eval as evaluation
-
-    if args.reuse and (folder / "records.jsonl").is_file():
-        m = reusable(folder / "metrics.json", str(ckpt), choice.get("sensors"), args, choice.get("budget"))
-        if m and ("budget" not in choice or m.get("budget_control", 0.0) == args.budget_control):
-            return m
-    cmd = ["--ckpt", str(ckpt), "--dataroot", args.dataroot, "--version", args.version, "--split", args.split,
-           "--out", str(folder), "--num-workers", str(args.num_workers)]
-    # a static configuration's FLOPs hardly vary between frames: counted on the first 8; the gate's on every frame
-    cmd += ["--sensors", str(choice["sensors"]), "--flop-frames", "8"] if "sensors" in choice else \
-        ["--budget", str(choice["budget"]), "--budget-control", str(args.budget_control)]
-    cmd += ["--limit", str(args.limit)] if args.limit is not None else []
-    return evaluation.main(cmd)
+    """The metrics of one checkpoint and one choice ({"sensors": S} or {"budget": b}), reusing a folder written for
+    the same checkpoint file, choice, data and limit when --reuse. A static configuration's FLOPs hardly vary
+    between frames: counted on the first 8; the gate's on every frame."""
+    extra = {"sensors": choice["sensors"], "flop_frames": 8} if "sensors" in choice else \
+        {"budget": choice["budget"], "budget_control": args.budget_control}
+    return run(evaluation(args, ckpt, folder, **extra), args.reuse)
 
 
 def row(m: dict) -> dict:
@@ -165,38 +157,37 @@ def plot(path: Path, table: dict) -> None:
     plt.close(fig)
 
 
-def main(argv=None) -> dict:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--budgets", type=float, nargs="+", default=list(BUDGETS))
     p.add_argument("--configs", nargs="+", default=list(CONFIGS),
-                   help="names of bench/static_configs.py CONFIGS evaluated on the gated model (the oracle chooses "
-                        "among them)")
+                   help="names of bench/common.py CONFIGS evaluated on the gated model (the oracle chooses among "
+                        "them)")
     p.add_argument("--static-configs", nargs="+", default=None,
                    help="names evaluated on the static recipe (default: --configs)")
     p.add_argument("--train", action="store_true", help="train the runs that are missing")
-    p.add_argument("--reuse", action="store_true", help="reuse evaluations written for the same checkpoint file")
     p.add_argument("--no-static-recipe", action="store_true", help="leave out the static recipe's rows")
     p.add_argument("--no-gated", action="store_true", help="only the static recipe's evaluations (no table)")
     p.add_argument("--no-oracle", action="store_true", help="leave out the oracle (it needs --configs to be a menu)")
     p.add_argument("--gated-runs", default="runs/demo-gated", help="the gated runs: this (seed 0), this-seedS")
     p.add_argument("--static-runs", default="runs/demo", help="the static recipe's runs: this (seed 0), this-seedS")
-    p.add_argument("--dataroot", default="data/synth-demo")
-    p.add_argument("--version", default="v1.0-synth")
-    p.add_argument("--split", default="synth_val")
-    p.add_argument("--out", default="runs/pareto")
     p.add_argument("--budget-control", type=float, default=0.0,
-                   help="also steer the gate's price as the frames stream (eval.py --budget-control, the gain; 0: "
-                        "the price calibrated on training frames alone, as eval.py --budget)")
-    p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--num-workers", type=int, default=1)
+                   help="also steer the gate's price as the frames stream (the gain; 0: the price calibrated on "
+                        "training frames alone)")
     p.add_argument("--score-threshold", type=float, default=0.3, help="the oracle's (bench/oracle.py)")
     p.add_argument("--name", default="pareto", help="the plot and table files: --out/NAME.png, NAME.json")
+    add_eval_flags(p, out="runs/pareto", num_workers=1)
     args = p.parse_args(argv)
     args.static_configs = args.static_configs or args.configs
     unknown = sorted((set(args.configs) | set(args.static_configs)) - set(CONFIGS))
     if unknown or "all high" not in args.configs:
         p.error(f"--configs: unknown {unknown} (known: {sorted(CONFIGS)}); 'all high' (full fusion) is needed")
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
     started = time.time()
     from nuscenes import NuScenes
 
@@ -247,6 +238,7 @@ def main(argv=None) -> dict:
     (out / f"{args.name}.json").write_text(json.dumps({"table": tables, "seeds": args.seeds, "budgets": args.budgets},
                                                       indent=2))
     print(f"\nwrote {out / (args.name + '.png')} and {out / (args.name + '.json')}")
+    write_markdown(args.markdown, "\n".join(main_table(table, args)))
     return table
 
 
@@ -254,17 +246,19 @@ def ratio(a: float, b: float) -> float:
     return a / b if b else float("nan")
 
 
-def format_report(table: dict, args, gate_selection: dict[float, dict], oracle_selection_: dict,
-                  seconds: float) -> str:
+HEADER = ("| model                    | choice             | NDS          | mAP   | cost  | cost p95 | GFLOPs "
+          "| ms    |")
+
+
+def main_table(table: dict, args) -> list[str]:
+    """The table (title, header, a row per gated budget, the oracle and each static configuration, costliest
+    first): what --markdown writes."""
     n = len(args.seeds)
     seeds = ", ".join(map(str, args.seeds))
     lines = [f"NDS against cost on {args.split} ({args.dataroot}), mean of {n} seeds ({seeds})"
              f" and spread (max - min); cost: fraction of full by the model's latency table; GFLOPs counted per "
              f"frame; ms measured per frame at batch size 1 on this machine",
-             "| model                    | choice             | NDS          | mAP   | cost  | cost p95 | GFLOPs "
-             "| ms    |",
-             "|--------------------------|--------------------|--------------|-------|-------|----------|--------"
-             "|-------|"]
+             HEADER, "|" + "|".join("-" * len(c) for c in HEADER[1:-1].split("|")) + "|"]
 
     def add(model: str, choice: str, r: dict) -> None:
         lines.append(f"| {model:<24} | {choice:<18} | {r['nds']:.3f} ± {r['nds_spread'] / 2:.3f} | {r['map']:.3f} | "
@@ -278,6 +272,12 @@ def format_report(table: dict, args, gate_selection: dict[float, dict], oracle_s
                         ("static (static recipe)", "static recipe")):
         for name, r in sorted(table.get(kind, {}).items(), key=lambda kv: -kv[1]["cost"]):
             add(short, name, r)
+    return lines
+
+
+def format_report(table: dict, args, gate_selection: dict[float, dict], oracle_selection_: dict,
+                  seconds: float) -> str:
+    lines = main_table(table, args)
     statics = table["static (gated model, gate overridden)"]
     full = statics["all high"]
     lines += ["", "each budget against every static configuration of the same models that costs no more (margin in "

@@ -1,7 +1,7 @@
 """Benchmark of the data pipeline: index cache build time (cold, warm) and frames/s of a DataLoader over
 NuScenesDataset with 0/1/2 workers (batch 4, collate into Batch), measured in the same run as the training step
 rate of the model of --train-config on batches already in memory (a Lightning Trainer, default threads), so the
-two rates can be compared as a ratio. Prints a table.
+two rates can be compared as a ratio. Prints a table (markdown; --markdown PATH also writes it to a file).
 
     python -m bench.pipeline [--dataroot data/synth-demo] [--version v1.0-synth] [--split synth_train]
                              [--train-config configs/demo.yaml | --train-config ""]
@@ -19,16 +19,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import datasets.nuscenes as nus  # noqa: E402
+from bench.common import add_data_flags, markdown_table, write_markdown  # noqa: E402
 from datasets.augment import GlobalAugment, SeededSampler  # noqa: E402
 from datasets.nuscenes import NuScenesDataset  # noqa: E402
 from sensors.frame import collate  # noqa: E402
 
 
-def main(argv: list[str] | None = None) -> None:
+HEADER = ("what", "measured")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataroot", default="data/synth-demo")
-    ap.add_argument("--version", default="v1.0-synth")
-    ap.add_argument("--split", default="synth_train")
+    add_data_flags(ap, split="synth_train")
     ap.add_argument("--batch_size", type=int, default=4)
     ap.add_argument("--batches", type=int, default=10, help="batches timed per setting (after one warm-up)")
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
@@ -36,7 +38,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--train-config", default="configs/demo.yaml", help="model whose training rate is measured "
                     "too ('' to skip)")
     ap.add_argument("--train-steps", type=int, default=8, help="training steps timed (after two warm-up steps)")
-    args = ap.parse_args(argv)
+    ap.add_argument("--markdown", default=None, metavar="PATH", help="also write the table to this file")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
 
@@ -87,10 +94,15 @@ def main(argv: list[str] | None = None) -> None:
         best = max(float(r[1].split()[0]) for r in rows if r[0].startswith("DataLoader"))
         rows.append(("best DataLoader rate / training rate", f"{best / rate:.1f}x", ""))
 
-    w = max(len(r[0]) for r in rows)
     print(f"data pipeline on {args.dataroot} ({args.version}, {args.split})")
-    for a, b, c in rows:
-        print(f"  {a:<{w}}  {b:>18}  {c}")
+    table = table_text(rows)
+    print(table)
+    write_markdown(args.markdown, table)
+
+
+def table_text(rows: list[tuple[str, str, str]]) -> str:
+    """The markdown table of (what, measured, note) rows: the note in brackets after what was measured."""
+    return "\n".join(markdown_table(HEADER, [(a, f"{b} ({c})" if c else b) for a, b, c in rows]))
 
 
 def training_rate(ds: NuScenesDataset, config: str, batch_size: int, steps: int) -> float:

@@ -6,21 +6,29 @@ LiDAR points projected into a camera image, and the annotated boxes drawn in the
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import matplotlib
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import add_data_flags  # noqa: E402
+
 matplotlib.use("Agg")
 
 
-def main(argv=None) -> list[Path]:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataroot", default="data/synth-demo")
-    p.add_argument("--version", default="v1.0-synth")
+    add_data_flags(p, split=None)
     p.add_argument("--out", default="docs")
     p.add_argument("--sample", type=int, default=5, help="index of the sample in the sample table")
     p.add_argument("--camera", default="CAM_FRONT")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> list[Path]:
+    args = parse_args(argv)
 
     import matplotlib.pyplot as plt
     from nuscenes import NuScenes

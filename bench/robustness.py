@@ -5,7 +5,7 @@
         [--only NAME ...] [--limit 40] [--dataroot data/synth-demo] [--out runs/robustness] [--reuse] [--no-skip]
 
 For every checkpoint and every choice (each static configuration of --sensors; for a gated checkpoint, when --budgets
-is given, the gate at each budget instead) it runs eval.py's main once clean and once per corruption of
+is given, the gate at each budget instead) it evaluates (fusion/evaluate.py) once clean and once per corruption of
 sensors/corruptions.py and severity (the faults, which have no severity, once each), each into
 --out/<run>/<configuration | budget-B>/<corruption>[_<severity>], and prints per corruption and severity NDS, mAP, RA
 = NDS_corrupted / NDS_clean, the mean cost per frame (a fraction of the full configuration's, by the model's latency
@@ -22,7 +22,7 @@ cost at the budget, so that compute a dead sensor no longer earns is spent elsew
 counted on the first --flop-frames frames only (fusion.cost gives each configuration's), and the per-condition scores
 are left out: the suite runs hundreds of evaluations. With several runs, one table across them all follows (RA per
 corruption, the gate's cost). A checkpoint trained on corrupted frames (the datamodule's train_corruptions, e.g.
-configs/demo-gated-robust.yaml) has the corruptions it saw marked "+" and its mRA also over the ones it did not see;
+configs/robust.yaml) has the corruptions it saw marked "+" and its mRA also over the ones it did not see;
 the cross-run table adds mRA over the corruptions that no run in it saw in training, the fair comparison. The wall
 time of the whole run is printed at the end.
 """
@@ -36,6 +36,10 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import (add_eval_flags, budget_folder, config_folder, evaluation, reusable,  # noqa: E402
+                          run_dirs, write_markdown)
+from fusion.evaluate import evaluate, format_metrics, load_checkpoint  # noqa: E402
 
 DEFAULT_SENSORS = "camera=high,lidar=fine,radar=on"
 
@@ -162,6 +166,9 @@ def format_report(title: str, clean: dict, runs: dict, selections: dict, referen
     return "\n".join(lines)
 
 
+SUMMARY_HEADER = ("corruption", "group")  # format_summary's first columns; one column per run follows
+
+
 def format_summary(results: dict) -> str:
     """One table across every checkpoint and choice run: per corruption its RA (mean over the severities run) and,
     for the gate, its mean cost per frame (fraction of full); then clean NDS, mRA, mRA per group and, when a run was
@@ -184,7 +191,7 @@ def format_summary(results: dict) -> str:
 
     lines = ["RA per corruption (mean over severities) of every run; (cost per frame, fraction of full) for the gate; "
              "* skipped (cannot touch the configuration); + seen in training",
-             "| corruption | group | " + " | ".join(c for c, _ in cols) + " |",
+             "| " + " | ".join(SUMMARY_HEADER) + " | " + " | ".join(c for c, _ in cols) + " |",
              "|---|---|" + "---|" * len(cols)]
     lines.append("| clean NDS | - | " + " | ".join(
         f"{r['clean']['nds']:.3f}" + (f" ({r['clean']['cost_per_frame']['mean']:.2f})"
@@ -207,7 +214,7 @@ def folder_name(name: str, severity: int | None) -> str:
     return name if severity is None else f"{name}_{severity}"
 
 
-def main(argv=None) -> dict:
+def parse_args(argv=None) -> argparse.Namespace:
     from sensors.corruptions import CORRUPTIONS, SEVERITIES
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -222,18 +229,10 @@ def main(argv=None) -> dict:
                         "gain; 0: the clean price throughout)")
     p.add_argument("--only", nargs="+", default=None, help="corruptions to run (default: all)")
     p.add_argument("--severities", type=int, nargs="+", default=list(SEVERITIES))
-    p.add_argument("--limit", type=int, default=None, help="only the first N frames of the split")
-    p.add_argument("--dataroot", default="data/synth-demo")
-    p.add_argument("--version", default="v1.0-synth")
-    p.add_argument("--split", default="synth_val")
-    p.add_argument("--out", default="runs/robustness")
-    p.add_argument("--num-workers", type=int, default=1)
     p.add_argument("--flop-frames", type=int, default=8, help="frames whose FLOPs are counted (eval.py)")
-    p.add_argument("--cache-dir", default=None, help="where the dataset index cache goes (eval.py --cache-dir)")
-    p.add_argument("--reuse", action="store_true", help="reuse a metrics.json written for the same checkpoint "
-                                                        "file, choice, data, --limit, corruption and severity")
     p.add_argument("--no-skip", action="store_true", help="also evaluate corruptions that cannot affect a "
                                                           "configuration")
+    add_eval_flags(p, out="runs/robustness", num_workers=1)
     args = p.parse_args(argv)
     unknown = sorted(set(args.only or ()) - set(CORRUPTIONS))
     if unknown:
@@ -247,57 +246,58 @@ def main(argv=None) -> dict:
     missing = [c for c in args.ckpt if not Path(c).is_file()]
     if missing:
         p.error(f"--ckpt: no such file: {', '.join(missing)}")
-    import eval as evaluate
-    from bench.oracle import budget_folder, config_folder
-    from bench.static_configs import reusable, run_dirs
     from fusion.detector import SensorConfig
     try:
-        configs = [SensorConfig.parse(s) for s in args.sensors]
+        args.sensors = [SensorConfig.parse(s) for s in args.sensors]
     except ValueError as e:
         p.error(f"--sensors: {e}")
+    return args
 
+
+def run_choice(args, ckpt: str, folder: Path, sensors, budget: float | None, todo: list) -> tuple[dict, dict, dict]:
+    """(clean metrics, metrics per (corruption, severity): None where skipped, selections) of one checkpoint and one
+    choice (static `sensors`, or the gate at `budget`), into folder/clean and folder/<corruption>[_<severity>]; the
+    gate keeps the clean run's operating point under every corruption."""
+    def run(name, severity, point=None):
+        where = folder / ("clean" if name is None else folder_name(name, severity))
+        ev = evaluation(args, ckpt, where, flop_frames=args.flop_frames, per_condition=False, corruption=name,
+                        severity=severity, operating_point=point and str(point["path"]),
+                        **({"sensors": str(sensors)} if sensors is not None else
+                           {"budget": budget, "budget_control": args.budget_control}))
+        m = reusable(ev) if args.reuse else None
+        if m is None or (point is not None and m.get("price") != point["price"]):
+            m = evaluate(ev)
+            print(format_metrics(m))
+        return m, selection(where / "records.jsonl")
+
+    clean, sel_clean = run(None, None)
+    point = {"path": folder / "clean" / "metrics.json", "price": clean["price"]} if budget is not None else None
+    runs, selections = {}, {("clean", None): sel_clean}
+    for name, severity in todo:
+        if not args.no_skip and not affects(name, sensors):
+            runs[(name, severity)] = None
+            continue
+        runs[(name, severity)], selections[(name, severity)] = run(name, severity, point)
+    return clean, runs, selections
+
+
+def main(argv=None) -> dict:
+    from sensors.corruptions import CORRUPTIONS
+
+    args = parse_args(argv)
     t0 = time.perf_counter()
     todo = plan(args.only or list(CORRUPTIONS), sorted(set(args.severities)))
     reports, results = [], {}
     for ckpt, out in zip(args.ckpt, run_dirs(args.ckpt, Path(args.out))):
-        model, data_hparams = evaluate.load_checkpoint(ckpt)
+        model, data_hparams = load_checkpoint(ckpt)
         gated, seen = model.gate is not None, trained_on(data_hparams)
         choices = [(f"gate, budget {b}" + (f", control {args.budget_control}" if args.budget_control else ""), None, b)
                    for b in args.budgets] \
-            if gated and args.budgets else [(str(c), c, None) for c in configs]
+            if gated and args.budgets else [(str(c), c, None) for c in args.sensors]
         for label, sensors, budget in choices:
             folder = out / (budget_folder(budget, args.budget_control) if sensors is None else config_folder(label))
-            base = ["--ckpt", ckpt, "--dataroot", args.dataroot, "--version", args.version, "--split", args.split,
-                    "--num-workers", str(args.num_workers), "--flop-frames", str(args.flop_frames),
-                    "--no-per-condition"]
-            base += ["--sensors", str(sensors)] if sensors is not None else \
-                ["--budget", str(budget), "--budget-control", str(args.budget_control)]
-            base += ["--limit", str(args.limit)] if args.limit else []
-            base += ["--cache-dir", args.cache_dir] if args.cache_dir else []
-
-            def run(name, severity, price=None, folder=folder, ckpt=ckpt, sensors=sensors, budget=budget, base=base):
-                where = folder / ("clean" if name is None else folder_name(name, severity))
-                if args.reuse and (where / "records.jsonl").is_file():
-                    m = reusable(where / "metrics.json", ckpt, None if sensors is None else str(sensors), args,
-                                 budget, name, severity)
-                    control = 0.0 if budget is None else args.budget_control
-                    if m and m.get("budget_control", 0.0) == control and (price is None or m.get("price") == price):
-                        return m, selection(where / "records.jsonl")
-                cmd = base + ["--out", str(where)]
-                cmd += ["--corruption", name] if name else []
-                cmd += ["--severity", str(severity)] if severity is not None else []
-                cmd += ["--operating-point", str(folder / "clean" / "metrics.json")] if price is not None else []
-                return evaluate.main(cmd), selection(where / "records.jsonl")
-
-            clean, sel_clean = run(None, None)
-            runs, selections = {}, {("clean", None): sel_clean}
-            for name, severity in todo:
-                if not args.no_skip and not affects(name, sensors):
-                    runs[(name, severity)] = None
-                    continue
-                runs[(name, severity)], selections[(name, severity)] = run(name, severity, clean["price"])
-            reference = sel_clean if sensors is None else \
-                {s: {getattr(sensors, s): 1.0} for s in ("camera", "lidar", "radar")}
+            clean, runs, selections = run_choice(args, ckpt, folder, sensors, budget, todo)
+            reference = sel_clean_or_config(selections[("clean", None)], sensors)
             what = label if sensors is None else f"sensors {label}"
             title = f"{ckpt}  {what}  ({args.split}, {clean['frames']} frames)"
             reports.append(format_report(title, clean, runs, selections, reference, seen))
@@ -312,7 +312,13 @@ def main(argv=None) -> dict:
     print(f"\nrobustness suite: {sum(len(r['runs']) + 1 for r in results.values())} rows, "
           f"{sum(1 + sum(m is not None for m in r['runs'].values()) for r in results.values())} evaluations, "
           f"{elapsed / 60:.1f} min wall time")
+    write_markdown(args.markdown, format_summary(results))
     return results
+
+
+def sel_clean_or_config(sel_clean: dict, sensors) -> dict:
+    """What a row's selection is compared with: the gate's clean selection, or the static configuration's modes."""
+    return sel_clean if sensors is None else {s: {getattr(sensors, s): 1.0} for s in ("camera", "lidar", "radar")}
 
 
 if __name__ == "__main__":

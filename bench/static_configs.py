@@ -19,41 +19,24 @@ file (SHA-256), sensors, dataroot, version, split and --limit.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-CONFIGS = {
-    "camera low": "camera=low,lidar=off,radar=off",
-    "camera high": "camera=high,lidar=off,radar=off",
-    "lidar coarse": "camera=off,lidar=coarse,radar=off",
-    "lidar fine": "camera=off,lidar=fine,radar=off",
-    "radar": "camera=off,lidar=off,radar=on",
-    "camera+lidar": "camera=high,lidar=fine,radar=off",
-    "camera+radar": "camera=high,lidar=off,radar=on",
-    "lidar+radar": "camera=off,lidar=fine,radar=on",
-    "lidar coarse+radar": "camera=off,lidar=coarse,radar=on",
-    "all low": "camera=low,lidar=coarse,radar=on",
-    "all high": "camera=high,lidar=fine,radar=on",
-    # the rest of the 17 the gate chooses among (bench/pareto.py evaluates them all; the static table, TABLE, does not)
-    "camera low+radar": "camera=low,lidar=off,radar=on",
-    "camera low+lidar coarse": "camera=low,lidar=coarse,radar=off",
-    "camera low+lidar fine": "camera=low,lidar=fine,radar=off",
-    "camera low+lidar+radar": "camera=low,lidar=fine,radar=on",
-    "camera+lidar coarse": "camera=high,lidar=coarse,radar=off",
-    "camera+lidar coarse+radar": "camera=high,lidar=coarse,radar=on",
-}
+from bench.common import CONFIGS, add_eval_flags, evaluation, run, run_dirs, train_run, write_markdown  # noqa: E402
+
 # The static table's rows (--only picks among all of CONFIGS)
 TABLE = tuple(CONFIGS)[:11]
 # What each sensor adds: all high against all high without it.
 LEAVE_ONE_OUT = {"camera": "lidar+radar", "lidar": "camera+radar", "radar": "camera+lidar"}
 CONDITIONS = ("day", "dusk", "night", "clear", "rain", "fog", "fault")
 NAME_WIDTH = max(len(n) for n in TABLE)
+HEADER = (f"| {'configuration':<{NAME_WIDTH}} | NDS   | mAP   | GFLOPs | ms/frame | "
+          + " | ".join(f"{c:<5}" for c in CONDITIONS) + " |")  # the static table's header row (format_table)
 
 
-def main(argv=None) -> dict:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", nargs="+", default=["runs/demo/checkpoints/last.ckpt"],
                    help="one checkpoint, or several (the tables are then of their mean)")
@@ -61,45 +44,36 @@ def main(argv=None) -> dict:
                    help="instead of --ckpt: configs/demo.yaml trained with each seed (0: runs/demo, S: "
                         "runs/demo-seedS); missing runs are trained first")
     p.add_argument("--train", action="store_true", help="train configs/demo.yaml first (with --seeds: every seed)")
-    p.add_argument("--reuse", action="store_true", help="reuse metrics.json written for the same checkpoint file")
-    p.add_argument("--dataroot", default="data/synth-demo")
-    p.add_argument("--version", default="v1.0-synth")
-    p.add_argument("--split", default="synth_val")
-    p.add_argument("--out", default="runs/static_configs")
-    p.add_argument("--limit", type=int, default=None, help="only the first N frames of the split")
     p.add_argument("--only", nargs="*", default=None, help="names of CONFIGS to run")
+    add_eval_flags(p, out="runs/static_configs", num_workers=2)
     args = p.parse_args(argv)
     unknown = sorted(set(args.only or ()) - set(CONFIGS))
     if unknown:
         p.error(f"--only: unknown configurations {unknown}; known: {sorted(CONFIGS)}")
+    if args.seeds is None and args.train and len(args.ckpt) > 1:
+        p.error("--train trains one checkpoint (configs/demo.yaml); give one --ckpt")
+    return args
 
-    import eval as evaluate
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
     if args.seeds is not None:
         args.ckpt = [str(seed_run(s, args.dataroot, args.train)) for s in args.seeds]
     elif args.train or (len(args.ckpt) == 1 and not Path(args.ckpt[0]).exists()):
-        if len(args.ckpt) > 1:
-            p.error("--train trains one checkpoint (configs/demo.yaml); give one --ckpt")
-        import train
-        train.main(["fit", "--config", "configs/demo.yaml", "--data.dataroot", args.dataroot])
+        train_run(["fit", "--config", "configs/demo.yaml", "--data.dataroot", args.dataroot])
     missing = [c for c in args.ckpt if not Path(c).is_file()]
     if missing:
-        p.error(f"--ckpt: no such file: {', '.join(missing)}")
+        raise SystemExit(f"static_configs.py: --ckpt: no such file: {', '.join(missing)}")
     out_dirs = run_dirs(args.ckpt, Path(args.out))
     runs = {}
     for ckpt, out in zip(args.ckpt, out_dirs):
-        rows = {}
-        for name in args.only or TABLE:
-            sensors = CONFIGS[name]
-            folder = out / name.replace(" ", "_").replace("+", "_")
-            cmd = ["--ckpt", ckpt, "--dataroot", args.dataroot, "--version", args.version, "--split", args.split,
-                   "--out", str(folder), "--sensors", sensors]
-            if args.limit:
-                cmd += ["--limit", str(args.limit)]
-            rows[name] = (reusable(folder / "metrics.json", ckpt, sensors, args) if args.reuse else None) \
-                or evaluate.main(cmd)
-        runs[out.name if len(args.ckpt) > 1 else ckpt] = rows
+        runs[out.name if len(args.ckpt) > 1 else ckpt] = {
+            name: run(evaluation(args, ckpt, out / name.replace(" ", "_").replace("+", "_"), sensors=CONFIGS[name]),
+                      args.reuse)
+            for name in args.only or TABLE}
     print()
     print(report(runs))
+    write_markdown(args.markdown, main_table(runs))
     return runs
 
 
@@ -126,44 +100,15 @@ def seed_run(seed: int, dataroot: str, force: bool = False) -> Path:
         Path(root).mkdir(parents=True, exist_ok=True)
         config = Path(root) / f"demo-seed{seed}.yaml"
         config.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        import train
-        train.main(["fit", "--config", str(config), "--data.dataroot", dataroot])
+        train_run(["fit", "--config", str(config), "--data.dataroot", dataroot])
     return ckpt
 
 
-def run_dirs(ckpts: list[str], out: Path) -> list[Path]:
-    """Output folder per checkpoint: `out` itself for one; else out/<run name>, the run name being the folder
-    above checkpoints/ (runs/demo-seed1/checkpoints/last.ckpt -> demo-seed1), numbered where names repeat."""
-    if len(ckpts) == 1:
-        return [out]
-    names = []
-    for c in ckpts:
-        path = Path(c).resolve()
-        name = path.parent.parent.name if path.parent.name == "checkpoints" else path.stem
-        names.append(name if name not in names else f"{name}-{len(names)}")
-    return [out / n for n in names]
-
-
-def reusable(metrics_path: Path, ckpt: str, sensors: str | None, args, budget: float | None = None,
-             corruption: str | None = None, severity: int | None = None) -> dict | None:
-    """The metrics.json at metrics_path when eval.py wrote it for this checkpoint file, choice (static `sensors`, or
-    None for the gate at `budget`), data (args.dataroot, version, split, limit) and corruption; else None."""
-    if not metrics_path.is_file():
-        return None
-    import eval as evaluate
-    from fusion.detector import SensorConfig
-    m = json.loads(metrics_path.read_text())
-    want = SensorConfig.parse(sensors) if sensors is not None else None
-    same = (m.get("checkpoint_sha256") == evaluate.file_sha256(ckpt)
-            and m.get("sensors") == ({"camera": want.camera, "lidar": want.lidar, "radar": want.radar} if want
-                                     else "gate")
-            and m.get("budget") == budget and m.get("corruption") == corruption and m.get("severity") == severity
-            and m.get("dataroot") == args.dataroot and m.get("version") == args.version
-            and m.get("split") == args.split and m.get("limit") == args.limit
-            and (budget is None or m.get("gate_offsets") is not None))  # gated runs from before eval.py's offsets
-    if same:
-        print(f"reusing {metrics_path}")
-    return m if same else None
+def main_table(runs: dict[str, dict]) -> str:
+    """The static table (format_table) of one run, or of the mean of several."""
+    if len(runs) == 1:
+        return format_table(next(iter(runs.values())))
+    return format_table(mean_rows(list(runs.values())), f"mean of {len(runs)} checkpoints ({', '.join(runs)})")
 
 
 def report(runs: dict[str, dict]) -> str:
@@ -201,11 +146,9 @@ def mean_rows(runs: list[dict]) -> dict:
 
 
 def format_table(rows: dict, title: str = "") -> str:
-    head = (f"| {'configuration':<{NAME_WIDTH}} | NDS   | mAP   | GFLOPs | ms/frame | "
-            + " | ".join(f"{c:<5}" for c in CONDITIONS) + " |")
-    sep = "|" + "|".join("-" * len(c) for c in head[1:-1].split("|")) + "|"
+    sep = "|" + "|".join("-" * len(c) for c in HEADER[1:-1].split("|")) + "|"
     lines = ["NDS overall and per condition (synth_val); GFLOPs counted by torch's FLOP counter; ms on this machine"
-             + (f"; {title}" if title else ""), head, sep]
+             + (f"; {title}" if title else ""), HEADER, sep]
     for name, m in rows.items():
         cond = []
         for c in CONDITIONS:

@@ -1,12 +1,12 @@
-"""bench/: static_configs.py over several checkpoints (mean, spread, per-run choices, reuse of metrics.json), and
-the probes (motion_probe.py, camera_probe.py, heading_cue.py)."""
-import argparse
+"""bench/: the shared flags and reuse of evaluations (common.py), static_configs.py over several checkpoints (mean,
+spread, per-run choices), each bench's markdown table under its one header row, and every bench's parse_args."""
 import json
 
 import pytest
 
-from bench.static_configs import mean_rows, report, reusable, seed_config
-from eval import file_sha256
+from bench.common import reusable
+from bench.static_configs import mean_rows, report, seed_config
+from fusion.evaluate import Evaluation, file_sha256
 
 
 def _metrics(nds: float, gflops: float, day: float, night: float) -> dict:
@@ -39,33 +39,42 @@ def test_mean_of_several_checkpoints_and_each_ones_choice():
 def test_reuse_only_metrics_written_for_the_same_checkpoint_file_and_data(tmp_path):
     ckpt = tmp_path / "last.ckpt"
     ckpt.write_bytes(b"weights")
-    args = argparse.Namespace(dataroot="data/x", version="v1.0-synth", split="synth_val", limit=None)
     saved = {**_metrics(0.4, 1.6, 0.4, 0.4), "checkpoint_sha256": file_sha256(ckpt), "dataroot": "data/x",
-             "version": "v1.0-synth", "split": "synth_val", "limit": None,
+             "version": "v1.0-synth", "split": "synth_val", "limit": None, "budget_control": 0.0,
              "sensors": {"camera": "off", "lidar": "fine", "radar": "on"}}
-    path = tmp_path / "metrics.json"
-    assert reusable(path, str(ckpt), "camera=off,lidar=fine,radar=on", args) is None  # nothing written yet
-    path.write_text(json.dumps(saved))
-    assert reusable(path, str(ckpt), "camera=off,lidar=fine,radar=on", args)["nds"] == 0.4
-    assert reusable(path, str(ckpt), "camera=high,lidar=fine,radar=on", args) is None
-    assert reusable(path, str(ckpt), "camera=off,lidar=fine,radar=on",
-                    argparse.Namespace(**{**vars(args), "limit": 8})) is None
-    corrupted = tmp_path / "corrupted.json"  # a corrupted run is never taken for a clean one, nor the reverse
-    corrupted.write_text(json.dumps({**saved, "corruption": "lidar_fog", "severity": 3}))
-    assert reusable(corrupted, str(ckpt), "camera=off,lidar=fine,radar=on", args) is None
-    assert reusable(corrupted, str(ckpt), "camera=off,lidar=fine,radar=on", args, corruption="lidar_fog",
-                    severity=3)["nds"] == 0.4
-    assert reusable(corrupted, str(ckpt), "camera=off,lidar=fine,radar=on", args, corruption="lidar_fog",
-                    severity=5) is None
-    gated = tmp_path / "gated.json"  # the gate's run at one budget is not another budget's, nor a static one's
-    gated.write_text(json.dumps({**saved, "sensors": "gate", "budget": 0.5, "gate_offsets": {"full": 0.0}}))
-    assert reusable(gated, str(ckpt), None, args, budget=0.5)["nds"] == 0.4
-    assert reusable(gated, str(ckpt), None, args, budget=0.8) is None
-    assert reusable(gated, str(ckpt), "camera=off,lidar=fine,radar=on", args) is None
-    gated.write_text(json.dumps({**saved, "sensors": "gate", "budget": 0.5}))  # from before eval.py's gate offsets
-    assert reusable(gated, str(ckpt), None, args, budget=0.5) is None
+
+    def folder(name, metrics):
+        (tmp_path / name).mkdir()
+        for f in ("results.json", "records.jsonl"):
+            (tmp_path / name / f).write_text("{}")
+        (tmp_path / name / "metrics.json").write_text(json.dumps(metrics))
+        return str(tmp_path / name)
+
+    def ev(out, **kw):
+        return Evaluation(ckpt=str(ckpt), dataroot="data/x", out=out,
+                          **{"sensors": "camera=off,lidar=fine,radar=on", **kw})
+
+    assert reusable(ev(str(tmp_path / "nothing"))) is None  # nothing written yet
+    static = folder("static", saved)
+    assert reusable(ev(static))["nds"] == 0.4
+    assert reusable(ev(static, sensors="camera=high,lidar=fine,radar=on")) is None
+    assert reusable(ev(static, limit=8)) is None
+    (tmp_path / "static" / "records.jsonl").unlink()  # an evaluation that did not finish writing
+    assert reusable(ev(static)) is None
+    corrupted = folder("corrupted", {**saved, "corruption": "lidar_fog", "severity": 3})
+    assert reusable(ev(corrupted)) is None  # a corrupted run is never taken for a clean one, nor the reverse
+    assert reusable(ev(corrupted, corruption="lidar_fog", severity=3))["nds"] == 0.4
+    assert reusable(ev(corrupted, corruption="lidar_fog", severity=5)) is None
+    gated = folder("gated", {**saved, "sensors": "gate", "budget": 0.5, "gate_offsets": {"full": 0.0}})
+    assert reusable(ev(gated, sensors=None, budget=0.5))["nds"] == 0.4  # not another budget's, nor a static one's
+    assert reusable(ev(gated, sensors=None, budget=0.8)) is None
+    assert reusable(ev(gated, sensors=None, budget=0.5, budget_control=1.0)) is None
+    assert reusable(ev(gated)) is None
+    old = folder("old", {**saved, "sensors": "gate", "budget": 0.5})  # measured without the gate's offsets
+    assert reusable(ev(old, sensors=None, budget=0.5)) is None
+    (tmp_path / "static" / "records.jsonl").write_text("{}")
     ckpt.write_bytes(b"other weights")  # retrained into the same path
-    assert reusable(path, str(ckpt), "camera=off,lidar=fine,radar=on", args) is None
+    assert reusable(ev(static)) is None
 
 
 def test_seed_runs_write_everything_in_their_own_folder():
@@ -76,79 +85,86 @@ def test_seed_runs_write_everything_in_their_own_folder():
     assert seed_config(0)[0] == "runs/demo" and seed_config(0)[1]["seed_everything"] == 0
 
 
-def test_motion_probe_runs_at_a_branch_on_the_checkpoints_own_data_settings(tiny_run, tiny_world, capsys):
-    from bench import motion_probe
-
-    ckpt, cache = tiny_run
-    motion_probe.main(["--ckpt", str(ckpt), "--dataroot", str(tiny_world), "--sensors", "lidar=fine,radar=on",
-                       "--at", "lidar", "--steps", "2", "--every", "2"])
-    out = capsys.readouterr().out
-    assert out.startswith("step 2: cars") and "axis error probe" in out and "zero" in out
+BENCHES = ("static_configs", "pareto", "oracle", "robustness", "pipeline", "generate", "render_geometry")
 
 
-def test_camera_probe_scores_the_image_cnn_on_the_checkpoints_val_split(tiny_run, tiny_world, capsys):
-    import torch
+@pytest.mark.parametrize("name", BENCHES)
+def test_every_bench_parses_its_flags_with_parse_args(name, tmp_path):
+    """parse_args(argv) of each bench: the shared data flags where the bench reads data; --markdown where its table
+    is quoted by the docs; an unknown flag is refused."""
+    import importlib
 
-    from bench import camera_probe
-    from sensors.camera import DEPTH_RANGE
-
-    ckpt, _ = tiny_run
-    tally = camera_probe.main(["--ckpt", str(ckpt), "--dataroot", str(tiny_world), "--every", "1"])
-    out = capsys.readouterr().out
-    assert "| all | object | 1-20 m |" in out and "right class" in out
-    t = tally["all"]
-    assert t["object cells"] > 0 and 0 <= t["class right"] <= t["object seen"] <= t["object cells"]
-    assert t["background cells"] > 0 and t["background right"] <= t["background cells"]
-    assert all(t[f"{k} bin"] <= t[f"{k} n"] for k in ("object 1-20 m", "background 1-20 m"))
-    # the LiDAR depth of a cell is its nearest point's: two points on one ray, 10 m and 30 m along the optical axis
-    cam = torch.eye(4)
-    cam[:3, :3] = torch.tensor([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])  # optical axis = ego x
-    K = torch.tensor([[100.0, 0.0, 50.0], [0.0, 100.0, 25.0], [0.0, 0.0, 1.0]])
-    data = type("CameraData", (), {"images": torch.zeros(1, 1, 3, 50, 100), "ego_T_cam": cam[None, None],
-                                   "intrinsics": K[None, None], "valid": torch.ones(1, 1)})()
-    points = torch.tensor([[10.0, 0.0, 0.0], [30.0, 0.0, 0.0], [DEPTH_RANGE[1] + 5.0, 2.0, 0.0]])
-    depth = camera_probe.lidar_depth(data, points, torch.zeros(3, dtype=torch.long), (5, 10))
-    assert float(depth[0, 0, 2, 5]) == 10.0 and torch.isfinite(depth).sum() == 1
+    bench = importlib.import_module(f"bench.{name}")
+    ckpt = tmp_path / "last.ckpt"
+    ckpt.write_bytes(b"weights")
+    argv = {"oracle": ["--ckpt", str(ckpt)], "robustness": ["--ckpt", str(ckpt)]}.get(name, [])
+    args = bench.parse_args(argv)
+    if name != "generate":
+        assert args.dataroot == "data/synth-demo" and args.version == "v1.0-synth"
+    if name in ("static_configs", "pareto", "oracle", "robustness", "pipeline"):
+        assert bench.parse_args(argv + ["--markdown", "t.md"]).markdown == "t.md"
+    with pytest.raises(SystemExit):
+        bench.parse_args(argv + ["--no-such-flag"])
 
 
-def test_heading_cue_finds_the_lower_end_of_a_box_in_its_own_frame():
-    import math
-
-    import torch
-
-    from bench.heading_cue import end_heights
-
-    # a car 4 m long, 1.5 m high, yaw 90 degrees (front towards +y), bonnet 0.8 m high over its front metre
-    box = torch.tensor([10.0, 5.0, 0.75, 4.0, 1.8, 1.5, math.pi / 2])
-    along = torch.linspace(-2.0, 2.0, 41)
-    top = torch.where(along > 1.0, 0.8, 1.5)
-    side = torch.stack([torch.full_like(along, 10.9), 5.0 + along, top], 1)  # its right side, top edge
-    front, back = end_heights(side, box)
-    assert front == pytest.approx(0.8) and back == pytest.approx(1.5)
-    assert end_heights(side[along < 0], box) == (None, pytest.approx(1.5))  # no point at the front end
-    turned = box.clone()
-    turned[6] = -math.pi / 2  # the same points, the box facing the other way: the ends swap
-    assert end_heights(side, turned) == (pytest.approx(1.5), pytest.approx(0.8))
+def _table_header(text: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith("|"))
 
 
-def test_axis_profile_reads_the_box_along_the_heads_axis_convention():
-    """The profile is read along the axis representative with cos >= 0 (the head's direction target), so a box
-    and the same box turned around give the same features: which end is the front is the label, not the input."""
-    import math
+def test_each_quoted_table_is_written_under_its_one_header(tmp_path):
+    """The tables the docs quote, as the benches write them with --markdown: their first table row is the header
+    the bench defines once (a docs test compares the quoted tables with it)."""
+    import argparse
 
-    import torch
+    from bench import oracle, pareto, pipeline, robustness, static_configs
+    from bench.common import write_markdown
 
-    from bench.heading_cue import PROFILE_BINS, axis_profile
+    rows = {"all high": _metrics(0.44, 2.10, 0.46, 0.41), "radar": _metrics(0.2, 1.49, 0.2, 0.2)}
+    assert _table_header(static_configs.main_table({"a": rows})) == static_configs.HEADER
+    assert _table_header(static_configs.main_table({"a": rows, "b": rows})) == static_configs.HEADER
+    r = {k: 0.5 for k in ("nds", "nds_spread", "map", "cost", "cost_p95", "gflops", "ms")}
+    table = {"gated": {0.5: r}, "oracle": r, "static (gated model, gate overridden)": {"all high": r},
+             "static (static recipe)": {}}
+    lines = pareto.main_table(table, argparse.Namespace(seeds=[0], split="synth_val", dataroot="d"))
+    assert lines[1] == pareto.HEADER and len(lines) == 6 and lines[-1].startswith("| gated, overridden        | all")
+    text = pipeline.table_text([("index cache, warm", "0.059 s", ""), ("one frame", "5 lidar pts", "1 radar pts")])
+    assert text.splitlines() == ["| what | measured |", "|---|---|", "| index cache, warm | 0.059 s |",
+                                 "| one frame | 5 lidar pts (1 radar pts) |"]
+    assert _table_header(text) == "| " + " | ".join(pipeline.HEADER) + " |"
+    clean = {"nds": 0.5, "budget": None, "cost_per_frame": {"mean": 1.0}}
+    results = {("runs/a/checkpoints/last.ckpt", "full"): {
+        "clean": clean, "runs": {("lidar_fog", 3): {"nds": 0.25, "cost_per_frame": {"mean": 1.0}}},
+        "summary": robustness.summarize(clean, {("lidar_fog", 3): {"nds": 0.25}})}}
+    summary = robustness.format_summary(results)
+    assert _table_header(summary) == "| " + " | ".join(robustness.SUMMARY_HEADER) + " | a full |"
+    assert "| lidar_fog | lidar | 0.500 |" in summary
+    group = {"frames": 2, "full_gflops_per_frame": {"mean": 2.0}, "gflops_per_frame": {"mean": 1.0},
+             "full_latency_ms": {"mean": 20.0}, "latency_ms": {"mean": 10.0}}
+    m = {"configs": ["a", "b"], "split": "synth_val", "frames": 2, "score_threshold": 0.3, "max_dist": 2.0,
+         "nds": 0.4, "per_condition": {}, "full": {"config": "a", "nds": 0.5, "per_condition": {}},
+         "per_group": {"overall": group}}
+    text = oracle.group_table(m)
+    assert _table_header(text).endswith(" | ".join(oracle.HEADER) + " |")
+    assert text.splitlines()[-1] == ("| overall |    2 |    0.500 |      0.400 |        2.00 |          1.00 |    20.0 "
+                                     "|      10.0 |")
+    write_markdown(tmp_path / "md" / "t.md", text)
+    assert (tmp_path / "md" / "t.md").read_text() == text + "\n"
 
-    box = torch.tensor([10.0, 5.0, 0.75, 4.0, 1.8, 1.5, 0.2])  # front towards +x (cos > 0)
-    along = torch.linspace(-1.9, 1.9, 39)
-    top = torch.where(along > 1.0, 0.8, 1.5)
-    c, s = math.cos(0.2), math.sin(0.2)
-    side = torch.stack([10.0 + c * along - s * 0.9, 5.0 + s * along + c * 0.9, top], 1)
-    f = axis_profile(side, box)
-    heights, seen = f[:PROFILE_BINS], f[PROFILE_BINS:]
-    assert seen.all() and heights[-1] == pytest.approx(0.8 / 1.5, abs=0.02) and heights[0] == pytest.approx(1.0)
-    turned = box.clone()
-    turned[6] += math.pi
-    assert axis_profile(side, turned) == pytest.approx(f)
-    assert not axis_profile(side + torch.tensor([20.0, 0.0, 0.0]), box)[PROFILE_BINS:].any()  # points elsewhere
+
+def test_robustness_summary_prints_the_gates_finite_ra_and_cost():
+    """The cross-run table's cell of a gated run: RA = NDS under the corruption / clean NDS, a finite number, then
+    its mean cost; a clean NDS of 0 gives no finite RA, and the cell says nan (the pattern refuses it)."""
+    import re
+
+    from bench.robustness import format_summary, summarize
+
+    def cell(clean_nds):
+        clean = {"nds": clean_nds, "budget": 0.5, "cost_per_frame": {"mean": 0.5}}
+        runs = {("camera_dark", 5): {"nds": 0.3, "cost_per_frame": {"mean": 0.42}}}
+        results = {("runs/g/checkpoints/last.ckpt", "gate, budget 0.5"): {
+            "clean": clean, "runs": runs, "summary": summarize(clean, runs)}}
+        return next(r for r in format_summary(results).splitlines() if r.startswith("| camera_dark |"))
+
+    finite = re.compile(r"\| \d\.\d{3} \(\d\.\d{2}\) \|$")
+    assert cell(0.6).endswith("| 0.500 (0.42) |") and finite.search(cell(0.6))
+    assert cell(0.0).endswith("| nan (0.42) |") and not finite.search(cell(0.0))

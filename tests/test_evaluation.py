@@ -89,7 +89,7 @@ def test_results_follow_the_official_format(val_frames):
 
 
 def test_eval_rejects_missing_and_corrupt_checkpoints(tmp_path):
-    from eval import load_checkpoint
+    from fusion.evaluate import load_checkpoint
 
     with pytest.raises(ValueError, match="no such file"):
         load_checkpoint(tmp_path / "nope.ckpt")
@@ -114,7 +114,7 @@ def _edited_checkpoint(ckpt_path, out, edit):
 def test_eval_tells_foreign_and_other_version_checkpoints(tiny_run, tmp_path):
     from pytorch_lightning.demos.boring_classes import BoringModel
 
-    from eval import load_checkpoint
+    from fusion.evaluate import load_checkpoint
 
     ckpt, _ = tiny_run
     model, data_hp = load_checkpoint(ckpt)
@@ -143,7 +143,7 @@ def test_eval_tells_foreign_and_other_version_checkpoints(tiny_run, tmp_path):
                                    RuntimeError("mat1 and mat2 shapes cannot be multiplied")])
 def test_eval_lets_bugs_while_loading_a_checkpoint_through(tiny_run, monkeypatch, error):
     """A bug in the module while it is rebuilt from a good checkpoint is not reported as a bad file."""
-    from eval import load_checkpoint
+    from fusion.evaluate import load_checkpoint
     from fusion.module import GateFusionModule
 
     def broken(self, checkpoint):
@@ -288,3 +288,32 @@ def test_motion_errors_compare_with_zero_velocity_on_the_same_matches():
     assert m["moving_heading_matches"] == 1 and m["moving_heading_backwards"] == pytest.approx(1.0)
     assert m["moving_heading_err"] == pytest.approx(math.pi)
     assert m["still_heading_matches"] == 1 and m["still_heading_backwards"] == pytest.approx(0.0)
+
+
+def test_eval_py_help_shows_every_mode_and_the_evaluation_checks_its_flags(capsys, tmp_path):
+    """--compare and --corruption list are argparse options that --help shows; an evaluation still needs --ckpt,
+    --dataroot and --out; an Evaluation whose flags mean nothing together is refused before anything loads."""
+    import eval as command
+    from fusion.evaluate import Evaluation, evaluate
+
+    with pytest.raises(SystemExit):
+        command.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--compare OUT [OUT ...]" in text and "'list' prints the names" in text
+    assert command.parse_args(["--corruption", "list"]).corruption == "list"
+    assert command.parse_args(["--compare", "a", "b"]).compare == ["a", "b"]
+    with pytest.raises(SystemExit):
+        command.parse_args(["--ckpt", "x.ckpt", "--dataroot", "d"])
+    assert "required: --out" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--compare: .*no such file"):
+        command.main(["--compare", str(tmp_path)])
+    never = str(tmp_path / "missing.ckpt")  # the checks come first: the missing checkpoint is never opened
+    for bad, message in ((dict(severity=2), "--severity needs --corruption"),
+                         (dict(budget=0.5, sensors="lidar=fine"), "cannot be combined with --sensors"),
+                         (dict(price=1.0), "it needs --budget"),
+                         (dict(gate_offsets=4), "they need --budget"),
+                         (dict(budget=0.5, operating_point="m.json", price=1.0), "cannot be combined")):
+        with pytest.raises(ValueError, match=message):
+            evaluate(Evaluation(ckpt=never, dataroot=str(tmp_path), out=str(tmp_path / "o"), **bad))
+    with pytest.raises(ValueError, match="no such file"):
+        evaluate(Evaluation(ckpt=never, dataroot=str(tmp_path), out=str(tmp_path / "o")))

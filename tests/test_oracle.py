@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from bench.oracle import FULL, choose, config_folder, frame_groups, frame_score, oracle_results
+from bench.common import config_folder
+from bench.frame_oracle import FULL, choose, frame_groups, frame_score, oracle_results
 
 LIDAR_RADAR = "camera=off,lidar=fine,radar=on"
 RADAR = "camera=off,lidar=off,radar=on"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PROJECT = ("sensors", "fusion", "datasets", "report", "train", "eval", "visualize", "bench")
+PROJECT = ("sensors", "fusion", "datasets", "report", "train", "eval", "visualize", "bench", "experiments")
 TORCH = ("torch", "pytorch_lightning", "lightning", "einops", "torchmetrics")
 
 # (layer, its modules: a module or a package prefix, the layers it may import besides its own, torch allowed?)
@@ -37,9 +37,14 @@ LAYERS = (
     # drawing what a run did (matplotlib, open3d, HTML) is not data: it reads runs and frames, and only entry
     # points draw
     ("report", ("report",), ("names and geometry", "frame types", "data"), True),
-    ("entry points", ("train", "eval", "visualize", "bench"),
+    # one evaluation run (fusion/evaluate.py): checkpoint loading, the gate's operating point, scoring; only entry
+    # points run evaluations
+    ("evaluation", ("fusion.evaluate",),
+     ("names and geometry", "frame types", "corruptions", "grid and blocks", "encoders", "model", "lightning", "data"),
+     True),
+    ("entry points", ("train", "eval", "visualize", "bench", "experiments"),
      ("names and geometry", "frame types", "grid and blocks", "encoders", "model", "lightning", "data",
-      "world generator", "corruptions", "report"), True),
+      "world generator", "corruptions", "report", "evaluation"), True),
 )
 PACKAGE_INITS = ("sensors", "fusion", "datasets", "report")  # empty __init__ files: importing a package costs nothing
 
@@ -113,6 +118,28 @@ def test_every_import_points_down_the_layer_map():
     code = sources()
     assert {"sensors.names", "sensors.frame", "fusion.module", "datasets.nuscenes", "train", "eval"} <= set(code)
     assert violations(code) == []
+
+
+def entry_point_violations(code: dict[str, tuple[str, bool]]) -> list[str]:
+    """'a imports b' for every entry point (a module of the entry points layer with a `__main__` block: train,
+    eval, visualize, each bench and experiment) that imports another one; the benches share code through modules
+    without a command line (bench/common.py, bench/frame_oracle.py)."""
+    def is_entry(module: str) -> bool:
+        return layer_of(module)[0] == "entry points" and "__name__ == \"__main__\"" in code[module][0]
+
+    return [f"{me} imports {imp}" for me in sorted(code) if is_entry(me)
+            for imp in sorted(imports_of(me, *code[me])) if imp in code and imp != me and is_entry(imp)]
+
+
+def test_entry_points_do_not_import_each_other():
+    code = sources()
+    entries = [m for m in code if layer_of(m)[0] == "entry points" and "__name__ == \"__main__\"" in code[m][0]]
+    assert {"train", "eval", "visualize", "bench.pareto", "bench.oracle"} <= set(entries)
+    assert entry_point_violations(code) == []
+    # negative case: a bench driving eval.py, and eval.py importing train
+    code["bench.pareto"] = (code["bench.pareto"][0] + "\n\ndef _late():\n    import eval\n", False)
+    code["eval"] = (code["eval"][0] + "\nfrom train import main\n", False)
+    assert entry_point_violations(code) == ["bench.pareto imports eval", "eval imports train"]
 
 
 def test_the_layer_check_catches_an_import_pointing_up():

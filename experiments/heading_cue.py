@@ -1,8 +1,8 @@
 """How much does the LiDAR show which end of a parked vehicle is its front?
 
-    python bench/heading_cue.py [--dataroot data/synth-demo] [--split synth_val] [--every 4] [--max-range 25]
+    python experiments/heading_cue.py [--dataroot data/synth-demo] [--split synth_val] [--every 4] [--max-range 25]
 
-A still object's front/back is the part of its heading that velocity cannot give (issue #16: with the radar's
+A still object's front/back is the part of its heading that velocity cannot give (with the radar's
 Doppler map the moving objects' heading is learned, the still ones' stays at chance). On real vehicles, and in the
 synthetic world (datasets/synthetic/lidar.py FRONT_NOTCH), the front end is lower than the cabin or the load. For
 every `--every`-th frame of the split and each still vehicle (|v| < 0.5 m/s) within --max-range metres, this takes

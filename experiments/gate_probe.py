@@ -1,6 +1,6 @@
 """Does the gate choose what the per-frame detection loss would choose? Its loss estimates against the losses measured.
 
-    python bench/gate_probe.py [--ckpt runs/demo-gated-seed1/checkpoints/last.ckpt] [--every 2] [--budget 0.5]
+    python experiments/gate_probe.py [--ckpt runs/demo-gated-seed1/checkpoints/last.ckpt] [--every 2] [--budget 0.5]
 
 A "regression" gate (fusion/gate.py) predicts, per frame, the detection loss of every configuration and picks the
 lowest after a price on cost. On every `--every`-th frame of --split (the val split by default) this runs the gated checkpoint's detector under each of
@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets.nuscenes import NuScenesDataset  # noqa: E402
-from eval import gate_offsets, load_checkpoint  # noqa: E402
+from fusion.evaluate import gate_offsets, load_checkpoint  # noqa: E402
 from fusion.gate import configurations  # noqa: E402
 from sensors.frame import collate  # noqa: E402
 

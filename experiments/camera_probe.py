@@ -1,6 +1,6 @@
 """Where does the camera branch of a trained detector lose the objects: in the image, or in the lift to BEV?
 
-    python bench/camera_probe.py [--ckpt runs/demo/checkpoints/last.ckpt] [--mode high] [--every 4]
+    python experiments/camera_probe.py [--ckpt runs/demo/checkpoints/last.ckpt] [--mode high] [--every 4]
 
 On every `--every`-th val frame, runs the camera branch's image CNN (sensors/camera.py) and scores its two
 per-cell predictions against what they are trained on, by condition (day, dusk, night) and depth range:
@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets.nuscenes import NuScenesDataset  # noqa: E402
-from eval import load_checkpoint  # noqa: E402
+from fusion.evaluate import load_checkpoint  # noqa: E402
 from sensors.camera import (CAMERA_RESOLUTIONS, DEPTH_RANGE, GROUND_DEPTH_SCALE, lidar_depth,  # noqa: E402
                             ray_geometry, semantic_targets)
 from sensors.frame import collate  # noqa: E402

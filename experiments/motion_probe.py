@@ -1,6 +1,6 @@
 """Is the front/back direction, the box axis and the velocity of objects in a trained detector's BEV features?
 
-    python bench/motion_probe.py [--ckpt runs/demo/checkpoints/last.ckpt] [--sensors lidar=fine,radar=on] \
+    python experiments/motion_probe.py [--ckpt runs/demo/checkpoints/last.ckpt] [--sensors lidar=fine,radar=on] \
         [--at head | bev | lidar | radar | camera]
 
 Freezes the detector, and trains a fresh probe (two 3x3 conv blocks and a 1x1 conv) on one level of its features to
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets.datamodule import NuScenesDataModule  # noqa: E402
-from eval import load_checkpoint  # noqa: E402
+from fusion.evaluate import load_checkpoint  # noqa: E402
 from fusion.detector import SensorConfig  # noqa: E402
 from fusion.head import REG_DIMS, VEL  # noqa: E402
 from sensors.bev import conv_block  # noqa: E402
@@ -91,8 +91,8 @@ def main(argv=None) -> None:
                 bev, x, t = features(collate(val[i:i + 4]))
                 o = centre_values(probe(x), t)
                 outputs = head(bev)
-                own_dir = centre_values(outputs["direction"], t)[:, 0]
-                own, target = centre_values(outputs["regression"], t), centre_values(t["regression"], t)
+                own_dir = centre_values(outputs.direction, t)[:, 0]
+                own, target = centre_values(outputs.regression, t), centre_values(t["regression"], t)
                 rows.append((t["label"][t["mask"]], t["direction"][t["mask"]], o[:, 0], o[:, 1:3] * VEL_UNIT,
                              own_dir, own[:, VEL:VEL + 2], target[:, VEL:VEL + 2], o[:, 3:5], own[:, axis],
                              target[:, axis]))
