@@ -4,12 +4,16 @@ as hyperparameters (eval.py reads them back from checkpoints).
 
 train_corruptions / train_corruption_prob: with that probability per training frame, one of the named corruptions
 of sensors/corruptions.py at a random severity before the global augmentation (datasets.augment.CorruptionAugment);
-off by default. bench/robustness.py marks the corruptions a checkpoint saw in training."""
+off by default. bench/robustness.py marks the corruptions a checkpoint saw in training.
+
+val_frames: validation (val_loss, and val_nds / val_map with fusion/validation.py's callback) runs on this many frames
+of `val_split`, evenly spread over it and the same at every validation, so that a large split (nuScenes val: 6,019
+frames) can be validated often; None validates the whole split. test and predict always run the whole split."""
 from __future__ import annotations
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from datasets.augment import Chain, CorruptionAugment, GlobalAugment, SeededSampler
 from datasets.nuscenes import NuScenesDataset
@@ -24,13 +28,15 @@ class NuScenesDataModule(pl.LightningDataModule):
                  val_split: str = "synth_val", batch_size: int = 4, num_workers: int = 2, lidar_sweeps: int = 3,
                  radar_sweeps: int = 3, image_size: tuple[int, int] = IMAGE_SIZE, augment: bool = True,
                  cache_dir: str | None = None, seed: int = 0, train_corruptions: list[str] | None = None,
-                 train_corruption_prob: float = 0.0):
+                 train_corruption_prob: float = 0.0, val_frames: int | None = None):
         super().__init__()
         self.save_hyperparameters()
         try:
             self.corruptions = CorruptionAugment(tuple(train_corruptions or ()), float(train_corruption_prob))
         except ValueError as e:
             raise ValueError(f"NuScenesDataModule train_corruptions / train_corruption_prob: {e}") from None
+        if val_frames is not None and val_frames < 1:
+            raise ValueError(f"NuScenesDataModule val_frames must be >= 1 (or None: the whole split), got {val_frames}")
         self.train_set: NuScenesDataset | None = None
         self.val_set: NuScenesDataset | None = None
 
@@ -57,7 +63,7 @@ class NuScenesDataModule(pl.LightningDataModule):
         if self.val_set is None:
             self.val_set = self._dataset(self.hparams.val_split, False)
 
-    def _loader(self, dataset: NuScenesDataset, sampler=None, shuffle: bool = False) -> DataLoader:
+    def _loader(self, dataset: Dataset, sampler=None, shuffle: bool = False) -> DataLoader:
         h = self.hparams
         generator = torch.Generator().manual_seed(h.seed) if shuffle else None
         return DataLoader(
@@ -72,12 +78,21 @@ class NuScenesDataModule(pl.LightningDataModule):
         return self._loader(self.train_set, sampler=SeededSampler(len(self.train_set), self.hparams.seed))
 
     def val_dataloader(self) -> DataLoader:
+        """The val_frames frames of val_split (all without val_frames), evenly spread: frame i * len / val_frames."""
         if self.val_set is None:
             self.setup("validate")
+        n, frames = len(self.val_set), self.hparams.val_frames
+        if frames is None or frames >= n:
+            return self._loader(self.val_set)
+        return self._loader(Subset(self.val_set, [i * n // frames for i in range(frames)]))
+
+    def _whole_val_split(self) -> DataLoader:
+        if self.val_set is None:
+            self.setup("test")
         return self._loader(self.val_set)
 
     def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
+        return self._whole_val_split()
 
     def predict_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
+        return self._whole_val_split()

@@ -246,7 +246,11 @@ class GateFusionModule(pl.LightningModule):
 
     def _step(self, batch: Batch, decisions: Tensor, stage: str, weights: Tensor | None = None,
               penalty: Tensor | None = None) -> Tensor:
-        outputs = self.detector(batch, decisions, weights)
+        return self._loss(batch, decisions, self.detector(batch, decisions, weights), stage, penalty)
+
+    def _loss(self, batch: Batch, decisions: Tensor, outputs: DetectorOutput, stage: str,
+              penalty: Tensor | None = None) -> Tensor:
+        """The loss of `outputs`, the detector's on `batch` under `decisions`, its parts logged under `stage`."""
         losses = self.detector.head.loss(outputs, batch.gt)
         camera = (("camera_depth", outputs.camera_depth_loss, self.hparams.camera_depth_weight),
                   ("camera_semantic", outputs.camera_semantic_loss, self.hparams.camera_semantic_weight))
@@ -273,8 +277,12 @@ class GateFusionModule(pl.LightningModule):
         decisions, weights, penalty = self.training_decisions(batch)
         return self._step(batch, decisions, "train", weights, penalty)
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        return self._step(batch, self.static.decisions(batch.present), "val")
+    def validation_step(self, batch: Batch, batch_idx: int) -> dict:
+        """{"loss": val_loss, "output": the DetectorOutput of the static configuration}: the output goes to the
+        callbacks' on_validation_batch_end, where fusion/validation.py decodes it for NDS without a second forward."""
+        decisions = self.static.decisions(batch.present)
+        outputs = self.detector(batch, decisions)
+        return {"loss": self._loss(batch, decisions, outputs, "val"), "output": outputs}
 
     def configure_optimizers(self):
         """AdamW + a one-cycle schedule over trainer.estimated_stepping_batches. The schedule is a LambdaLR of the

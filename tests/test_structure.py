@@ -42,6 +42,9 @@ LAYERS = (
     ("evaluation", ("fusion.evaluate",),
      ("names and geometry", "frame types", "corruptions", "grid and blocks", "encoders", "model", "lightning", "data"),
      True),
+    # NDS during training (fusion/validation.py): a Lightning callback, built from a config's trainer.callbacks, that
+    # scores the validation forward's detections with the data package's evaluation
+    ("validation", ("fusion.validation",), ("names and geometry", "frame types", "lightning", "data"), True),
     ("entry points", ("train", "eval", "visualize", "bench", "experiments"),
      ("names and geometry", "frame types", "grid and blocks", "encoders", "model", "lightning", "data",
       "world generator", "corruptions", "report", "evaluation"), True),

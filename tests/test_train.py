@@ -4,6 +4,7 @@ processes; slow: the demo config learns on the tiny world, and a full tiny fit f
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -149,6 +150,21 @@ def test_one_gpu_overlay_scales_the_learning_rate_linearly(tmp_path, capsys):
                                                                       if k != "lr"}
 
 
+@pytest.mark.parametrize("base", ["nuscenes-mini", "nuscenes-trainval"])
+def test_nuscenes_configs_validate_and_keep_the_best_nds(base, tmp_path, capsys):
+    """The real-data configs score NDS at every validation (the callback's every_n_epochs is the validation's) and
+    keep the checkpoint with the highest val_nds; trainval validates an evenly spread subset of its 6,019 val
+    frames; the demo keeps val_loss (an NDS would cost its 15-minute budget)."""
+    printed = print_config((base,), tmp_path, capsys)
+    callbacks = {c["class_path"].rpartition(".")[2]: c.get("init_args") or {} for c in printed["trainer"]["callbacks"]}
+    assert callbacks["DetectionValidation"]["every_n_epochs"] == printed["trainer"]["check_val_every_n_epoch"]
+    assert (callbacks["ModelCheckpoint"]["monitor"], callbacks["ModelCheckpoint"]["mode"]) == ("val_nds", "max")
+    assert printed["data"]["val_frames"] == (2000 if base == "nuscenes-trainval" else None)
+    demo = print_config(("demo",), tmp_path, capsys)
+    assert [c["init_args"]["monitor"] for c in demo["trainer"]["callbacks"] if "monitor" in c["init_args"]] == [
+        "val_loss"]
+
+
 def test_one_step_of_the_demo_model(tmp_path, tiny_world, cache_dir):
     """configs/demo.yaml (its model, grid and image size) trains one step on the tiny world."""
     import train
@@ -209,6 +225,43 @@ def test_ddp_two_cpu_processes(tmp_path, tiny_world, cache_dir):
                           relative_costs(table_from_dict(ckpt["hyper_parameters"]["gate_costs"]), configurations()))
 
 
+RECORDER = """
+import json, pytorch_lightning as pl
+from fusion.validation import DetectionValidation
+
+
+class Recorder(pl.Callback):
+    def on_validation_end(self, trainer, pl_module):
+        [cb] = [c for c in trainer.callbacks if isinstance(c, DetectionValidation)]
+        with open(f"{OUT}/rank{trainer.global_rank}.json", "w") as f:
+            json.dump({"val_nds": float(trainer.callback_metrics["val_nds"]), "nds": cb.last.nds,
+                       "frames": cb.last.frames, "frames_per_rank": cb.last.frames_per_rank}, f)
+"""
+
+
+def test_ddp_validation_nds_is_the_same_on_both_ranks(tmp_path, tiny_world, cache_dir):
+    """fusion.validation.DetectionValidation on two DDP processes (gloo): the 4 val frames split 2 + 2, gathered to
+    rank 0, scored once, and the same val_nds logged on both ranks (a callback of the test records each rank's)."""
+    import json
+
+    (tmp_path / "recorder.py").write_text(RECORDER.replace("{OUT}", str(tmp_path)))
+    cfg = tiny_config(tmp_path, tiny_world, cache_dir, devices=2, strategy="ddp_find_unused_parameters_true",
+                      limit_train_batches=0.34, callbacks=[
+                          {"class_path": "fusion.validation.DetectionValidation"},
+                          {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
+                           "init_args": {"save_last": True, "monitor": "val_nds", "mode": "max"}},
+                          {"class_path": "recorder.Recorder"}])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
+    proc = subprocess.run([sys.executable, str(REPO / "train.py"), "fit", "--config", str(cfg)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0] == ranks[1], ranks
+    assert ranks[0]["frames_per_rank"] == [2, 2] and ranks[0]["frames"] == 4
+    assert ranks[0]["val_nds"] == pytest.approx(ranks[0]["nds"], abs=1e-6)
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").glob("epoch=*.ckpt")] == ["epoch=0-step=1.ckpt"]
+
+
 @pytest.mark.slow
 def test_demo_config_learns_on_the_tiny_world(tmp_path, tiny_world, cache_dir):
     """The demo model and schedule, 40 steps on the tiny world: the training loss falls."""
@@ -249,7 +302,7 @@ def test_tiny_fit_then_eval_end_to_end(tmp_path, tiny_world, cache_dir):
     assert len(best) == 1 and "val_loss" in (run / "csv" / "metrics.csv").read_text()
     proc = subprocess.run([sys.executable, "eval.py", "--ckpt", str(best[0]), "--dataroot", str(tiny_world),
                            "--split", "synth_val", "--out", str(out), "--num-workers", "0", "--cache-dir",
-                           str(cache_dir), "--flop-frames", "0"], cwd=REPO, capture_output=True, text=True, timeout=600)
+                           str(cache_dir), "--measure-frames", "0"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((out / "metrics.json").read_text())
     nusc = NuScenes("v1.0-synth", str(tiny_world), verbose=False)
