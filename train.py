@@ -10,6 +10,9 @@ Resume an interrupted run with `python train.py fit --config <same config> --ckp
 optimizer and schedule continue from last.ckpt, and the loggers have a fixed version, so the run continues the
 same logs (ResumableCSVLogger appends to metrics.csv instead of deleting it). To start a run afresh, delete its
 folder.
+A gated model's checkpoints then get the gate's operating points (`operating_points`: the budgets; the price of each
+and the gate's offsets, measured on training frames: fusion/operating_points.py), so that `eval.py --budget` needs
+no training data.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from pytorch_lightning.loggers.logger import Logger, rank_zero_experiment
 
 from datasets.datamodule import NuScenesDataModule
 from fusion.module import GateFusionModule
+from fusion.operating_points import BUDGETS, store_for_run
 
 
 class _AppendingWriter(ExperimentWriter):
@@ -63,6 +67,20 @@ class GateFusionCLI(LightningCLI):
         if config.get("default_root_dir") and config.get("logger") in (None, True) and "logger" not in kwargs:
             kwargs["logger"] = run_loggers(str(config["default_root_dir"]))
         return super().instantiate_trainer(**kwargs)
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--operating_points", type=list[float], default=list(BUDGETS),
+                            help="budgets whose gate operating points are stored in the checkpoints after fitting "
+                                 "(gated models; [] for none)")
+
+    def after_fit(self) -> None:
+        """Store the gate's operating points in the run's checkpoint files (rank 0, a finished gated run)."""
+        budgets = self._get(self.config, "operating_points")
+        if not budgets or self.model.gate is None or self.trainer.interrupted or not self.trainer.is_global_zero:
+            return
+        paths = [p for cb in self.trainer.checkpoint_callbacks for p in (cb.last_model_path, cb.best_model_path)]
+        device = self.trainer.strategy.root_device
+        store_for_run(paths, budgets, device="cuda" if device.type == "cuda" else "cpu")
 
 
 def main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
