@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets.nuscenes import NuScenesDataset  # noqa: E402
-from fusion.evaluate import load_checkpoint  # noqa: E402
+from fusion.checkpoint import load_checkpoint  # noqa: E402
 from sensors.camera import (CAMERA_RESOLUTIONS, DEPTH_RANGE, GROUND_DEPTH_SCALE, lidar_depth,  # noqa: E402
                             ray_geometry, semantic_targets)
 from sensors.frame import collate  # noqa: E402

@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets.nuscenes import NuScenesDataset  # noqa: E402
-from fusion.evaluate import load_checkpoint  # noqa: E402
+from fusion.checkpoint import load_checkpoint  # noqa: E402
 from fusion.operating_points import gate_offsets  # noqa: E402
 from fusion.gate import configurations  # noqa: E402
 from sensors.frame import collate  # noqa: E402

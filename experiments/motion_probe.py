@@ -24,7 +24,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets.datamodule import NuScenesDataModule  # noqa: E402
-from fusion.evaluate import load_checkpoint  # noqa: E402
+from fusion.checkpoint import load_checkpoint  # noqa: E402
 from fusion.detector import SensorConfig  # noqa: E402
 from fusion.head import REG_DIMS, VEL  # noqa: E402
 from sensors.bev import conv_block  # noqa: E402

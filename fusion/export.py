@@ -34,9 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import pickle
 import sys
-import zipfile
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -287,21 +285,6 @@ GRAPH_NOTES = {
 }
 
 
-def load_model(path: str | Path):
-    """A GateFusionModule from a Lightning checkpoint; ValueError naming the file when it is missing or is not a
-    gatefusion checkpoint."""
-    from fusion.module import GateFusionModule
-
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"checkpoint {path}: no such file")
-    try:
-        return GateFusionModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, KeyError, TypeError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
-        raise ValueError(f"checkpoint {path}: cannot be loaded as a gatefusion checkpoint "
-                         f"({type(e).__name__}: {str(e)[:300]})") from None
-
-
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", required=True, help="Lightning checkpoint of train.py")
@@ -312,9 +295,10 @@ def main(argv: list[str] | None = None) -> dict:
                    help="with the LiDAR's motion map: points per frame its input holds (default: 4 x the fine "
                         "budget)")
     args = p.parse_args(argv)
-    model = load_model(args.ckpt)
-    ckpt = torch.load(args.ckpt, map_location="cpu", weights_only=True)
-    image_size = args.image_size or (ckpt.get("datamodule_hyper_parameters") or {}).get("image_size") or IMAGE_SIZE
+    from fusion.checkpoint import load_checkpoint
+
+    model, data_hp = load_checkpoint(args.ckpt)
+    image_size = args.image_size or data_hp.get("image_size") or IMAGE_SIZE
     sweep = args.lidar_sweep_points or 4 * model.detector.lidar.modes["fine"].max_points
     manifest = export_model(model, Path(args.out), tuple(image_size), sweep)
     print(f"exported {len(manifest['graphs'])} graphs to {args.out}: "

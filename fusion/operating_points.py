@@ -162,7 +162,7 @@ def measure_checkpoint(ckpt_path: str | Path, budgets=BUDGETS, dataroot: str | N
     """Operating points of a gated checkpoint file on its training split (or `split`) of its dataroot (or
     `dataroot`), with the data settings it was trained with."""
     from datasets.nuscenes import NuScenesDataset
-    from fusion.evaluate import load_checkpoint
+    from fusion.checkpoint import load_checkpoint
 
     model, data_hp = load_checkpoint(ckpt_path)
     if model.gate is None:

@@ -6,7 +6,8 @@ import pytest
 
 from bench.common import reusable
 from bench.static_configs import mean_rows, report, seed_config
-from fusion.evaluate import Evaluation, file_sha256
+from fusion.checkpoint import file_sha256
+from fusion.evaluate import Evaluation
 
 
 def _metrics(nds: float, gflops: float, day: float, night: float) -> dict:

@@ -37,9 +37,10 @@ LAYERS = (
     # drawing what a run did (matplotlib, open3d, HTML) is not data: it reads runs and frames, and only entry
     # points draw
     ("report", ("report",), ("names and geometry", "frame types", "data"), True),
-    # one evaluation run (fusion/evaluate.py): checkpoint loading, the gate's operating points
-    # (fusion/operating_points.py), scoring; only entry points run evaluations
-    ("evaluation", ("fusion.evaluate", "fusion.operating_points"),
+    # checkpoint loading (fusion/checkpoint.py), one evaluation run (fusion/evaluate.py), the gate's operating points
+    # (fusion/operating_points.py), scoring, and the export of a checkpoint's graphs (fusion/export.py); only entry
+    # points run them
+    ("evaluation", ("fusion.checkpoint", "fusion.evaluate", "fusion.operating_points", "fusion.export"),
      ("names and geometry", "frame types", "corruptions", "grid and blocks", "encoders", "model", "lightning", "data"),
      True),
     # NDS during training (fusion/validation.py): a Lightning callback, built from a config's trainer.callbacks, that
