@@ -17,6 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets.synthetic import PRESETS, generate  # noqa: E402
 
+HEADER = ("preset", "scenes", "samples", "files", "MB", "seconds")  # the table docs/world.md quotes
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -40,9 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
     print(f"\nworkers={args.workers}, cpus={os.cpu_count()}")
-    print(f"{'preset':<8}{'scenes':>8}{'samples':>9}{'files':>8}{'MB':>9}{'seconds':>9}")
+    print("| " + " | ".join(HEADER) + " |\n|" + "---|" * len(HEADER))
     for name, scenes, samples, files, mb, sec in rows:
-        print(f"{name:<8}{scenes:>8}{samples:>9}{files:>8}{mb:>9.1f}{sec:>9.1f}")
+        print(f"| {name} | {scenes} | {samples} | {files} | {mb:.1f} | {sec:.1f} |")
     return 0
 
 
