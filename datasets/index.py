@@ -5,8 +5,9 @@ paths of every sensor and its sweeps with their transforms into the key-frame eg
 ground-truth boxes already converted to project boxes ([x, y, z, l, w, h, yaw, vx, vy] in the key-frame ego frame,
 through `sensors.geometry.box_from_nuscenes` and the devkit's `box_velocity`) and the frame's metadata: the
 conditions parsed from its scene's description and the sensor faults of `<version>/synthetic_faults.json`. The index
-is pickled under a cache directory keyed by a hash of the dataroot, version, split and the table files' sizes and
-mtimes, so it is rebuilt when any of them changes. Items are then read without any devkit query
+is packed into numpy arrays (datasets/packed.py PackedIndex: DataLoader workers share its pages instead of copying
+millions of Python objects) and pickled under a cache directory keyed by a hash of the dataroot, version, split
+and the table files' sizes and mtimes, so it is rebuilt when any of them changes. Items are then read without any devkit query
 (datasets/nuscenes.py). Sweeps follow each channel's `prev` chain back over earlier key frames, as the devkit does;
 time_lag = key LIDAR_TOP timestamp - file timestamp (s).
 """
@@ -23,11 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
+from datasets.packed import PackedIndex
 from datasets.splits import TABLES, check_dataroot, optional_json, split_scenes
 from sensors.geometry import box_from_nuscenes, invert, transform
 from sensors.names import ATTRIBUTES, CAMERAS, CLASSES, LIDAR, LIGHTINGS, RADARS, SENSORS, WEATHERS
 
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2  # 2: PackedIndex
 DEFAULT_SWEEPS = 3
 
 
@@ -242,8 +244,9 @@ def default_cache_dir(dataroot: str | os.PathLike) -> Path:
 
 
 def load_index(dataroot: str | os.PathLike, version: str, split: str, cache_dir: str | os.PathLike | None = None,
-               workers: int = 1, n_sweeps: int = DEFAULT_SWEEPS) -> tuple[list[dict], Path, bool]:
-    """(infos, cache file, built now?): the cached index of the split, built (and written atomically) if absent."""
+               workers: int = 1, n_sweeps: int = DEFAULT_SWEEPS) -> tuple[PackedIndex, Path, bool]:
+    """(index, cache file, built now?): the cached index of the split, built, packed (the files' ego_T_sensor and
+    global_T_ego, folded into key_T_sensor, left out) and written atomically if absent."""
     key = index_key(dataroot, version, split, n_sweeps)
     cache = Path(cache_dir) if cache_dir else default_cache_dir(dataroot)
     path = cache / f"{version}-{split}-{key}.pkl"
@@ -253,7 +256,7 @@ def load_index(dataroot: str | os.PathLike, version: str, split: str, cache_dir:
                 return pickle.load(f), path, False
         except (OSError, pickle.UnpicklingError, EOFError) as e:
             warnings.warn(f"index cache {path} is unreadable ({e}); rebuilding it")
-    infos = build_index(dataroot, version, split, workers=workers, n_sweeps=n_sweeps)
+    infos = PackedIndex.pack(build_index(dataroot, version, split, workers=workers, n_sweeps=n_sweeps))
     cache.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     with open(tmp, "wb") as f:

@@ -29,6 +29,17 @@ from sensors.names import CAMERAS, IMAGE_SIZE, LIDAR_DIMS, RADAR_DIMS, SENSORS
 LIDAR_MIN_DISTANCE = 1.0
 
 
+def even_subset(n: int, budget: int) -> np.ndarray:
+    """Indices (<= budget,) int64 of n points spread evenly: all when n <= budget, else the ranks r where
+    (r + 1) * budget // n > r * budget // n, the choice of sensors.points.budget_points at inference (the LiDAR
+    encoder's point budget), so that a frame cut here gives that encoder the same points. Computed as the one such
+    r per k = 1 .. budget, r = ceil(k * n / budget) - 1."""
+    if n <= budget:
+        return np.arange(n, dtype=np.int64)
+    k = np.arange(1, budget + 1, dtype=np.int64)
+    return (k * n + budget - 1) // budget - 1
+
+
 def _drop_nonfinite(points: np.ndarray, path: Path, kind: str) -> tuple[np.ndarray, bool]:
     ok = np.all(np.isfinite(points), axis=1)
     if ok.all():
@@ -49,11 +60,18 @@ class NuScenesDataset(torch.utils.data.Dataset):
     stale_readings: also load LidarData.stale / RadarData.stale, the previous key frame's points of the same scene
     in that frame's own ego frame (what a stale or stuck sensor delivers as current); None for a scene's first key
     frame. Costs a second read of the point files, so only the stale/stuck corruptions ask for it.
+    lidar_points: keep at most this many LiDAR points per frame, chosen as the LiDAR encoder's inference budget
+    chooses them (every n/budget-th point, `even_subset`), before the kept points are transformed (None: all).
+    It leaves a model's outputs unchanged only where the LiDAR encoder alone reads the points, at inference, in
+    the mode whose budget this is: not in training (the encoder samples at random, the camera's depth loss reads
+    every point), not for the coarse mode or the gate's glimpse, not with the motion map or LiDAR corruptions
+    (docs/pipeline.md).
     """
 
     def __init__(self, dataroot: str, version: str, split: str, lidar_sweeps: int = 3, radar_sweeps: int = 3,
                  image_size: tuple[int, int] = IMAGE_SIZE, cache_dir: str | None = None,
-                 augment=None, seed: int = 0, index_workers: int = 1, stale_readings: bool = False):
+                 augment=None, seed: int = 0, index_workers: int = 1, stale_readings: bool = False,
+                 lidar_points: int | None = None):
         if lidar_sweeps < 1 or radar_sweeps < 1:
             raise ValueError(f"lidar_sweeps and radar_sweeps must be >= 1, got {lidar_sweeps}, {radar_sweeps}")
         self.root = check_dataroot(dataroot, version)
@@ -61,6 +79,9 @@ class NuScenesDataset(torch.utils.data.Dataset):
         self.lidar_sweeps, self.radar_sweeps = int(lidar_sweeps), int(radar_sweeps)
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.augment, self.seed, self.stale_readings = augment, int(seed), bool(stale_readings)
+        if lidar_points is not None and lidar_points < 1:
+            raise ValueError(f"lidar_points must be >= 1 or None, got {lidar_points}")
+        self.lidar_points = lidar_points
         n = max(self.lidar_sweeps, self.radar_sweeps)
         self.infos, self.cache_path, self.cache_built = load_index(
             self.root, version, split, cache_dir, workers=index_workers, n_sweeps=n)
@@ -83,9 +104,10 @@ class NuScenesDataset(torch.utils.data.Dataset):
         faults = set(info["faults"])
         lidar, lidar_ok = self._load_lidar(info, faults)
         radar, radar_ok = self._load_radar(info, faults)
-        if self.stale_readings and index > 0 and self.infos[index - 1]["scene_name"] == info["scene_name"]:
+        if self.stale_readings and index > 0 and self.infos.scene_name(index - 1) == info["scene_name"]:
             prev = self.infos[index - 1]
-            lidar.stale, radar.stale = self._load_lidar(prev, set())[0].points, self._load_radar(prev, set())[0].points
+            lidar.stale = self._load_lidar(prev, set(), cap=False)[0].points
+            radar.stale = self._load_radar(prev, set())[0].points
         camera = self._load_cameras(info, faults)
         present = torch.tensor([bool(camera.valid.any()), lidar_ok, radar_ok])
         gt = Boxes(torch.from_numpy(info["gt_boxes"]).float(), torch.from_numpy(info["gt_labels"]).long(),
@@ -97,33 +119,38 @@ class NuScenesDataset(torch.utils.data.Dataset):
         )
         return Frame(camera=camera, lidar=lidar, radar=radar, gt=gt, present=present, meta=meta)
 
-    def _load_lidar(self, info: dict, faults: set) -> tuple[LidarData, bool]:
-        def rows(raw, key_T_sensor, lag):
-            raw = raw[~((np.abs(raw[:, 0]) < LIDAR_MIN_DISTANCE) & (np.abs(raw[:, 1]) < LIDAR_MIN_DISTANCE))]
-            return np.concatenate([apply(key_T_sensor, raw[:, :3]), raw[:, 3:4], np.full((len(raw), 1), lag),
-                                   raw[:, 4:5]], 1)  # the ring rides along as a last column
+    def _load_lidar(self, info: dict, faults: set, cap: bool = True) -> tuple[LidarData, bool]:
+        def near(raw):  # the devkit's remove_close
+            return (np.abs(raw[:, 0]) < LIDAR_MIN_DISTANCE) & (np.abs(raw[:, 1]) < LIDAR_MIN_DISTANCE)
+
+        def rows(raw, key_T_sensor, lag, out):
+            out[:, :3] = apply(key_T_sensor, raw[:, :3])
+            out[:, 3], out[:, 4], out[:, 5] = raw[:, 3], lag, raw[:, 4]  # the ring rides along as a last column
 
         points, ok = self._accumulate(info["lidar"], self.lidar_sweeps, read_lidar, "LiDAR", "lidar", faults, rows,
-                                      len(LIDAR_DIMS) + 1)
+                                      len(LIDAR_DIMS) + 1, near, self.lidar_points if cap else None)
         return LidarData(points[:, :-1].contiguous(), torch.zeros(len(points), dtype=torch.long),
-                         points[:, -1].long()), ok
+                         points[:, -1].to(torch.int16)), ok
 
     def _load_radar(self, info: dict, faults: set) -> tuple[RadarData, bool]:
-        def rows(raw, key_T_sensor, lag):
-            vel = rotate(key_T_sensor, np.stack([raw[:, 8], raw[:, 9], np.zeros(len(raw))], 1))[:, :2]
-            return np.concatenate([apply(key_T_sensor, raw[:, :3]), raw[:, 5:6], vel, np.full((len(raw), 1), lag)], 1)
+        def rows(raw, key_T_sensor, lag, out):
+            out[:, :3] = apply(key_T_sensor, raw[:, :3])
+            out[:, 3] = raw[:, 5]
+            out[:, 4:6] = rotate(key_T_sensor, np.stack([raw[:, 8], raw[:, 9], np.zeros(len(raw))], 1))[:, :2]
+            out[:, 6] = lag
 
         points, ok = self._accumulate(info["radar"], self.radar_sweeps, read_radar, "radar", "radar", faults, rows,
                                       len(RADAR_DIMS))
         return RadarData(points, torch.zeros(len(points), dtype=torch.long)), ok
 
-    def _accumulate(self, fs: dict, n_sweeps: int, read, kind: str, sensor: str, faults: set, rows,
-                    dims: int) -> tuple[torch.Tensor, bool]:
+    def _accumulate(self, fs: dict, n_sweeps: int, read, kind: str, sensor: str, faults: set, rows, dims: int,
+                    drop=None, cap: int | None = None) -> tuple[torch.Tensor, bool]:
         """The point files of a file set (each channel's key frame and up to n_sweeps-1 sweeps) read with `read`,
-        non-finite points dropped, turned into key-frame ego rows by rows(raw, key_T_sensor, time_lag) and stacked:
-        ((N, dims) float32, present). present: some channel's key-frame file loaded. An unreadable file is warned
-        about and puts `sensor` into `faults`; a channel whose key-frame file is unreadable contributes nothing
-        (its sweeps are not read), a missing sweep only its own points."""
+        non-finite points and those where drop(raw) is True dropped, at most `cap` of them kept (even_subset over
+        all files' points in order), and written as key-frame ego rows by rows(raw, key_T_sensor, time_lag, out)
+        into one float32 array: ((N, dims) float32, present). present: some channel's key-frame file loaded.
+        An unreadable file is warned about and puts `sensor` into `faults`; a channel whose key-frame file is
+        unreadable contributes nothing (its sweeps are not read), a missing sweep only its own points."""
         parts, present, broken = [], False, set()
         for i, (rel, channel, sweep) in enumerate(zip(fs["path"], fs["channel"], fs["sweep"])):
             if sweep >= n_sweeps or channel in broken:
@@ -141,9 +168,21 @@ class NuScenesDataset(torch.utils.data.Dataset):
             raw, bad = _drop_nonfinite(raw, path, kind)
             if bad:
                 faults.add(sensor)
-            parts.append(rows(raw, fs["key_T_sensor"][i], fs["time_lag"][i]))
-        points = np.concatenate(parts, 0) if (present and parts) else np.zeros((0, dims))
-        return torch.from_numpy(points.astype(np.float32)), present
+            parts.append((raw[~drop(raw)] if drop is not None else raw, i))
+        if not (present and parts):
+            return torch.zeros((0, dims)), present
+        sizes = np.asarray([len(raw) for raw, _ in parts])
+        keep = even_subset(int(sizes.sum()), cap) if cap is not None else None
+        ends = np.cumsum(sizes)
+        out = np.empty((len(keep) if keep is not None else int(ends[-1]), dims), dtype=np.float32)
+        at = 0
+        for (raw, i), end, size in zip(parts, ends, sizes):
+            if keep is not None:
+                lo, hi = np.searchsorted(keep, [end - size, end])
+                raw = raw[keep[lo:hi] - (end - size)]
+            rows(raw, fs["key_T_sensor"][i], fs["time_lag"][i], out[at:at + len(raw)])
+            at += len(raw)
+        return torch.from_numpy(out), present
 
     def _load_cameras(self, info: dict, faults: set) -> CameraData:
         W, H = self.image_size
@@ -164,6 +203,5 @@ class NuScenesDataset(torch.utils.data.Dataset):
                 continue
             intrinsics[i] = torch.from_numpy(scale_intrinsic(fs["intrinsic"][j], original, (W, H))).float()
             valid[i] = True
-        images = torch.from_numpy(images).permute(0, 3, 1, 2)
-        images = images.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
+        images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # uint8: normalised on the device
         return CameraData(images=images, intrinsics=intrinsics, ego_T_cam=ego_T_cam, valid=valid)

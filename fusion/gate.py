@@ -44,7 +44,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from fusion.detector import SensorConfig, static_configs
-from sensors.frame import Batch
+from sensors.frame import Batch, unit_images
 from sensors.names import CAMERAS, MODES, SENSORS
 
 THUMBNAIL = (9, 16)
@@ -76,7 +76,7 @@ def configuration_table(device=None) -> Tensor:
 
 def camera_glimpse(batch: Batch) -> Tensor:
     """(B, N_cam * CAMERA_FEATURES): per camera, statistics of a 9 x 16 thumbnail (zeros for invalid cameras)."""
-    images = batch.camera.images[..., ::4, ::4]  # every 4th row and column: a glimpse, 1/16 of the pixels
+    images = unit_images(batch.camera.images[..., ::4, ::4])  # every 4th row and column: 1/16 of the pixels
     B, N = images.shape[:2]
     thumb = F.adaptive_avg_pool2d(images.flatten(0, 1).float(), THUMBNAIL)  # (BN, 3, 9, 16)
     luma = (0.299 * thumb[:, 0] + 0.587 * thumb[:, 1] + 0.114 * thumb[:, 2])  # (BN, h, w)

@@ -20,7 +20,7 @@ from matplotlib.ticker import MaxNLocator
 from PIL import Image
 
 from report.run import MATCH_DISTANCE, FrameQuality, gate_probabilities
-from sensors.frame import Frame
+from sensors.frame import Frame, unit_images
 from sensors.geometry import apply, box_corners, invert
 from sensors.names import CAMERAS, LIGHTINGS, SENSORS, WEATHERS
 
@@ -280,7 +280,7 @@ def draw_panel(frame: Frame, record: dict, pred: dict[str, np.ndarray], quality:
     gs = fig.add_gridspec(3, 4, width_ratios=[1, 1, 1, 1.2], height_ratios=[1, 1, 0.45], wspace=0.04, hspace=0.14,
                           left=0.01, right=0.99, top=0.92, bottom=0.02)
     fig.suptitle(title, fontsize=11)
-    images = frame.camera.images.permute(0, 2, 3, 1).numpy()
+    images = unit_images(frame.camera.images).permute(0, 2, 3, 1).numpy()
     for r, row in enumerate(CAMERA_GRID):
         for c, name in enumerate(row):
             i, ax = CAMERAS.index(name), fig.add_subplot(gs[r, c])

@@ -43,7 +43,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from sensors.bev import BEVGrid, BEVStage, conv_block
-from sensors.frame import Boxes, CameraData
+from sensors.frame import Boxes, CameraData, unit_images
 from sensors.geometry import box_corners
 from sensors.names import CLASSES
 
@@ -224,7 +224,7 @@ class CameraEncoder(nn.Module):
         (ray_geometry), both at the mode's resolution."""
         if mode not in CAMERA_RESOLUTIONS:
             raise ValueError(f"CameraEncoder: unknown mode {mode!r}; expected one of {tuple(CAMERA_RESOLUTIONS)}")
-        images, intrinsics = data.images, data.intrinsics.float()
+        images, intrinsics = unit_images(data.images), data.intrinsics.float()  # uint8 when not moved by .to
         B = images.shape[0]
         x = rearrange(images, "b n c h w -> (b n) c h w")
         scale = CAMERA_RESOLUTIONS[mode]

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sensors.frame import CameraData, Frame
+from sensors.frame import CameraData, Frame, unit_images
 from sensors.names import SENSORS
 
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -467,6 +467,8 @@ def corrupt(frame: Frame, name: str, severity: int | None = None) -> Frame:
     The input frame is not modified."""
     s = spec(name, severity, check_severity=True)
     param = s.params[severity - 1] if s.has_severity else None
+    if "camera" in s.sensors:  # image arithmetic in float32 [0, 1]; the loader's frames carry uint8
+        frame = replace(frame, camera=replace(frame.camera, images=unit_images(frame.camera.images)))
     return s.fn(frame, param, frame_rng(frame.meta.sample_token, name, severity))
 
 

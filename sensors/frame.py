@@ -31,11 +31,35 @@ def _to(obj, device):
     return replace(obj, **changes)
 
 
+def _pin(obj):
+    """Copy of a dataclass with every tensor field in pinned (page-locked) memory, nested dataclasses and lists of
+    tensors or dataclasses too: what DataLoader(pin_memory=True) calls, so that a later .to("cuda",
+    non_blocking=True) copies asynchronously."""
+    def pin(v):
+        if isinstance(v, Tensor):
+            return v.pin_memory()
+        if isinstance(v, list) and v and (isinstance(v[0], Tensor) or hasattr(v[0], "__dataclass_fields__")):
+            return [pin(t) for t in v]
+        if hasattr(v, "__dataclass_fields__") and hasattr(v, "pin_memory"):
+            return v.pin_memory()
+        return v
+    return replace(obj, **{f.name: pin(getattr(obj, f.name)) for f in fields(obj)})
+
+
+def unit_images(images: Tensor) -> Tensor:
+    """Images as float32 in [0, 1]: uint8 (as read from the files) divided by 255, float images unchanged."""
+    if images.dtype == torch.uint8:
+        return images.to(torch.float32).div_(255.0)
+    return images
+
+
 @dataclass
 class CameraData:
     """Images of the cameras (CAMERAS order). Frame: shapes below; Batch: a leading batch dim B.
 
-    images:     (N_cam, 3, H, W) float32 in [0, 1]
+    images:     (N_cam, 3, H, W) uint8 as read from the files (a quarter of float32's bytes through the loader's
+                queue and the host-to-device copy), or float32 in [0, 1]: `to(device)` turns uint8 into float32 on
+                the device (unit_images), and image corruptions work in float32
     intrinsics: (N_cam, 3, 3) pixel intrinsics for this H, W
     ego_T_cam:  (N_cam, 4, 4) maps camera coordinates into the key-frame ego frame
     valid:      (N_cam,) bool, False for a camera whose image is missing or unreadable
@@ -46,7 +70,13 @@ class CameraData:
     ego_T_cam: Tensor
     valid: Tensor
 
-    to = _to
+    pin_memory = _pin
+
+    def to(self, device) -> "CameraData":
+        """Copy on `device` with uint8 images normalised there to float32 in [0, 1] (unit_images): the division
+        runs on the device instead of in the loader's workers."""
+        moved = _to(self, device)
+        return replace(moved, images=unit_images(moved.images))
 
     def select(self, idx: Tensor) -> "CameraData":
         """Batch only: the frames `idx` (K,) long, in that order."""
@@ -59,7 +89,8 @@ class LidarData:
 
     points:      (N, 5) float32, columns LIDAR_DIMS (time_lag in seconds, >= 0)
     batch_index: (N,) int64, which frame of the batch each point belongs to (zeros in a Frame)
-    ring:        (N,) int64 beam index of each point (the .pcd.bin 5th column), -1 where unknown; None: not loaded.
+    ring:        (N,) int16 beam index of each point (the .pcd.bin 5th column, < 1024), -1 where unknown; None: not
+                 loaded.
                  Beam-level corruptions (sensors/corruptions.py) need it; the encoders do not read it.
     stale:       (M, 5) float32 or None: an older reading of the LiDAR presented as current (the previous key
                  frame's points in its own ego frame), loaded only for the stale/stuck corruptions; a Frame-only
@@ -72,6 +103,7 @@ class LidarData:
     stale: Tensor | None = None
 
     to = _to
+    pin_memory = _pin
 
 
 @dataclass
@@ -89,6 +121,7 @@ class RadarData:
     stale: Tensor | None = None
 
     to = _to
+    pin_memory = _pin
 
 
 @dataclass
@@ -105,6 +138,7 @@ class Boxes:
     attributes: Tensor
 
     to = _to
+    pin_memory = _pin
 
     @staticmethod
     def empty() -> "Boxes":
@@ -179,6 +213,7 @@ class Batch:
     meta: list[FrameMeta] = field(default_factory=list)
 
     to = _to
+    pin_memory = _pin
 
     def __len__(self) -> int:
         return int(self.present.shape[0])
@@ -215,9 +250,13 @@ def _cat_points(parts: list[Tensor], dim: int) -> tuple[Tensor, Tensor]:
 
 def collate(frames: list[Frame]) -> Batch:
     """Stack frames into a Batch; point sets of different lengths are concatenated with a batch index (LiDAR ring
-    indices alongside, -1 for frames without them); the Frame-only `stale` readings are left out."""
+    indices alongside, -1 for frames without them); the Frame-only `stale` readings are left out. Images stay
+    uint8 when every frame's are (the usual case); frames with float images (a corruption ran) make all float."""
+    images = [f.camera.images for f in frames]
+    if len({im.dtype for im in images}) > 1:
+        images = [unit_images(im) for im in images]
     cam = CameraData(
-        images=torch.stack([f.camera.images for f in frames]),
+        images=torch.stack(images),
         intrinsics=torch.stack([f.camera.intrinsics for f in frames]),
         ego_T_cam=torch.stack([f.camera.ego_T_cam for f in frames]),
         valid=torch.stack([f.camera.valid for f in frames]),
@@ -227,7 +266,7 @@ def collate(frames: list[Frame]) -> Batch:
     ring = None
     if any(f.lidar.ring is not None for f in frames):  # -1 for the points of frames loaded without it
         ring = torch.cat([f.lidar.ring if f.lidar.ring is not None else torch.full((len(f.lidar.points),), -1)
-                          for f in frames]).long()
+                          for f in frames]).to(torch.int16)
     return Batch(
         camera=cam,
         lidar=LidarData(lp, li, ring),

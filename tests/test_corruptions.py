@@ -26,7 +26,7 @@ def frame(dataset):
     """A key frame with a previous key frame in its scene (so that it has stale readings)."""
     f = dataset[1]
     assert f.lidar.stale is not None and f.radar.stale is not None and f.present.all()
-    return f
+    return replace(f, camera=f.camera.to("cpu"))  # images as float32 in [0, 1], as corruptions compute them
 
 
 def _same(a, b) -> bool:

@@ -84,8 +84,9 @@ def test_frame_contents_and_meta(ds1, nusc):
     f = ds1[0]
     assert f.lidar.points.dtype == torch.float32 and f.lidar.points.shape[1] == 5 and len(f.lidar.points) > 100
     assert f.radar.points.dtype == torch.float32 and f.radar.points.shape[1] == 7
-    assert f.camera.images.shape == (6, 3, 180, 320) and f.camera.images.dtype == torch.float32
-    assert 0.0 <= float(f.camera.images.min()) and float(f.camera.images.max()) <= 1.0
+    assert f.camera.images.shape == (6, 3, 180, 320) and f.camera.images.dtype == torch.uint8  # normalised by .to
+    moved = f.camera.to("cpu").images
+    assert moved.dtype == torch.float32 and torch.equal(moved, f.camera.images.float() / 255.0)
     assert f.camera.valid.all() and f.present.tolist() == [True, True, True]
     assert torch.isfinite(f.lidar.points).all() and torch.isfinite(f.radar.points).all()
     sample = nusc.get("sample", f.meta.sample_token)
@@ -194,7 +195,7 @@ def test_sweeps_match_devkit_multisweep(tiny_world, cache, nusc):
     assert len(f.lidar.points) > len(ds1[i].lidar.points) and len(f.radar.points) >= len(ds1[i].radar.points)
     sample = nusc.get("sample", info["token"])
     pc, times = LidarPointCloud.from_file_multisweep(nusc, sample, LIDAR, LIDAR, nsweeps=3)
-    ego_T_lidar = info["lidar"]["ego_T_sensor"][0]
+    ego_T_lidar = info["lidar"]["key_T_sensor"][0]  # the key frame's own file: ego_T_sensor
     dev = np.concatenate([apply(ego_T_lidar, pc.points[:3].T), pc.points[3:4].T, times.T], 1)
     np.testing.assert_allclose(f.lidar.points.numpy(), dev, atol=2e-3)
     lags = sorted(set(np.round(f.lidar.points[:, 4].numpy(), 4)))

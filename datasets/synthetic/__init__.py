@@ -38,7 +38,7 @@ The package, in the order a world is made:
 
 It needs numpy, PIL, the standard library and the torch-free sensors.names / sensors.geometry; never torch.
 
-CLI: python -m datasets.synthetic --out DIR [--preset tiny|demo|full] [--scenes N] [--samples-per-scene M] [--seed S]
+CLI: python -m datasets.synthetic --out DIR [--preset tiny|demo|full|nuscenes] [--scenes N] [--samples-per-scene M] [--seed S]
      [--workers W]
 """
 from __future__ import annotations

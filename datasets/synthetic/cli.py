@@ -1,4 +1,4 @@
-"""The command line: python -m datasets.synthetic --out DIR [--preset tiny|demo|full] [--scenes N]
+"""The command line: python -m datasets.synthetic --out DIR [--preset tiny|demo|full|nuscenes] [--scenes N]
 [--samples-per-scene M] [--seed S] [--workers W] writes a world and prints its summary."""
 from __future__ import annotations
 

@@ -88,6 +88,10 @@ PRESETS: dict[str, WorldConfig] = {
     "demo": WorldConfig(scenes=56, samples_per_scene=14, image_size=(400, 225), lidar_azimuth_steps=640),
     "full": WorldConfig(scenes=150, samples_per_scene=20, image_size=(640, 360), lidar_azimuth_steps=900,
                         lidar_sweeps=4, radar_sweeps=2),
+    # nuScenes-sized sensor data for bench/pipeline.py: 1600x900 images, 32 beams x 1085 rays (~35k points) per
+    # LiDAR sweep, 9 sweeps between key frames (10 with the key frame's), two radar sweeps between key frames
+    "nuscenes": WorldConfig(scenes=2, samples_per_scene=5, image_size=(1600, 900), lidar_azimuth_steps=1085,
+                            lidar_sweeps=9, radar_sweeps=2, val_fraction=0.5, fault_fraction=0.0),
 }
 
 
