@@ -17,6 +17,11 @@ an earlier run's price and offsets.
     python eval.py ... --corruption lidar_beam_reduction --severity 3     # every frame corrupted after loading
     python eval.py --corruption list                                      # the corruptions (sensors/corruptions.py)
     python eval.py --compare OUT1 OUT2 ...                                # metrics of earlier runs side by side
+    python eval.py ... --batch-size 8 --precision 16-mixed --measure-frames 200   # a large split on a GPU
+    python eval.py ... --version v1.0-test --split test --no-score        # results.json to submit, not scored
+
+Detection runs at --batch-size in --precision; latency and FLOPs are measured at batch size 1 on --measure-frames
+frames spread over the split (default: every frame).
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ import argparse
 import dataclasses
 import sys
 
+from datasets.evaluation import PRECISIONS
 from fusion.evaluate import DEFAULT_OFFSET_FRAMES, Evaluation, compare, evaluate, format_metrics
 
 
@@ -39,8 +45,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", help="output folder (required)")
     p.add_argument("--sensors", default=None, help="static sensor configuration, e.g. camera=low,lidar=off,radar=on "
                                                    "(default: the checkpoint's)")
-    p.add_argument("--batch-size", type=int, default=1, help="frames per forward (latency is per frame)")
-    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=1, help="frames per forward of detection (the throughput; "
+                                                             "latency is measured at batch size 1)")
+    p.add_argument("--num-workers", type=int, default=2, help="data loading processes of detection")
+    p.add_argument("--precision", default="32", choices=list(PRECISIONS),
+                   help="detection's precision: the mixed ones run under torch.autocast, on CUDA only")
+    p.add_argument("--measure-frames", type=int, default=None, metavar="N",
+                   help="measure latency and count FLOPs at batch size 1 on N frames evenly spread over the split "
+                        "(default: every frame; 0: none)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="a progress bar with frames/s (default: when stderr is a terminal)")
+    p.add_argument("--score", action=argparse.BooleanOptionalAction, default=True,
+                   help="score with the devkit; --no-score writes results.json (a submission, e.g. for v1.0-test "
+                        "whose annotations are withheld) and metrics.json without the metrics needing ground truth")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N frames of the split")
     p.add_argument("--budget", type=float, default=None, help="the gate chooses per frame at this mean cost, a "
                                                                   "fraction of the full configuration's (gated "
@@ -63,8 +80,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--budget-control", type=float, default=0.0,
                    help="steer the price as frames stream so that the running mean cost stays at the budget: the "
                         "gain per unit of cost overshoot (0: the calibrated price alone)")
-    p.add_argument("--flop-frames", type=int, default=None,
-                   help="count FLOPs on the first N frames only (default: every frame; 0: none)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--cache-dir", default=None, help="where the dataset index cache goes")
     p.add_argument("--corruption", default=None, help="corrupt every frame (sensors/corruptions.py); 'list' prints "

@@ -63,7 +63,7 @@ def add_eval_flags(p: argparse.ArgumentParser, out: str, num_workers: int = 1) -
 
 def evaluation(args: argparse.Namespace, ckpt, out, **choice) -> Evaluation:
     """The Evaluation of checkpoint `ckpt` into folder `out` on the bench's data and evaluation flags; `choice`
-    sets the other fields (sensors or budget, corruption, flop_frames, ...)."""
+    sets the other fields (sensors or budget, corruption, measure_frames, ...)."""
     return Evaluation(ckpt=str(ckpt), dataroot=args.dataroot, out=str(out), version=args.version, split=args.split,
                       limit=args.limit, num_workers=args.num_workers, cache_dir=args.cache_dir, device=args.device,
                       **choice)

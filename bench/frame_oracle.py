@@ -65,6 +65,14 @@ def static_order(configs) -> list[str]:
     return sorted(configs, key=lambda c: rank.get(c, len(rank)))
 
 
+def measured_or_mean(records: dict[str, dict], tokens: list[str], key: str) -> dict[str, float]:
+    """records[t][key] for each token, or where it was not measured (NaN: eval.py --measure-frames measures latency
+    and FLOPs on a sample of frames) the mean over the frames where it was."""
+    values = np.array([records[t][key] for t in tokens], dtype=np.float64)
+    fill = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+    return {t: float(v) if np.isfinite(v) else fill for t, v in zip(tokens, values)}
+
+
 def oracle_results(eval_dirs: dict[str, Path], gt_by_token: Boxes, threshold: float = SCORE_THRESHOLD,
                    full: str = FULL, keep: Callable[[Boxes], Boxes] | None = None,
                    max_dist: float = MAX_DIST) -> tuple[Boxes, list[dict]]:
@@ -102,11 +110,8 @@ def oracle_results(eval_dirs: dict[str, Path], gt_by_token: Boxes, threshold: fl
         above = {t: [d for d in run.results.get(t, []) if d["detection_score"] > threshold] for t in tokens}
         above = keep(above) if keep else above
         scores[c] = {t: frame_score(above[t], gt_by_token[t], threshold, max_dist) for t in tokens}
-        counted = [records[t]["gflops"] for t in tokens if np.isfinite(records[t]["gflops"])]
-        mean_gflops = float(np.mean(counted)) if counted else float("nan")  # eval.py --flop-frames counts a few
-        costs[c] = {t: (records[t].get("cost", 0.0),
-                        records[t]["gflops"] if np.isfinite(records[t]["gflops"]) else mean_gflops,
-                        records[t]["latency_ms"]) for t in tokens}
+        gflops, ms = (measured_or_mean(records, tokens, key) for key in ("gflops", "latency_ms"))
+        costs[c] = {t: (records[t].get("cost", 0.0), gflops[t], ms[t]) for t in tokens}
         ran[c] = {t: {s: records[t].get(s) for s in SENSORS} for t in tokens}
 
     choices = []

@@ -3,7 +3,9 @@
 #   bash bench/gpu_smoke.sh OUT_DIR [TINY_WORLD] [DEMO_WORLD]
 # On the tiny world (make tiny-world): fusion.cost on cuda for the demo and nuScenes configs; configs/tiny.yaml on the
 # GPU; configs/nuscenes-mini.yaml with the configs/gate.yaml overlay (16-mixed, latency table measured on the GPU)
-# for 2 epochs, resumed for a third; eval.py on cuda, static and at a budget. With DEMO_WORLD (generated if missing):
+# for 2 epochs, resumed for a third; eval.py on cuda, static and at a budget, in mixed precision at batch size 4
+# (its boxes set beside float32's), and results-only (--no-score, read back by the devkit's loader). With DEMO_WORLD
+# (generated if missing):
 # configs/demo.yaml trained on the GPU (seed 0) and evaluated with every sensor and each sensor alone, to set beside
 # the CPU-trained seeds.
 # Every step's log is OUT_DIR/<step>.log; the summary goes to stdout. A failed step does not stop the later ones.
@@ -58,6 +60,11 @@ step eval_mini_full $PY eval.py --ckpt "$ckpt" "${evalargs[@]}" --out "$OUT/mini
     --sensors camera=high,lidar=fine,radar=on
 step eval_mini_budget $PY eval.py --ckpt "$ckpt" "${evalargs[@]}" --out "$OUT/mini-gated/eval-b0.5" --budget 0.5 \
     --calibration-frames 8
+step eval_mini_mixed $PY eval.py --ckpt "$ckpt" "${evalargs[@]}" --out "$OUT/mini-gated/eval-mixed" \
+    --sensors camera=high,lidar=fine,radar=on --precision "${PRECISION%-true}" --batch-size 4 \
+    --num-workers "$WORKERS" --measure-frames 4 --no-progress
+step eval_mini_no_score $PY eval.py --ckpt "$ckpt" "${evalargs[@]}" --out "$OUT/mini-gated/eval-no-score" \
+    --no-score --batch-size 4 --num-workers "$WORKERS" --measure-frames 4 --no-progress
 step records $PY - "$OUT/mini-gated" <<'EOF'
 import json, sys
 from pathlib import Path
@@ -70,6 +77,18 @@ for name in ("eval-full", "eval-b0.5"):
     recs = [json.loads(l) for l in (run / name / "records.jsonl").read_text().splitlines()]
     keys = sorted(recs[0])
     print(name, "device", m["device"], "NDS", round(m["nds"], 4), "frames", len(recs), "record keys", keys)
+full, mixed = (json.loads((run / d / "results.json").read_text())["results"] for d in ("eval-full", "eval-mixed"))
+m = json.loads((run / "eval-mixed" / "metrics.json").read_text())
+same = [len(full[t]) == len(mixed[t]) for t in full]
+diff = max((abs(a["detection_score"] - b["detection_score"]) for t in full if len(full[t]) == len(mixed[t])
+            for a, b in zip(full[t], mixed[t])), default=0.0)
+print("eval-mixed", m["throughput"], "NDS", round(m["nds"], 4), "vs float32", round(json.loads(
+      (run / "eval-full" / "metrics.json").read_text())["nds"], 4), f"same box count on {sum(same)}/{len(same)} "
+      f"frames, max score difference {diff:.2e}, latency measured on {m['measured_frames']} frames")
+from nuscenes.eval.common.loaders import load_prediction
+from nuscenes.eval.detection.data_classes import DetectionBox
+boxes, meta = load_prediction(str(run / "eval-no-score" / "results.json"), 500, DetectionBox)
+print("eval-no-score: the devkit loads", len(boxes.sample_tokens), "samples, meta", meta)
 EOF
 
 if [ -n "$DEMO" ]; then
@@ -83,7 +102,7 @@ if [ -n "$DEMO" ]; then
         name=eval_demo_$(echo "$s" | tr ',=' '_-')
         TAIL=3 step "$name" $PY eval.py --ckpt "$OUT/demo/checkpoints/last.ckpt" --dataroot "$DEMO" \
             --version v1.0-synth --split synth_val --device "$DEVICE" --sensors "$s" --out "$OUT/demo/$name" \
-            --num-workers "$WORKERS" --flop-frames 10
+            --num-workers "$WORKERS" --measure-frames 10
     done
     step demo_summary $PY - "$OUT/demo" <<'PYEOF'
 import json, sys

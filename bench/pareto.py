@@ -59,9 +59,9 @@ def ensure_trained(kind: str, base: str, seed: int, dataroot: str, train: bool) 
 
 def evaluate(ckpt: Path, folder: Path, choice: dict, args) -> dict:
     """The metrics of one checkpoint and one choice ({"sensors": S} or {"budget": b}), reusing a folder written for
-    the same checkpoint file, choice, data and limit when --reuse. A static configuration's FLOPs hardly vary
-    between frames: counted on the first 8; the gate's on every frame."""
-    extra = {"sensors": choice["sensors"], "flop_frames": 8} if "sensors" in choice else \
+    the same checkpoint file, choice, data and limit when --reuse. A static configuration's FLOPs and latency hardly
+    vary between frames: measured on 8 frames spread over the split; the gate's on every frame."""
+    extra = {"sensors": choice["sensors"], "measure_frames": 8} if "sensors" in choice else \
         {"budget": choice["budget"], "budget_control": args.budget_control}
     return run(evaluation(args, ckpt, folder, **extra), args.reuse)
 

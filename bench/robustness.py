@@ -18,8 +18,8 @@ it meets every corruption. Under every corruption the gate runs at the clean run
 and the price calibrated for its budget (training frames, as eval.py --budget; eval.py --operating-point), so that
 its own risk estimates decide what a degraded or dead sensor is still worth: the cost column shows how a corruption
 moves its spending. --budget-control G (eval.py's) instead steers the price as the frames stream to hold the mean
-cost at the budget, so that compute a dead sensor no longer earns is spent elsewhere. FLOPs are
-counted on the first --flop-frames frames only (fusion.cost gives each configuration's), and the per-condition scores
+cost at the budget, so that compute a dead sensor no longer earns is spent elsewhere. FLOPs and latency are
+measured on --measure-frames frames only (fusion.cost gives each configuration's), and the per-condition scores
 are left out: the suite runs hundreds of evaluations. With several runs, one table across them all follows (RA per
 corruption, the gate's cost). A checkpoint trained on corrupted frames (the datamodule's train_corruptions, e.g.
 configs/robust.yaml) has the corruptions it saw marked "+" and its mRA also over the ones it did not see;
@@ -229,7 +229,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "gain; 0: the clean price throughout)")
     p.add_argument("--only", nargs="+", default=None, help="corruptions to run (default: all)")
     p.add_argument("--severities", type=int, nargs="+", default=list(SEVERITIES))
-    p.add_argument("--flop-frames", type=int, default=8, help="frames whose FLOPs are counted (eval.py)")
+    p.add_argument("--measure-frames", type=int, default=8,
+                   help="frames whose latency and FLOPs are measured (eval.py)")
     p.add_argument("--no-skip", action="store_true", help="also evaluate corruptions that cannot affect a "
                                                           "configuration")
     add_eval_flags(p, out="runs/robustness", num_workers=1)
@@ -260,7 +261,7 @@ def run_choice(args, ckpt: str, folder: Path, sensors, budget: float | None, tod
     gate keeps the clean run's operating point under every corruption."""
     def run(name, severity, point=None):
         where = folder / ("clean" if name is None else folder_name(name, severity))
-        ev = evaluation(args, ckpt, where, flop_frames=args.flop_frames, per_condition=False, corruption=name,
+        ev = evaluation(args, ckpt, where, measure_frames=args.measure_frames, per_condition=False, corruption=name,
                         severity=severity, operating_point=point and str(point["path"]),
                         **({"sensors": str(sensors)} if sensors is not None else
                            {"budget": budget, "budget_control": args.budget_control}))

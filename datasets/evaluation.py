@@ -2,8 +2,8 @@
 
 Detections (ego frame, project box layout) -> official results JSON (global frame, devkit layout) -> the devkit's
 own DetectionEval (NDS, mAP, TP errors), overall and on subsets of frames (per condition, frames with a sensor
-fault). `run_model` runs any detector with a `detect(batch, sensors, budget, price)` method over a DataLoader, timing
-each batch and counting each frame's FLOPs.
+fault). `run_model` runs any detector with a `detect(batch, sensors, budget, price)` method over a DataLoader at any
+batch size, measuring latency at batch size 1 and counting FLOPs on a sample of its frames.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import warnings
 from collections import defaultdict
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import Collection
 from unittest import mock
 
 import numpy as np
@@ -199,51 +200,98 @@ def condition_subsets(metas: list[FrameMeta]) -> dict[str, list[str]]:
     return {k: groups[k] for k in order if groups.get(k)}
 
 
+PRECISIONS = {"32": None, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
+
+
+def autocast(device: torch.device | str, precision: str = "32"):
+    """The context model.detect runs in at `precision` (PRECISIONS): nothing for "32", torch.autocast on CUDA for the
+    mixed ones. ValueError for an unknown precision, or a mixed one off CUDA (autocast on the CPU is not used)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision {precision!r}: one of {', '.join(PRECISIONS)}")
+    if PRECISIONS[precision] is None:
+        return nullcontext()
+    if torch.device(device).type != "cuda":
+        raise ValueError(f"--precision {precision} is mixed precision on CUDA; on {torch.device(device).type} "
+                         f"evaluate with --precision 32")
+    return torch.autocast("cuda", dtype=PRECISIONS[precision])
+
+
+def spread(total: int, frames: int | None) -> set[int] | None:
+    """Positions of min(frames, total) frames evenly spread over `total` (None: every frame)."""
+    if frames is None:
+        return None
+    n = max(0, min(frames, total))
+    return {int(i * total / n) for i in range(n)}
+
+
 @torch.no_grad()
 def run_model(model, loader, sensors=None, device: torch.device | str = "cpu", warmup: int = 2,
               limit: int | None = None, budget: float | None = None, price: float = 0.0,
-              flop_frames: int | None = None, control: float = 0.0):
-    """Run `model.detect(batch, sensors, budget, price)` over `loader`.
+              measure: Collection[int] | None = None, control: float = 0.0, precision: str = "32",
+              progress: bool = False):
+    """Run `model.detect(batch, sensors, budget, price)` over `loader` (in `precision`, see `autocast`).
 
-    Returns (detections, records, metas, measured): one entry per frame; measured holds what was measured on the
-    frame: "latency_ms", "gflops" and "gt_boxes" (its number of ground-truth boxes). A frame's latency is its
-    batch's wall time (host to device copy, gate, forward, decoding) divided by the batch size: at batch size 1,
-    the deployment case, it is the frame's own. Its GFLOPs are counted by torch's FlopCounterMode on the frame run
-    alone (`Batch.select`) after the timed run, so that counting never slows what is timed; only the first
-    `flop_frames` frames when given (NaN for the others: a static configuration costs the same on every frame up to
-    the point encoders' few per-point FLOPs). The first `warmup` batches are run twice so that one-time start-up
-    costs are not timed.
+    Returns (detections, records, metas, measured): one entry per frame; measured holds "batch_ms" (its batch's wall
+    time, host to device copy, gate, forward and decoding, divided by the batch size: the throughput side),
+    "latency_ms" and "gflops" (measured on the frames whose positions are in `measure`, every frame when None; NaN
+    on the others), "gt_boxes" (its number of ground-truth boxes, 0 where the split has none) and "price". A
+    measured frame's latency is its own at batch size 1, the deployment case: the detection run itself when the
+    loader's batches hold one frame, else the frame run again alone after its batch (`Batch.select`, copied to the
+    device in the time). Its GFLOPs are counted by torch's FlopCounterMode on the frame alone after the timed run,
+    so that counting never slows what is timed. The first `warmup` batches, and the first `warmup` frames run alone,
+    are run twice so that one-time start-up costs are not timed. `progress`: a tqdm bar with frames/s on stderr.
 
     With a budget and `control` > 0, the price is also steered as the frames stream, as a deployed system would keep
     its mean cost at the budget: after each batch, price += control * (the batch's mean cost - budget) (records'
     cost, the latency table's fraction of full). It uses no label and nothing of a frame before it is processed;
     each record keeps the price it ran at."""
+    from tqdm import tqdm
+
     device = torch.device(device)
-    detections, records, metas, measured = [], [], [], []
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def timed(batch, price: float, warm: bool):
+        with autocast(device, precision):
+            if warm:
+                model.detect(batch.to(device), sensors, budget, price)
+            sync()
+            t0 = time.perf_counter()
+            moved = batch.to(device)
+            out = model.detect(moved, sensors, budget, price)
+            sync()
+        return (time.perf_counter() - t0) * 1000.0, moved, out
+
+    detections, records, metas, measured = [], [], [], []
+    total = len(loader.dataset) if hasattr(loader, "dataset") else None
+    bar = tqdm(total=min(total, limit) if total is not None and limit is not None else total, unit="frame",
+               disable=not progress, smoothing=0.1)
+    alone = 0  # frames run alone so far (batches of more than one frame)
     for i, batch in enumerate(loader):
         if limit is not None and len(metas) >= limit:
             break
-        if i < warmup:
-            model.detect(batch.to(device), sensors, budget, price)
-        sync()
-        t0 = time.perf_counter()
-        moved = batch.to(device)
-        dets, recs = model.detect(moved, sensors, budget, price)
-        sync()
-        dt = (time.perf_counter() - t0) * 1000.0 / len(batch)
+        ms, moved, (dets, recs) = timed(batch, price, warm=i < warmup)
         used_price = price
         if budget is not None and control > 0:
             price += control * (sum(r.cost for r in recs) / len(recs) - budget)
-        detections += [d.to("cpu") for d in dets]
+        detections += [Detections(d.boxes.float().cpu(), d.scores.float().cpu(), d.labels.cpu(), d.attributes.cpu())
+                       for d in dets]
         records += recs
         metas += batch.meta
         for b in range(len(batch)):
-            counted = flop_frames is None or len(measured) < flop_frames
-            flops = frame_gflops(model, moved.select(torch.tensor([b])), sensors, budget, used_price) \
-                if counted else float("nan")
-            measured.append({"latency_ms": dt, "gflops": flops, "gt_boxes": int(len(batch.gt[b].boxes)),
-                             "price": used_price})
+            x = {"batch_ms": ms / len(batch), "latency_ms": float("nan"), "gflops": float("nan"),
+                 "gt_boxes": int(len(batch.gt[b].boxes)), "price": used_price}
+            if measure is None or len(measured) in measure:
+                frame = moved.select(torch.tensor([b]))
+                if len(batch) == 1:
+                    x["latency_ms"] = ms
+                else:
+                    x["latency_ms"] = timed(batch.select(torch.tensor([b])), used_price, warm=alone < warmup)[0]
+                    alone += 1
+                with autocast(device, precision):
+                    x["gflops"] = frame_gflops(model, frame, sensors, budget, used_price)
+            measured.append(x)
+        bar.update(len(batch))
+    bar.close()
     return detections, records, metas, measured
 
 
@@ -259,21 +307,25 @@ def frame_gflops(model, frame, sensors=None, budget: float | None = None, price:
 
 
 def selection_stats(records, metas: list[FrameMeta], measured: list[dict], empty_max: int = 5,
-                    dense_min: int = 20) -> dict:
-    """How often each sensor ran in each mode, overall and per condition (the conditions of condition_subsets, plus
-    "empty" (at most `empty_max` ground-truth boxes) and "dense" (at least `dense_min`) traffic), and the mean and
-    p95 per frame of the cost (fraction of full, by the model's latency table), GFLOPs and ms."""
+                    dense_min: int = 20, ground_truth: bool = True) -> dict:
+    """How often each sensor ran in each mode, overall and per condition (the conditions of condition_subsets, plus,
+    with `ground_truth`, "empty" (at most `empty_max` ground-truth boxes) and "dense" (at least `dense_min`)
+    traffic), and the mean and p95 per frame of the cost (fraction of full, by the model's latency table), GFLOPs and
+    ms (over the frames they were measured on)."""
     from sensors.names import MODES, SENSORS
 
     groups = condition_subsets(metas)
     index = {m.sample_token: i for i, m in enumerate(metas)}
     frames = {"all": list(range(len(metas))), **{k: [index[t] for t in v] for k, v in groups.items()}}
-    frames["empty"] = [i for i, x in enumerate(measured) if x["gt_boxes"] <= empty_max]
-    frames["dense"] = [i for i, x in enumerate(measured) if x["gt_boxes"] >= dense_min]
+    if ground_truth:
+        frames["empty"] = [i for i, x in enumerate(measured) if x["gt_boxes"] <= empty_max]
+        frames["dense"] = [i for i, x in enumerate(measured) if x["gt_boxes"] >= dense_min]
 
-    def stats(values: list[float]) -> dict:
+    def stats(values: list[float]) -> dict:  # NaN: measured on none of the frames (--measure-frames)
         a = np.asarray(values, dtype=np.float64)
-        return {"mean": float(np.nanmean(a)), "p95": float(np.nanpercentile(a, 95))} if len(a) else {}
+        if not len(a) or np.isnan(a).all():
+            return {"mean": float("nan"), "p95": float("nan")} if len(a) else {}
+        return {"mean": float(np.nanmean(a)), "p95": float(np.nanpercentile(a, 95))}
 
     out = {}
     for name, rows in frames.items():
@@ -291,7 +343,11 @@ def selection_stats(records, metas: list[FrameMeta], measured: list[dict], empty
 
 
 def latency_stats(latencies_ms: list[float]) -> dict:
+    """Mean, p50, p95 and frames/s of the frames whose latency was measured (the others are NaN); NaN if none was."""
     a = np.asarray(latencies_ms, dtype=np.float64)
+    a = a[~np.isnan(a)]
+    if not len(a):
+        return {"mean": float("nan"), "p50": float("nan"), "p95": float("nan"), "fps": float("nan")}
     return {"mean": float(a.mean()), "p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)),
             "fps": float(1000.0 / a.mean())}
 

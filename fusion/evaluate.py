@@ -5,10 +5,13 @@ build theirs directly.
 Files written into Evaluation.out: results.json (official nuScenes results format), metrics.json (NDS, mAP, per-class
 AP and TP errors from the devkit's DetectionEval, overall and per condition; `motion`: the velocity and heading errors
 of the matched detections above score 0.3 beside zero velocity's on the same matches; GFLOPs per frame counted by
-torch's FLOP counter on each frame; latency mean/p50/p95 and frames/s on this device; how often each sensor ran in
-each mode, overall and per condition, with the mean and p95 cost per frame) and records.jsonl (per frame: which
-branches ran, their cost as a fraction of full, its counted GFLOPs and measured ms, the gate's probabilities,
-conditions).
+torch's FLOP counter and latency mean/p50/p95 and frames/s at batch size 1 on this device, both on `measure_frames`
+frames evenly spread over the split (every frame by default); the throughput at the run's batch size and precision;
+how often each sensor ran in each mode, overall and per condition, with the mean and p95 cost per frame) and
+records.jsonl (per frame: which branches ran, their cost as a fraction of full, its counted GFLOPs and measured ms
+(NaN on frames not measured), the gate's probabilities, conditions). With `score` false (a split without
+annotations, such as v1.0-test) nothing is scored: results.json is the submission, and metrics.json holds what needs
+no ground truth (cost, latency, throughput, selection).
 
 With a budget b (a gated checkpoint), the gate's mean error per configuration (measured minus predicted detection
 loss) is first measured on `gate_offsets` frames of the training split and removed, then the price that makes the
@@ -21,10 +24,12 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 DEFAULT_OFFSET_FRAMES = 48  # training frames the gate's mean error per configuration is measured on (gate_offsets)
@@ -39,8 +44,11 @@ class Evaluation:
     operating_point (an earlier run's metrics.json) / gate_offsets (frames; None: DEFAULT_OFFSET_FRAMES, 0: not) /
     calibration_frames set its operating point and budget_control steers the price as frames stream.
     corruption, severity: every frame corrupted after loading (sensors/corruptions.py). limit: only the first N frames
-    of the split. flop_frames: count FLOPs on the first N frames only (None: every frame). doppler_velocity: decode
-    with (or without) the radar's radial velocity along the heading, whatever the checkpoint was trained with.
+    of the split. doppler_velocity: decode with (or without) the radar's radial velocity along the heading, whatever
+    the checkpoint was trained with. score: run the devkit's DetectionEval (false: results only, for a split without
+    annotations). batch_size, num_workers, precision ("32", "16-mixed", "bf16-mixed"; mixed on CUDA only): how
+    detection runs; measure_frames: latency and FLOPs measured at batch size 1 on this many frames evenly spread over
+    the split (None: every frame, 0: none). progress: a progress bar with frames/s (None: when stderr is a terminal).
     """
     ckpt: str
     dataroot: str
@@ -60,7 +68,10 @@ class Evaluation:
     batch_size: int = 1
     num_workers: int = 2
     device: str = "auto"
-    flop_frames: int | None = None
+    precision: str = "32"
+    measure_frames: int | None = None
+    progress: bool | None = None
+    score: bool = True
     per_condition: bool = True
     doppler_velocity: bool | None = None
     cache_dir: str | None = None
@@ -69,6 +80,8 @@ class Evaluation:
         """ValueError naming the flags of a combination that means nothing (checked before anything loads)."""
         if self.severity is not None and not self.corruption:
             raise ValueError("--severity needs --corruption")
+        if self.batch_size < 1 or (self.measure_frames is not None and self.measure_frames < 0):
+            raise ValueError("--batch-size must be >= 1 and --measure-frames >= 0")
         if self.budget is not None and self.sensors:
             raise ValueError("--budget lets the gate choose; it cannot be combined with --sensors")
         if self.price is not None and self.budget is None:
@@ -161,7 +174,8 @@ def file_sha256(path: str | Path) -> str:
 def evaluate(ev: Evaluation) -> dict:
     """Run the evaluation `ev`: load its checkpoint, set the gate's operating point (with a budget), run the model
     over the split, score with the devkit, write results.json, metrics.json and records.jsonl into ev.out, and return
-    the metrics (metrics.json's content). ValueError for a bad combination, checkpoint, dataroot or corruption."""
+    the metrics (metrics.json's content; not scored without ev.score). ValueError for a bad combination,
+    checkpoint, dataroot, corruption or precision."""
     from torch.utils.data import DataLoader, Subset
 
     import datasets.evaluation as evaluation
@@ -169,11 +183,13 @@ def evaluate(ev: Evaluation) -> dict:
     from fusion.detector import SensorConfig
     from sensors.corruptions import Corruption
     from sensors.frame import collate
+    from sensors.names import IMAGE_SIZE
 
     ev.check()
     corruption = Corruption(ev.corruption, ev.severity) if ev.corruption else None
     device = torch.device("cuda" if ev.device == "auto" and torch.cuda.is_available() else
                           "cpu" if ev.device == "auto" else ev.device)
+    evaluation.autocast(device, ev.precision)  # refused here, before anything loads
     model, data_hp = load_checkpoint(ev.ckpt)
     if ev.doppler_velocity is not None:
         try:
@@ -183,7 +199,7 @@ def evaluate(ev: Evaluation) -> dict:
     model = model.to(device).eval()
     sensors = SensorConfig.parse(ev.sensors) if ev.sensors else None
     settings = dict(lidar_sweeps=data_hp.get("lidar_sweeps", 3), radar_sweeps=data_hp.get("radar_sweeps", 3),
-                    image_size=tuple(data_hp.get("image_size", (320, 180))), cache_dir=ev.cache_dir)
+                    image_size=tuple(data_hp.get("image_size", IMAGE_SIZE)), cache_dir=ev.cache_dir)
     dataset = NuScenesDataset(ev.dataroot, ev.version, ev.split, augment=corruption,
                               stale_readings=bool(corruption and corruption.spec.needs_stale), **settings)
     if ev.limit is not None:
@@ -193,16 +209,15 @@ def evaluate(ev: Evaluation) -> dict:
         raise ValueError(f"--budget: checkpoint {ev.ckpt} has no gate (trained with gate: false)")
     price = set_operating_point(ev, model, data_hp, settings, device) if ev.budget is not None else ev.price
 
-    detections, records, metas, measured = evaluation.run_model(model, loader, sensors, device, budget=ev.budget,
-                                                                price=price or 0.0, flop_frames=ev.flop_frames,
-                                                                control=ev.budget_control)
+    detections, records, metas, measured = evaluation.run_model(
+        model, loader, sensors, device, budget=ev.budget, price=price or 0.0, control=ev.budget_control,
+        measure=evaluation.spread(len(dataset), ev.measure_frames), precision=ev.precision,
+        progress=sys.stderr.isatty() if ev.progress is None else ev.progress)
     out = Path(ev.out)
     used = sensors or SensorConfig.parse(model.hparams.sensors)
     ran = {s: any(getattr(r, s) != "off" for r in records) for s in ("camera", "lidar", "radar")}
     result_path = evaluation.write_results(out / "results.json", evaluation.detections_to_results(detections, metas),
-                                           ran if ev.budget is not None else
-                                           {"camera": used.camera != "off", "lidar": used.lidar != "off",
-                                            "radar": used.radar != "off"})
+                                           ran)
     metrics = score(ev, model, result_path, records, metas, measured, used, price, device)
     evaluation.write_json(out / "metrics.json", metrics)
     with open(out / "records.jsonl", "w") as f:
@@ -217,22 +232,28 @@ def evaluate(ev: Evaluation) -> dict:
 
 
 def score(ev: Evaluation, model, result_path: Path, records, metas, measured, used, price, device) -> dict:
-    """metrics.json's content: the devkit's metrics of result_path (overall and per condition), the measured cost
-    and selection of the run, and what was evaluated."""
+    """metrics.json's content: the devkit's metrics of result_path (overall and per condition; only with ev.score),
+    the measured cost, latency, throughput and selection of the run, and what was evaluated."""
     from nuscenes import NuScenes
 
     from datasets.evaluation import condition_subsets, latency_stats, official_eval, selection_stats
     from fusion.gate import configurations
 
-    nusc = NuScenes(version=ev.version, dataroot=ev.dataroot, verbose=False)
-    official = official_eval(nusc, result_path, ev.split, Path(ev.out) / "devkit",
-                             condition_subsets(metas) if ev.per_condition else None)
-    selection = selection_stats(records, metas, measured)
+    official = {"overall": {}, "subsets": {}}
+    if ev.score:
+        nusc = NuScenes(version=ev.version, dataroot=ev.dataroot, verbose=False)
+        official = official_eval(nusc, result_path, ev.split, Path(ev.out) / "devkit",
+                                 condition_subsets(metas) if ev.per_condition else None)
+    selection = selection_stats(records, metas, measured, ground_truth=ev.score)
+    batch_ms = float(np.mean([x["batch_ms"] for x in measured]))
     return {
+        "scored": ev.score,
         **official["overall"],
         "per_condition": official["subsets"],
         "gflops_per_frame": selection["all"]["gflops"]["mean"],
         "latency_ms": latency_stats([x["latency_ms"] for x in measured]),
+        "measured_frames": int(sum(not np.isnan(x["latency_ms"]) for x in measured)),
+        "throughput": {"frames_per_s": 1000.0 / batch_ms, "batch_size": ev.batch_size, "precision": ev.precision},
         "cost_per_frame": selection["all"]["cost"],
         "selection": selection,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -364,9 +385,11 @@ def compare(out_dirs: list[str]) -> str:
     for d, m in rows:
         choice = f"gate, budget {m['budget']}" if m.get("budget") is not None else \
             ",".join(f"{k}={v}" for k, v in m["sensors"].items())
-        share = {k: m[k] / first[k] if first[k] else float("nan") for k in ("nds", "gflops_per_frame")}
+        nan = float("nan")  # NDS and mAP of a run that was not scored (--no-score)
+        share = {k: m.get(k, nan) / first.get(k, nan) if first.get(k, nan) else nan
+                 for k in ("nds", "gflops_per_frame")}
         ms, ms0 = m["latency_ms"]["mean"], first["latency_ms"]["mean"]
-        lines.append(f"| {d} | {choice} | {m['nds']:.4f} ({share['nds']:.2f}x) | {m['map']:.4f} | "
+        lines.append(f"| {d} | {choice} | {m.get('nds', nan):.4f} ({share['nds']:.2f}x) | {m.get('map', nan):.4f} | "
                      f"{m['cost_per_frame']['mean']:.3f} (p95 {m['cost_per_frame']['p95']:.3f}) | "
                      f"{m['gflops_per_frame']:.2f} ({share['gflops_per_frame']:.2f}x) | {ms:.1f} ({ms / ms0:.2f}x) |")
     return "\n".join(lines)
@@ -384,14 +407,17 @@ def format_metrics(m: dict) -> str:
               f"{mo['heading_err']:.2f} rad, {mo['heading_backwards']:.0%} backwards (moving objects "
               f"{mo.get('moving_heading_backwards', float('nan')):.0%}, still ones "
               f"{mo.get('still_heading_backwards', float('nan')):.0%})"] if mo else []
+    scored = f"NDS {m['nds']:.4f}  mAP {m['map']:.4f}" if "nds" in m else "not scored (results only)"
+    run = m.get("throughput")
+    run = f"  {run['frames_per_s']:.1f} frames/s at batch size {run['batch_size']}, {run['precision']}" if run else ""
     lines = [f"sensors {m['sensors']}  frames {m['frames']}  device {m['device']}{corrupted}{budget}",
-             f"NDS {m['nds']:.4f}  mAP {m['map']:.4f}  cost/frame {cost.get('mean', float('nan')):.3f} of full "
+             f"{scored}  cost/frame {cost.get('mean', float('nan')):.3f} of full "
              f"(p95 {cost.get('p95', float('nan')):.3f})  GFLOPs/frame {m['gflops_per_frame']:.2f}  "
              f"latency {m['latency_ms']['mean']:.1f} ms (p50 {m['latency_ms']['p50']:.1f}, "
-             f"p95 {m['latency_ms']['p95']:.1f})  {m['latency_ms']['fps']:.1f} frames/s",
-             "  ".join(f"{k} {v:.3f}" for k, v in m["tp_errors"].items()),
-             *motion,
-             "per class AP: " + "  ".join(f"{k} {v:.3f}" for k, v in m["per_class_ap"].items())]
+             f"p95 {m['latency_ms']['p95']:.1f})  {m['latency_ms']['fps']:.1f} frames/s{run}",
+             *(["  ".join(f"{k} {v:.3f}" for k, v in m["tp_errors"].items()), *motion,
+                "per class AP: " + "  ".join(f"{k} {v:.3f}" for k, v in m["per_class_ap"].items())]
+               if "nds" in m else [])]
     for name, s in m["per_condition"].items():
         if s:
             lines.append(f"  {name:<9} NDS {s['nds']:.4f}  mAP {s['map']:.4f}  ({s['frames']} frames)")

@@ -224,7 +224,7 @@ def test_eval_py_records_the_corruption_and_runs_without_the_missing_lidar(tiny_
 
     ckpt, cache = tiny_run
     common = ["--ckpt", str(ckpt), "--dataroot", str(tiny_world), "--split", "synth_val", "--num-workers", "0",
-              "--cache-dir", str(cache), "--limit", "2", "--flop-frames", "0"]
+              "--cache-dir", str(cache), "--limit", "2", "--measure-frames", "0"]
     m = evaluate.main(common + ["--out", str(tmp_path / "e"), "--corruption", "lidar_missing"])
     saved = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert saved["corruption"] == m["corruption"] == "lidar_missing" and saved["severity"] is None

@@ -89,7 +89,7 @@ def test_results_follow_the_official_format(val_frames):
 
 
 def test_eval_rejects_missing_and_corrupt_checkpoints(tmp_path):
-    from fusion.evaluate import load_checkpoint
+    from fusion.checkpoint import load_checkpoint
 
     with pytest.raises(ValueError, match="no such file"):
         load_checkpoint(tmp_path / "nope.ckpt")
@@ -114,7 +114,7 @@ def _edited_checkpoint(ckpt_path, out, edit):
 def test_eval_tells_foreign_and_other_version_checkpoints(tiny_run, tmp_path):
     from pytorch_lightning.demos.boring_classes import BoringModel
 
-    from fusion.evaluate import load_checkpoint
+    from fusion.checkpoint import load_checkpoint
 
     ckpt, _ = tiny_run
     model, data_hp = load_checkpoint(ckpt)
@@ -143,7 +143,7 @@ def test_eval_tells_foreign_and_other_version_checkpoints(tiny_run, tmp_path):
                                    RuntimeError("mat1 and mat2 shapes cannot be multiplied")])
 def test_eval_lets_bugs_while_loading_a_checkpoint_through(tiny_run, monkeypatch, error):
     """A bug in the module while it is rebuilt from a good checkpoint is not reported as a bad file."""
-    from fusion.evaluate import load_checkpoint
+    from fusion.checkpoint import load_checkpoint
     from fusion.module import GateFusionModule
 
     def broken(self, checkpoint):
@@ -312,8 +312,64 @@ def test_eval_py_help_shows_every_mode_and_the_evaluation_checks_its_flags(capsy
                          (dict(budget=0.5, sensors="lidar=fine"), "cannot be combined with --sensors"),
                          (dict(price=1.0), "it needs --budget"),
                          (dict(gate_offsets=4), "they need --budget"),
-                         (dict(budget=0.5, operating_point="m.json", price=1.0), "cannot be combined")):
+                         (dict(budget=0.5, operating_point="m.json", price=1.0), "cannot be combined"),
+                         (dict(batch_size=0), "--batch-size must be >= 1"),
+                         (dict(measure_frames=-1), "--measure-frames >= 0")):
         with pytest.raises(ValueError, match=message):
             evaluate(Evaluation(ckpt=never, dataroot=str(tmp_path), out=str(tmp_path / "o"), **bad))
     with pytest.raises(ValueError, match="no such file"):
         evaluate(Evaluation(ckpt=never, dataroot=str(tmp_path), out=str(tmp_path / "o")))
+
+
+def test_batches_give_the_boxes_of_single_frames_and_latency_is_measured_alone_on_a_sample(tiny_run, tiny_world,
+                                                                                           tmp_path, capsys):
+    """Detection at batch size 3 writes the boxes of batch size 1 (scores within 1e-4); latency and FLOPs are measured
+    at batch size 1 on --measure-frames frames evenly spread over the split (NaN on the others, none with 0); the
+    throughput is that of the run's batch size; --progress draws a bar with frames/s on stderr."""
+    from eval import main
+
+    ckpt, cache = tiny_run
+    common = ["--ckpt", str(ckpt), "--dataroot", str(tiny_world), "--split", "synth_val", "--num-workers", "0",
+              "--cache-dir", str(cache), "--no-score"]
+    one = main(common + ["--out", str(tmp_path / "b1"), "--measure-frames", "0", "--no-progress"])
+    assert "frame/s" not in capsys.readouterr().err
+    three = main(common + ["--out", str(tmp_path / "b3"), "--batch-size", "3", "--measure-frames", "2", "--progress"])
+    assert "frame/s" in capsys.readouterr().err
+    results = [json.loads((tmp_path / d / "results.json").read_text())["results"] for d in ("b1", "b3")]
+    assert set(results[0]) == set(results[1]) and sum(len(v) for v in results[0].values()) > 0
+    for token, rows in results[0].items():
+        assert len(rows) == len(results[1][token])
+        for a, b in zip(rows, results[1][token]):
+            assert a["detection_name"] == b["detection_name"] and a["attribute_name"] == b["attribute_name"]
+            assert a["detection_score"] == pytest.approx(b["detection_score"], abs=1e-4)
+            for key in ("translation", "size", "rotation", "velocity"):
+                assert a[key] == pytest.approx(b[key], abs=1e-4)
+    records = [[json.loads(x) for x in (tmp_path / d / "records.jsonl").read_text().splitlines()] for d in ("b1", "b3")]
+    assert len(records[1]) == three["frames"] == 4
+    assert [i for i, r in enumerate(records[1]) if r["latency_ms"] > 0 and r["gflops"] > 0] == [0, 2]
+    assert all(math.isnan(r["latency_ms"]) and math.isnan(r["gflops"]) for r in records[1][1::2] + records[0])
+    assert three["measured_frames"] == 2 and three["latency_ms"]["p95"] >= three["latency_ms"]["p50"] > 0
+    assert three["throughput"]["batch_size"] == 3 and three["throughput"]["frames_per_s"] > 0
+    assert one["measured_frames"] == 0 and math.isnan(one["latency_ms"]["mean"])
+
+
+def test_mixed_precision_runs_on_cuda_only(tmp_path):
+    """--precision 16-mixed / bf16-mixed are refused off CUDA with an error saying what to use, before anything loads;
+    on CUDA they run detection under torch.autocast."""
+    from datasets.evaluation import autocast
+    from fusion.evaluate import Evaluation, evaluate
+
+    never = str(tmp_path / "missing.ckpt")
+    for precision in ("16-mixed", "bf16-mixed"):
+        with pytest.raises(ValueError, match=f"--precision {precision} is mixed precision on CUDA; on cpu evaluate "
+                                             "with --precision 32"):
+            evaluate(Evaluation(ckpt=never, dataroot=str(tmp_path), out=str(tmp_path / "o"), device="cpu",
+                                precision=precision))
+    with pytest.raises(ValueError, match="--precision 'fp8': one of 32, 16-mixed, bf16-mixed"):
+        autocast("cpu", "fp8")
+    with autocast("cpu", "32"):
+        assert not torch.is_autocast_enabled("cuda")
+    if torch.cuda.is_available():
+        with autocast("cuda", "16-mixed"):
+            x = torch.ones(4, 4, device="cuda")
+            assert (x @ x).dtype == torch.float16

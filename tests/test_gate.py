@@ -246,7 +246,7 @@ def test_eval_removes_the_gates_offsets_and_reuses_an_operating_point(tiny_gated
     import eval as evaluate
 
     ckpt = str(tiny_gated_run / "checkpoints" / "last.ckpt")
-    common = ["--ckpt", ckpt, "--dataroot", str(tiny_world), "--limit", "3", "--num-workers", "0", "--flop-frames",
+    common = ["--ckpt", ckpt, "--dataroot", str(tiny_world), "--limit", "3", "--num-workers", "0", "--measure-frames",
               "0", "--no-per-condition"]
     first = evaluate.main(common + ["--budget", "0.6", "--gate-offsets", "6", "--calibration-frames", "8", "--out",
                                     str(tmp_path / "a")])
