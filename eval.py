@@ -9,10 +9,11 @@ cost and how often each sensor ran in each mode) and records.jsonl (per frame: w
 
     python eval.py ... --budget 0.5      # the gate chooses per frame, at a mean cost of half the full configuration's
 
-With --budget b (a gated checkpoint), the gate's mean error per configuration is first measured on --gate-offsets
-frames of the training split and removed, then the price that makes its mean cost b x full is calibrated on
---calibration-frames frames of it, never on the split evaluated, unless --price gives the price or --operating-point
-an earlier run's price and offsets.
+With --budget b (a gated checkpoint), the gate runs at the price and offsets that training stored in the checkpoint
+(measured on training frames, never on the split evaluated), so the dataroot needs no training split. --calibrate-on
+SPLIT measures them again on a split: the gate's mean error per configuration on --gate-offsets frames, then the
+price that makes its mean cost b x full on --calibration-frames frames. --price gives the price, --operating-point an
+earlier run's price and offsets.
 
     python eval.py ... --corruption lidar_beam_reduction --severity 3     # every frame corrupted after loading
     python eval.py --corruption list                                      # the corruptions (sensors/corruptions.py)
@@ -30,7 +31,8 @@ import dataclasses
 import sys
 
 from datasets.evaluation import PRECISIONS
-from fusion.evaluate import DEFAULT_OFFSET_FRAMES, Evaluation, compare, evaluate, format_metrics
+from fusion.evaluate import Evaluation, compare, evaluate, format_metrics
+from fusion.operating_points import OFFSET_FRAMES
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -62,17 +64,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--budget", type=float, default=None, help="the gate chooses per frame at this mean cost, a "
                                                                   "fraction of the full configuration's (gated "
                                                                   "checkpoints); default: the static configuration")
+    p.add_argument("--calibrate-on", default=None, metavar="SPLIT",
+                   help="with --budget: measure the gate's offsets and price on this split instead of using the "
+                        "operating points stored in the checkpoint (a checkpoint without them: its training split)")
     p.add_argument("--calibration-frames", type=int, default=200,
-                   help="training-split frames the budget's price is calibrated on")
+                   help="frames of the calibration split the budget's price is calibrated on")
     p.add_argument("--price", type=float, default=None,
                    help="with --budget: run at this price (metrics.json's 'price' of an earlier run at the same "
                         "budget) instead of calibrating one, so that runs on corrupted frames keep the clean "
                         "operating point")
     p.add_argument("--gate-offsets", type=int, default=None,
                    help="with --budget: first measure the gate's mean error per configuration (measured minus "
-                        "predicted detection loss) on this many training-split frames with every sensor, running "
-                        "all 17 configurations on each, and remove it before the price is calibrated (default "
-                        f"{DEFAULT_OFFSET_FRAMES}; 0: not)")
+                        "predicted detection loss) on this many frames of the calibration split with every sensor, "
+                        "running all 17 configurations on each, and remove it before the price is calibrated "
+                        f"(default {OFFSET_FRAMES}; 0: not)")
     p.add_argument("--operating-point", default=None,
                    help="with --budget: the metrics.json of an earlier run of this checkpoint at this budget; its "
                         "price and gate offsets are used instead of calibrating and measuring them (bench/"

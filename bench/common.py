@@ -9,7 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fusion.evaluate import Evaluation, evaluate, file_sha256, format_metrics
+from fusion.checkpoint import file_sha256
+from fusion.evaluate import Evaluation, evaluate, format_metrics
 
 CONFIGS = {
     "camera low": "camera=low,lidar=off,radar=off",

@@ -39,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (add_eval_flags, budget_folder, config_folder, evaluation, reusable,  # noqa: E402
                           run_dirs, write_markdown)
-from fusion.evaluate import evaluate, format_metrics, load_checkpoint  # noqa: E402
+from fusion.checkpoint import load_checkpoint  # noqa: E402
+from fusion.evaluate import evaluate, format_metrics  # noqa: E402
 
 DEFAULT_SENSORS = "camera=high,lidar=fine,radar=on"
 

@@ -13,26 +13,25 @@ records.jsonl (per frame: which branches ran, their cost as a fraction of full, 
 annotations, such as v1.0-test) nothing is scored: results.json is the submission, and metrics.json holds what needs
 no ground truth (cost, latency, throughput, selection).
 
-With a budget b (a gated checkpoint), the gate's mean error per configuration (measured minus predicted detection
-loss) is first measured on `gate_offsets` frames of the training split and removed, then the price that makes the
-gate's mean cost b x full is calibrated on `calibration_frames` frames of it (fusion/gate.py calibrate_price), never
-on the split evaluated, unless `price` gives the price or `operating_point` an earlier run's price and offsets (as
+With a budget b (a gated checkpoint), the gate runs at the price and offsets stored in the checkpoint at the end of
+training (fusion/operating_points.py: measured on training frames, never on the split evaluated), so no training data
+is needed. `calibrate_on` (a split) measures them again: the gate's mean error per configuration (measured minus
+predicted detection loss) on `gate_offsets` frames, then the price that makes the gate's mean cost b x full on
+`calibration_frames` frames (fusion/gate.py calibrate_price); a checkpoint without stored points is calibrated so on
+its training split. `price` gives the price, `operating_point` an earlier run's price and offsets (as
 bench/robustness.py keeps the clean run's under corruption).
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import pickle
 import sys
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-DEFAULT_OFFSET_FRAMES = 48  # training frames the gate's mean error per configuration is measured on (gate_offsets)
+from fusion.checkpoint import file_sha256, load_checkpoint
 
 
 @dataclass
@@ -40,9 +39,10 @@ class Evaluation:
     """What to evaluate and how; every field is one eval.py flag (same name, dashes for underscores).
 
     sensors: a static configuration such as "camera=low,lidar=off,radar=on" (None: the checkpoint's own), or budget:
-    the gate chooses per frame at this mean cost, a fraction of the full configuration's; with a budget, price /
-    operating_point (an earlier run's metrics.json) / gate_offsets (frames; None: DEFAULT_OFFSET_FRAMES, 0: not) /
-    calibration_frames set its operating point and budget_control steers the price as frames stream.
+    the gate chooses per frame at this mean cost, a fraction of the full configuration's; with a budget, the
+    checkpoint's stored operating point is used unless price / operating_point (an earlier run's metrics.json) /
+    calibrate_on (a split to measure it on) with gate_offsets (frames; None: operating_points.OFFSET_FRAMES, 0: not)
+    and calibration_frames set it; budget_control steers the price as frames stream.
     corruption, severity: every frame corrupted after loading (sensors/corruptions.py). limit: only the first N frames
     of the split. doppler_velocity: decode with (or without) the radar's radial velocity along the heading, whatever
     the checkpoint was trained with. score: run the devkit's DetectionEval (false: results only, for a split without
@@ -57,6 +57,7 @@ class Evaluation:
     split: str = "synth_val"
     sensors: str | None = None
     budget: float | None = None
+    calibrate_on: str | None = None
     calibration_frames: int = 200
     price: float | None = None
     gate_offsets: int | None = None
@@ -86,90 +87,13 @@ class Evaluation:
             raise ValueError("--budget lets the gate choose; it cannot be combined with --sensors")
         if self.price is not None and self.budget is None:
             raise ValueError("--price is the gate's price at a budget: it needs --budget")
-        if self.budget is None and (self.gate_offsets is not None or self.operating_point):
-            raise ValueError("--gate-offsets and --operating-point set the gate's operating point: they need --budget")
-        if self.operating_point and (self.price is not None or self.gate_offsets is not None):
+        if self.budget is None and (self.gate_offsets is not None or self.operating_point or self.calibrate_on):
+            raise ValueError("--gate-offsets, --calibrate-on and --operating-point set the gate's operating point: "
+                             "they need --budget")
+        if self.operating_point and (self.price is not None or self.gate_offsets is not None or self.calibrate_on):
             raise ValueError("--operating-point gives the price and the gate offsets: it cannot be combined with "
-                             "--price or --gate-offsets")
+                             "--price, --gate-offsets or --calibrate-on")
 
-
-# ----------------------------------------------------------------------------------------------- checkpoints
-
-def known_hyperparameters() -> set[str] | None:
-    """Names GateFusionModule accepts: its constructor's, plus build_detector's when it takes **kwargs (passed on to
-    build_detector by name); None when that set cannot be told from the signatures."""
-    import inspect
-
-    from fusion.detector import build_detector
-    from fusion.module import GateFusionModule
-
-    names: set[str] = set()
-    for fn in (GateFusionModule.__init__, build_detector):
-        params = [p for p in inspect.signature(fn).parameters.values() if p.name != "self"]
-        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-        if all(p.kind is not p.VAR_KEYWORD for p in params):
-            return names
-    return None
-
-
-def _few(keys, n: int = 3) -> str:
-    keys = sorted(keys)
-    return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
-
-
-def load_checkpoint(path: str | Path, map_location="cpu"):
-    """A GateFusionModule from a Lightning checkpoint (weights_only loading), and the data settings it was trained
-    with. Raises ValueError naming the file when it is missing, corrupt, not a gatefusion checkpoint (its weights
-    are not all under "detector.") or from another version (hyperparameters the module does not know, weights
-    that do not fit the module they describe). Every other error while building the module propagates: it is a
-    bug, not a bad file."""
-    from fusion.module import GateFusionModule
-
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"checkpoint {path}: no such file")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError) as e:
-        raise ValueError(f"checkpoint {path}: cannot be read as a torch checkpoint ({type(e).__name__}: {e})") from None
-    needed = ("state_dict", "hyper_parameters", "pytorch-lightning_version")
-    if not isinstance(ckpt, dict) or not all(k in ckpt for k in needed) or not isinstance(ckpt["state_dict"], dict):
-        raise ValueError(f"checkpoint {path}: not a Lightning checkpoint (no {' / '.join(needed)})")
-    weights, hparams = ckpt["state_dict"], dict(ckpt["hyper_parameters"] or {})
-    foreign = [k for k in weights if not k.startswith(("detector.", "gate."))]
-    if not weights or foreign:
-        raise ValueError(f"checkpoint {path}: not a gatefusion checkpoint (a GateFusionModule's weights are all under "
-                         f"'detector.' and 'gate.'; this one has {_few(foreign) if foreign else 'no weights'})")
-    known = known_hyperparameters()
-    unknown = [k for k in hparams if not k.startswith("_") and known is not None and k not in known]
-    if unknown:
-        raise ValueError(f"checkpoint {path}: a gatefusion checkpoint from another version: unknown hyperparameters "
-                         f"{_few(unknown, 6)}")
-    try:
-        model = GateFusionModule.load_from_checkpoint(path, map_location=map_location, weights_only=True)
-    except RuntimeError as e:
-        if "Error(s) in loading state_dict" not in str(e):
-            raise
-        expected = GateFusionModule(**{k: v for k, v in hparams.items() if not k.startswith("_")}).state_dict()
-        missing, unexpected = expected.keys() - weights.keys(), weights.keys() - expected.keys()
-        shape = [k for k in expected.keys() & weights.keys() if expected[k].shape != weights[k].shape]
-        what = [f"{name} {_few(keys)}" for name, keys in (("missing", missing), ("unexpected", unexpected),
-                                                          ("wrong shape", shape)) if keys]
-        raise ValueError(f"checkpoint {path}: a gatefusion checkpoint from another version: missing/unexpected "
-                         f"weights: {'; '.join(what) or e}") from None
-    return model, dict(ckpt.get("datamodule_hyper_parameters") or {})
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file: which weights gave a metrics.json, whatever the checkpoint was later renamed to."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-# ----------------------------------------------------------------------------------------------- the run
 
 def evaluate(ev: Evaluation) -> dict:
     """Run the evaluation `ev`: load its checkpoint, set the gate's operating point (with a budget), run the model
@@ -181,9 +105,9 @@ def evaluate(ev: Evaluation) -> dict:
     import datasets.evaluation as evaluation
     from datasets.nuscenes import NuScenesDataset
     from fusion.detector import SensorConfig
+    from fusion.operating_points import data_settings
     from sensors.corruptions import Corruption
     from sensors.frame import collate
-    from sensors.names import IMAGE_SIZE
 
     ev.check()
     corruption = Corruption(ev.corruption, ev.severity) if ev.corruption else None
@@ -198,8 +122,7 @@ def evaluate(ev: Evaluation) -> dict:
             raise ValueError(f"{ev.ckpt}: --doppler-velocity: {e}") from None
     model = model.to(device).eval()
     sensors = SensorConfig.parse(ev.sensors) if ev.sensors else None
-    settings = dict(lidar_sweeps=data_hp.get("lidar_sweeps", 3), radar_sweeps=data_hp.get("radar_sweeps", 3),
-                    image_size=tuple(data_hp.get("image_size", IMAGE_SIZE)), cache_dir=ev.cache_dir)
+    settings = data_settings(data_hp, ev.cache_dir)
     dataset = NuScenesDataset(ev.dataroot, ev.version, ev.split, augment=corruption,
                               stale_readings=bool(corruption and corruption.spec.needs_stale), **settings)
     if ev.limit is not None:
@@ -207,7 +130,8 @@ def evaluate(ev: Evaluation) -> dict:
     loader = DataLoader(dataset, batch_size=ev.batch_size, num_workers=ev.num_workers, collate_fn=collate)
     if ev.budget is not None and model.gate is None:
         raise ValueError(f"--budget: checkpoint {ev.ckpt} has no gate (trained with gate: false)")
-    price = set_operating_point(ev, model, data_hp, settings, device) if ev.budget is not None else ev.price
+    price, source = (set_operating_point(ev, model, data_hp, settings, device) if ev.budget is not None
+                     else (ev.price, None))
 
     detections, records, metas, measured = evaluation.run_model(
         model, loader, sensors, device, budget=ev.budget, price=price or 0.0, control=ev.budget_control,
@@ -219,6 +143,7 @@ def evaluate(ev: Evaluation) -> dict:
     result_path = evaluation.write_results(out / "results.json", evaluation.detections_to_results(detections, metas),
                                            ran)
     metrics = score(ev, model, result_path, records, metas, measured, used, price, device)
+    metrics["operating_point"] = source
     evaluation.write_json(out / "metrics.json", metrics)
     with open(out / "records.jsonl", "w") as f:
         for rec, meta, x, det in zip(records, metas, measured, detections):
@@ -271,56 +196,40 @@ def score(ev: Evaluation, model, result_path: Path, records, metas, measured, us
 
 # ------------------------------------------------------------------------------------ the gate's operating point
 
-def set_operating_point(ev: Evaluation, model, data_hp: dict, settings: dict, device) -> float:
-    """The gate's price at ev.budget, its offsets set into model.gate: both from ev.operating_point, or the offsets
-    measured (regression gates) and the price calibrated on the checkpoint's training split unless ev.price gives
-    it."""
+def set_operating_point(ev: Evaluation, model, data_hp: dict, settings: dict, device) -> tuple[float, str]:
+    """The gate's price at ev.budget, its offsets set into model.gate, and where they came from: ev.operating_point
+    (an earlier run's metrics.json); else the checkpoint's stored operating points (fusion/operating_points.py),
+    unless ev.calibrate_on or ev.gate_offsets asks to measure them again or the checkpoint has none; measuring uses
+    ev.calibrate_on (default: the checkpoint's training split). ev.price, where given, replaces the price."""
     from datasets.nuscenes import NuScenesDataset
+    from fusion import operating_points as op
 
     if ev.operating_point:
         price, offset = operating_point(ev.operating_point, ev.budget, ev.ckpt)
         model.gate.offset.copy_(offset)
-        return price
-    offset_frames = DEFAULT_OFFSET_FRAMES if ev.gate_offsets is None else ev.gate_offsets
-    train_split = data_hp.get("train_split", "train")
-    train = NuScenesDataset(ev.dataroot, ev.version, train_split, **settings)
+        return price, f"metrics.json {ev.operating_point}"
+    points = op.stored(ev.ckpt) if ev.calibrate_on is None and ev.gate_offsets is None else None
+    if points is not None:
+        model.gate.offset.copy_(torch.tensor(points.offsets))
+        if ev.price is not None:
+            return ev.price, "given"
+        price = points.price(ev.budget)
+        print(f"budget {ev.budget}: price {price:.4f}, from the checkpoint's operating points (calibrated on "
+              f"{points.calibration_frames} frames of {points.split})")
+        return price, f"checkpoint ({points.split})"
+    split = ev.calibrate_on or data_hp.get("train_split", "train")
+    dataset = NuScenesDataset(ev.dataroot, ev.version, split, **settings)
+    offset_frames = op.OFFSET_FRAMES if ev.gate_offsets is None else ev.gate_offsets
     if offset_frames and model.gate.estimator == "regression":
-        model.gate.offset.copy_(gate_offsets(model, train, offset_frames, device, ev.num_workers))
+        model.gate.offset.copy_(op.gate_offsets(model, dataset, offset_frames, device, ev.num_workers))
         print(f"gate offsets (measured - predicted loss per configuration) from {offset_frames} frames of "
-              f"{train_split}: " + ", ".join(f"{float(o):+.3f}" for o in model.gate.offset))
+              f"{split}: " + ", ".join(f"{float(o):+.3f}" for o in model.gate.offset))
     if ev.price is not None:
-        return ev.price
-    price = calibrate(model, train, ev.budget, ev.calibration_frames, device, ev.num_workers)
-    print(f"budget {ev.budget}: price {price:.4f}, calibrated on {min(ev.calibration_frames, len(train))} "
-          f"frames of {train_split}")
-    return price
-
-
-def evenly_spread(dataset, frames: int):
-    """A Subset of min(frames, len(dataset)) frames of `dataset`, evenly spread over it."""
-    from torch.utils.data import Subset
-
-    n = min(frames, len(dataset))
-    return Subset(dataset, [int(i * len(dataset) / n) for i in range(n)])
-
-
-def gate_offsets(model, dataset, frames: int, device, num_workers: int = 0) -> torch.Tensor:
-    """(K,) the gate's mean error per configuration, measured minus predicted detection loss, over the frames with
-    every sensor present among `frames` frames of `dataset` (evenly spread; the training split)."""
-    from torch.utils.data import DataLoader
-
-    from sensors.frame import collate
-
-    subset = evenly_spread(dataset, frames)
-    errors = []
-    with torch.no_grad():
-        for batch in DataLoader(subset, batch_size=1, num_workers=num_workers, collate_fn=collate):
-            batch = batch.to(device)
-            if bool(batch.present.all()):
-                errors.append(model.configuration_losses(batch) - (model.gate.risk(batch) - model.gate.offset))
-    if not errors:
-        raise ValueError(f"--gate-offsets: none of {len(subset)} training frames has every sensor")
-    return torch.cat(errors).mean(0)
+        return ev.price, "given"
+    price = op.calibrate(model, dataset, [ev.budget], ev.calibration_frames, device, ev.num_workers)[0]
+    print(f"budget {ev.budget}: price {price:.4f}, calibrated on {min(ev.calibration_frames, len(dataset))} "
+          f"frames of {split}")
+    return price, f"calibrated ({split})"
 
 
 def operating_point(path: str | Path, budget: float, ckpt: str | Path) -> tuple[float, torch.Tensor]:
@@ -345,28 +254,6 @@ def operating_point(path: str | Path, budget: float, ckpt: str | Path) -> tuple[
         raise ValueError(f"--operating-point {path}: gate_offsets must name the {len(names)} configurations")
     return float(m["price"]), torch.tensor([float(offsets[n]) for n in names])
 
-
-def calibrate(model, dataset, budget: float, frames: int, device, num_workers: int = 0) -> float:
-    """The price at which the gate's mean cost over `frames` frames of `dataset` (evenly spread; the training split)
-    is `budget` x full: only the gate runs on them."""
-    from torch.utils.data import DataLoader
-
-    from fusion.gate import calibrate_price
-    from sensors.frame import collate
-
-    if min(frames, len(dataset)) < 1:
-        raise ValueError(f"--calibration-frames must be >= 1 and the training split non-empty (got {frames}, "
-                         f"{len(dataset)} frames)")
-    subset = evenly_spread(dataset, frames)
-    logits = []
-    with torch.no_grad():
-        for batch in DataLoader(subset, batch_size=8, num_workers=num_workers, collate_fn=collate):
-            batch = batch.to(device)
-            logits.append(model.gate(batch, torch.full((len(batch),), budget, device=device)))
-    return calibrate_price(model.gate, torch.cat(logits), budget)
-
-
-# ----------------------------------------------------------------------------------------------- reading runs back
 
 def compare(out_dirs: list[str]) -> str:
     """One line per earlier evaluation's output folder: what chose, NDS, mAP, cost, GFLOPs and ms per frame, and
