@@ -45,6 +45,42 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def draw_scenes(ds, index: dict, scenes: dict, chosen: list[str], preds: dict, quality: dict, score: float,
+                out: Path) -> tuple[list, list, list, tuple | None]:
+    """Panels of every recorded frame of the `chosen` scenes and each scene's animation, written under `out`;
+    (panels, animation paths, one sample image per scene for the report, the report's small animation). A scene's
+    images are dropped once its animation is written, so memory stays flat."""
+    from tqdm import tqdm
+
+    from report.figures import draw_panel, save_gif, save_png
+    from sensors.names import MODES
+
+    jobs = [(name, i, r) for name in chosen for i, r in enumerate(scenes[name]) if r["sample_token"] in index]
+    last = {name: i for name, i, _ in jobs}
+    panels, animations, samples, scene_panels, small = [], [], [], [], None
+    for name, i, r in tqdm(jobs, desc="panels", unit="frame", file=sys.stdout):
+        tok = r["sample_token"]
+        frame = ds.load(index[tok])
+        title = (f"scene {name} · key frame {i + 1} of {len(scenes[name])} · sample {tok} · "
+                 f"{', '.join(r.get('conditions', ())) or 'no condition tags'}")
+        d = draw_panel(frame, r, preds[tok], quality[tok], MODES, score, title)
+        d.path = save_png(d.image, out / "panels" / name / f"{i:03d}_{tok}.png")
+        panels.append(d)
+        scene_panels.append(d)
+        if i == last[name]:  # the scene's animation, then its images go (the files hold them): memory stays flat
+            images = [p.image for p in scene_panels]
+            animations.append(save_gif(images, out / "animations" / f"{name}.gif"))
+            if small is None:  # a lighter copy for the report
+                small = (name, save_gif(images, out / "animations" / f"{name}_small.gif", width=560, ms=700))
+            mid = scene_panels[len(scene_panels) // 2]
+            samples.append((f"{name}, sample {mid.sample_token}", mid.image))
+            for p in scene_panels:
+                p.image = None
+            scene_panels = []
+
+    return panels, animations, samples, small
+
+
 def main(argv=None) -> dict:
     """Returns {"report": path, "timelines": [TimelineDrawing], "panels": [PanelDrawing], "animations": [path],
     "view3d": View3D | None} so that tests can check what was drawn."""
@@ -52,7 +88,7 @@ def main(argv=None) -> dict:
     from tqdm import tqdm
 
     from datasets.nuscenes import NuScenesDataset
-    from report.figures import draw_panel, draw_timeline, save_gif, save_png
+    from report.figures import draw_timeline, save_png
     from report.page import write_report
     from report.run import class_ranges, ego_detections, load_run, match_frame
     from report.view3d import render_3d
@@ -107,28 +143,7 @@ def main(argv=None) -> dict:
             d.image = None  # in the file only; memory stays flat on a large split
         timelines.append(d)
 
-    jobs = [(name, i, r) for name in chosen for i, r in enumerate(scenes[name]) if r["sample_token"] in index]
-    last = {name: i for name, i, _ in jobs}
-    panels, animations, samples, scene_panels, small = [], [], [], [], None
-    for name, i, r in tqdm(jobs, desc="panels", unit="frame", file=sys.stdout):
-        tok = r["sample_token"]
-        frame = ds.load(index[tok])
-        title = (f"scene {name} · key frame {i + 1} of {len(scenes[name])} · sample {tok} · "
-                 f"{', '.join(r.get('conditions', ())) or 'no condition tags'}")
-        d = draw_panel(frame, r, preds[tok], quality[tok], MODES, args.score, title)
-        d.path = save_png(d.image, out / "panels" / name / f"{i:03d}_{tok}.png")
-        panels.append(d)
-        scene_panels.append(d)
-        if i == last[name]:  # the scene's animation, then its images go (the files hold them): memory stays flat
-            images = [p.image for p in scene_panels]
-            animations.append(save_gif(images, out / "animations" / f"{name}.gif"))
-            if small is None:  # a lighter copy for the report
-                small = (name, save_gif(images, out / "animations" / f"{name}_small.gif", width=560, ms=700))
-            mid = scene_panels[len(scene_panels) // 2]
-            samples.append((f"{name}, sample {mid.sample_token}", mid.image))
-            for p in scene_panels:
-                p.image = None
-            scene_panels = []
+    panels, animations, samples, small = draw_scenes(ds, index, scenes, chosen, preds, quality, args.score, out)
 
     view = None
     token = args.frame or (panels[0].sample_token if panels else None)

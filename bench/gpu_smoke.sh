@@ -3,8 +3,9 @@
 #   bash bench/gpu_smoke.sh OUT_DIR [TINY_WORLD] [DEMO_WORLD]
 # On the tiny world (make tiny-world): fusion.cost on cuda for the demo and nuScenes configs; configs/tiny.yaml on the
 # GPU; configs/nuscenes-mini.yaml with the configs/gate.yaml overlay (16-mixed, latency table measured on the GPU)
-# for 2 epochs, resumed for a third; eval.py on cuda, static and at a budget, in mixed precision at batch size 4
-# (its boxes set beside float32's), and results-only (--no-score, read back by the devkit's loader). With DEMO_WORLD
+# for 2 epochs, resumed for a third, scoring NDS at every validation (fusion/validation.py); eval.py on cuda, static and at a budget, in mixed precision at batch size 4
+# (its boxes set beside float32's), and results-only (--no-score, read back by the devkit's loader); the export of
+# every branch (python -m fusion.export) from the cuda-trained checkpoint. With DEMO_WORLD
 # (generated if missing):
 # configs/demo.yaml trained on the GPU (seed 0) and evaluated with every sensor and each sensor alone, to set beside
 # the CPU-trained seeds.
@@ -33,7 +34,15 @@ step() {  # step NAME COMMAND...: run, time, print rc and the log's tail
     return $rc
 }
 
-mini_gated=(--config configs/nuscenes-mini.yaml --config configs/gate.yaml)
+cat > "$OUT/nds-every-epoch.yaml" <<'YAML'
+trainer:  # the mini config's callbacks, NDS scored at every validation of this short run
+  callbacks:
+    - class_path: fusion.validation.DetectionValidation
+      init_args: {every_n_epochs: 1}
+    - class_path: pytorch_lightning.callbacks.ModelCheckpoint
+      init_args: {save_last: true, monitor: val_nds, mode: max, save_top_k: 1}
+YAML
+mini_gated=(--config configs/nuscenes-mini.yaml --config configs/gate.yaml --config "$OUT/nds-every-epoch.yaml")
 synth=(--data.dataroot "$TINY" --data.version v1.0-synth --data.train_split synth_train --data.val_split synth_val)
 evalargs=(--dataroot "$TINY" --version v1.0-synth --split synth_val --device "$DEVICE")
 
@@ -65,13 +74,18 @@ step eval_mini_mixed $PY eval.py --ckpt "$ckpt" "${evalargs[@]}" --out "$OUT/min
     --num-workers "$WORKERS" --measure-frames 4 --no-progress
 step eval_mini_no_score $PY eval.py --ckpt "$ckpt" "${evalargs[@]}" --out "$OUT/mini-gated/eval-no-score" \
     --no-score --batch-size 4 --num-workers "$WORKERS" --measure-frames 4 --no-progress
+step export_mini_gated $PY -m fusion.export --ckpt "$ckpt" --out "$OUT/mini-gated/export"
 step records $PY - "$OUT/mini-gated" <<'EOF'
-import json, sys
+import csv, json, sys
 from pathlib import Path
 import torch
 run = Path(sys.argv[1])
-step = torch.load(run / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)["global_step"]
-print("resumed checkpoint global_step", step)
+ckpt = torch.load(run / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+print("resumed checkpoint global_step", ckpt["global_step"], "operating points",
+      (ckpt.get("gate_operating_points") or {}).get("budgets"))
+rows = [r for r in csv.DictReader(open(run / "csv" / "metrics.csv")) if r.get("val_nds")]
+print("val_nds per validation", [(r["epoch"], r["val_nds"], r["val_map"]) for r in rows])
+print("export manifest", [g["name"] for g in json.loads((run / "export" / "manifest.json").read_text())["graphs"]])
 for name in ("eval-full", "eval-b0.5"):
     m = json.loads((run / name / "metrics.json").read_text())
     recs = [json.loads(l) for l in (run / name / "records.jsonl").read_text().splitlines()]

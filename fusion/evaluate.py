@@ -209,6 +209,10 @@ def set_operating_point(ev: Evaluation, model, data_hp: dict, settings: dict, de
         model.gate.offset.copy_(offset)
         return price, f"metrics.json {ev.operating_point}"
     points = op.stored(ev.ckpt) if ev.calibrate_on is None and ev.gate_offsets is None else None
+    if points is not None and not points.covers(ev.budget):
+        print(f"budget {ev.budget} is outside the checkpoint's operating points ({points.budgets[0]} to "
+              f"{points.budgets[-1]}): calibrating")
+        points = None
     if points is not None:
         model.gate.offset.copy_(torch.tensor(points.offsets))
         if ev.price is not None:
@@ -218,7 +222,11 @@ def set_operating_point(ev: Evaluation, model, data_hp: dict, settings: dict, de
               f"{points.calibration_frames} frames of {points.split})")
         return price, f"checkpoint ({points.split})"
     split = ev.calibrate_on or data_hp.get("train_split", "train")
-    dataset = NuScenesDataset(ev.dataroot, ev.version, split, **settings)
+    try:
+        dataset = NuScenesDataset(ev.dataroot, ev.version, split, **settings)
+    except ValueError as e:
+        raise ValueError(f"--budget {ev.budget}: the gate's operating point is calibrated on split {split!r} "
+                         f"(--calibrate-on), which this dataroot cannot give: {e}") from None
     offset_frames = op.OFFSET_FRAMES if ev.gate_offsets is None else ev.gate_offsets
     if offset_frames and model.gate.estimator == "regression":
         model.gate.offset.copy_(op.gate_offsets(model, dataset, offset_frames, device, ev.num_workers))

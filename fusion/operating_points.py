@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-BUDGETS = (0.35, 0.5, 0.65, 0.8)
+BUDGETS = (0.35, 0.5, 0.65, 0.8, 0.9)
 OFFSET_FRAMES = 48  # training frames the gate's mean error per configuration is measured on
 CALIBRATION_FRAMES = 200  # training frames each budget's price is calibrated on
 CHECKPOINT_KEY = "gate_operating_points"
@@ -35,10 +35,13 @@ class OperatingPoints:
     calibration_frames: int
     offset_frames: int
 
+    def covers(self, budget: float) -> bool:
+        return self.budgets[0] - 1e-9 <= budget <= self.budgets[-1] + 1e-9
+
     def price(self, budget: float) -> float:
         """The price at `budget`: the stored one on a grid budget, linear between two; ValueError outside."""
         b = self.budgets
-        if not b[0] - 1e-9 <= budget <= b[-1] + 1e-9:
+        if not self.covers(budget):
             raise ValueError(f"budget {budget} is outside the checkpoint's operating points ({b[0]} to {b[-1]}): "
                              f"recalibrate with --calibrate-on SPLIT")
         for i in range(len(b) - 1):

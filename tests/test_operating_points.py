@@ -77,5 +77,7 @@ def test_eval_at_a_budget_needs_no_training_split_and_matches_a_recalibration(ti
     again = evaluate(Evaluation(dataroot=str(tiny_world), out=str(tmp_path / "c"), calibrate_on="synth_train",
                                 calibration_frames=p.calibration_frames, gate_offsets=p.offset_frames, **common))
     assert again["operating_point"] == "calibrated (synth_train)"
+    with pytest.raises(ValueError, match="--calibrate-on"):  # outside the stored budgets, and no training split
+        evaluate(Evaluation(dataroot=str(other), out=str(tmp_path / "d"), **{**common, "budget": 0.99}))
     assert again["price"] == pytest.approx(served["price"], abs=1e-6)
     assert list(again["gate_offsets"].values()) == pytest.approx(p.offsets, abs=1e-6)
