@@ -20,10 +20,10 @@ from nuscenes.utils.data_classes import LidarPointCloud, RadarPointCloud
 from nuscenes.utils.geometry_utils import points_in_box
 from PIL import Image
 
-from datasets.synthetic import CONDITION_CYCLE, LIGHTINGS, PRESETS, TABLES, WEATHERS, generate, main, plan_world
+from datasets.synthetic import CONDITION_CYCLE, PRESETS, TABLES, generate, main, plan_world
 from datasets.synthetic.camera import OCCLUDER_COLOUR, WEATHER_CONTRAST
 from sensors.geometry import apply, invert, quaternion_yaw, transform
-from sensors.names import ATTRIBUTES, CAMERAS, CLASSES, LIDAR, RADARS, SENSORS
+from sensors.names import ATTRIBUTES, CAMERAS, CLASSES, LIDAR, LIGHTINGS, RADARS, SENSORS, WEATHERS
 
 VERSION = "v1.0-synth"
 DESC = re.compile(r"^(day|dusk|night), (clear|rain|fog), traffic (light|medium|dense); synthetic scene, \d+ objects, "
