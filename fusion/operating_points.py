@@ -72,8 +72,9 @@ def evenly_spread(dataset, frames: int):
     """A Subset of min(frames, len(dataset)) frames of `dataset`, evenly spread over it."""
     from torch.utils.data import Subset
 
-    n = min(frames, len(dataset))
-    return Subset(dataset, [int(i * len(dataset) / n) for i in range(n)])
+    from datasets.evaluation import spread
+
+    return Subset(dataset, sorted(spread(len(dataset), frames)))
 
 
 def gate_offsets(model, dataset, frames: int, device, num_workers: int = 0) -> torch.Tensor:
