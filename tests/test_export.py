@@ -119,7 +119,7 @@ def test_missing_and_bad_checkpoints_are_clear_errors(tmp_path):
         main(["--ckpt", str(missing), "--out", str(tmp_path / "out")])
     bad = tmp_path / "bad.ckpt"
     bad.write_text("not a checkpoint")
-    with pytest.raises(ValueError, match=f"checkpoint {bad}: cannot be loaded as a gatefusion checkpoint"):
+    with pytest.raises(ValueError, match=f"checkpoint {bad}: cannot be read as a torch checkpoint"):
         main(["--ckpt", str(bad), "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
 
