@@ -45,12 +45,14 @@ tiny-world: setup
 	@if [ -f $(TINY_WORLD)/v1.0-synth/sample.json ]; then echo "tiny world exists: $(TINY_WORLD)"; \
 	else $(BIN)/python -m datasets.synthetic --out $(TINY_WORLD) --preset tiny --workers 2; fi
 
-# Train the gated model, configs/demo.yaml with the configs/gate.yaml overlay (or resume an interrupted run; a
+# Train the gated model, configs/demo.yaml with the configs/gate.yaml and configs/short.yaml (half the schedule, to fit
+# 20 minutes on 2 cores) overlays (or resume an interrupted run; a
 # finished run is kept: rm -r $(DEMO_RUN) to retrain), evaluate it with the gate at DEMO_BUDGET and with every sensor
 # at its top mode (the full static configuration), print the two side by side, draw.
 DEMO_BUDGET ?= 0.5
 demo: world
-	$(BIN)/python train.py fit --config configs/demo.yaml --config configs/gate.yaml --data.dataroot $(DEMO_WORLD) \
+	$(BIN)/python train.py fit --config configs/demo.yaml --config configs/gate.yaml --config configs/short.yaml \
+	  --data.dataroot $(DEMO_WORLD) \
 	  --trainer.default_root_dir $(DEMO_RUN) --ckpt_path last
 	$(BIN)/python eval.py --ckpt $(DEMO_RUN)/checkpoints/last.ckpt --dataroot $(DEMO_WORLD) \
 	  --version v1.0-synth --split synth_val --out $(DEMO_RUN)/eval-full --sensors camera=high,lidar=fine,radar=on

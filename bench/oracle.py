@@ -4,6 +4,13 @@ detections there are as good as full fusion's, chosen with the ground truth. It 
     python bench/oracle.py --ckpt runs/demo/checkpoints/last.ckpt --dataroot data/synth-demo [--version v1.0-synth]
         [--split synth_val] [--out runs/oracle] [--limit N] [--score-threshold 0.3] [--reuse]
         [--configs camera=high,lidar=fine,radar=on camera=off,lidar=off,radar=on ...] [--empty-max 5] [--dense-min 20]
+    python bench/oracle.py --fine --ckpt C --dataroot D [--frames N] [--tiles 4] [--repeats 10] [--out runs/oracle]
+
+--fine: the oracle below the sensor instead, per camera view and per BEV tile (bench/fine_oracle.py: its decision
+space, its greedy search and its cost), beside full fusion and the per-frame static oracle, all three on the same
+--frames frames evenly spread over the split (default all), scored by the devkit on those frames; it runs the model
+itself (three forward passes per view and one per tile at most, and the 17 static configurations per frame) and
+writes --out/fine/. The rest of this docstring is the per-frame oracle's.
 
 For every static configuration of fusion.cost.static_configs() (17; --configs restricts them, full must be one) it
 evaluates the checkpoint (fusion/evaluate.py) into --out/<configuration> (bench/common.py config_folder, e.g.
@@ -44,9 +51,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import add_eval_flags, config_folder, evaluation, run, write_markdown  # noqa: E402
 from bench.frame_oracle import FULL, SCORE_THRESHOLD, oracle_from_dirs, static_order  # noqa: E402
-from fusion.cost import static_configs  # noqa: E402
+from bench import fine_oracle  # noqa: E402
+from fusion.cost import TILES, static_configs  # noqa: E402
 
 
+FINE_HEADER = fine_oracle.HEADER  # the --fine table's columns (tests/test_docs_tables.py reads every *HEADER)
 HEADER = ("n   ", "NDS full", "NDS oracle", "GFLOPs full", "GFLOPs oracle", "ms full", "ms oracle")  # after 'frames'
 
 
@@ -96,8 +105,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--empty-max", type=int, default=5, help="frames with at most this many ground-truth boxes: empty")
     p.add_argument("--dense-min", type=int, default=20, help="frames with at least this many ground-truth boxes: "
                                                              "dense")
+    p.add_argument("--fine", action="store_true",
+                   help="the oracle per camera view and per BEV tile instead (bench/fine_oracle.py), beside the "
+                        "per-frame static oracle on the same frames, without evaluation folders")
+    p.add_argument("--frames", type=int, default=None, help="--fine: this many frames evenly spread over the split "
+                                                            "(default: all)")
+    p.add_argument("--tiles", type=int, default=TILES, help="--fine: tiles per side of the BEV grid")
+    p.add_argument("--repeats", type=int, default=10, help="--fine: timed runs per cost measurement (median)")
     add_eval_flags(p, out="runs/oracle", num_workers=2)
     args = p.parse_args(argv)
+    for name in ("frames", "tiles", "repeats"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     from fusion.detector import SensorConfig
     try:
         args.configs = static_order(dict.fromkeys(str(SensorConfig.parse(c)) for c in args.configs)) \
@@ -111,10 +130,37 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+def fine(args: argparse.Namespace, nusc) -> dict:
+    """--fine: the oracle per view and per tile (bench/fine_oracle.py) on --frames frames evenly spread."""
+    from datasets.evaluation import spread
+    from datasets.nuscenes import NuScenesDataset
+    from fusion.checkpoint import load_checkpoint
+    from fusion.cost import fine_costs, synthetic_frame
+    from fusion.operating_points import data_settings
+    from sensors.frame import collate
+
+    model, data_hp = load_checkpoint(args.ckpt)
+    model.eval()
+    settings = data_settings(data_hp, args.cache_dir)
+    dataset = NuScenesDataset(args.dataroot, args.version, args.split, **settings)
+    positions = sorted(spread(len(dataset), args.frames) or range(len(dataset)))
+    table = model.latency_table(collate([dataset[positions[0]]]))
+    frame = synthetic_frame(model.detector.grid, settings["image_size"], 32768, 300)
+    costs = fine_costs(model.detector, frame, table, args.repeats, args.tiles)
+    metrics = fine_oracle.fine_oracle(model, dataset, positions, nusc, args.split, costs, table,
+                                      Path(args.out) / "fine", args.score_threshold)
+    print()
+    print(fine_oracle.format_fine(metrics))
+    write_markdown(args.markdown, fine_oracle.format_fine(metrics).split("\n\n")[0])
+    return metrics
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     from nuscenes import NuScenes
 
+    if args.fine:
+        return fine(args, NuScenes(version=args.version, dataroot=args.dataroot, verbose=False))
     out = Path(args.out)
     eval_dirs = {config: out / config_folder(config) for config in args.configs}
     for config, folder in eval_dirs.items():

@@ -24,6 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+from einops import rearrange
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -65,7 +66,7 @@ def main(argv=None) -> dict:
             continue
         frames += 1
         with torch.no_grad():
-            out = camera.image_features(data, args.mode)
+            out = rearrange(camera.image_features(data, args.mode), "(b n) c h w -> b n c h w", b=1)
         depth_logits, semantic_logits = out[:, :, c:c + d].float(), out[:, :, c + d:].float()
         h, w = out.shape[-2:]
         target = semantic_targets(batch.gt, data, tuple(data.images.shape[-2:]), (h, w))

@@ -24,6 +24,7 @@ import argparse
 import inspect
 import statistics
 import time
+from dataclasses import dataclass
 
 import torch
 import yaml
@@ -223,6 +224,145 @@ def measure_latency_table(detector: FusionDetector, batch: Batch, repeats: int) 
     return fit_latency_table(configs_ms(detector, batch, static_configs(), repeats))
 
 
+# ----------------------------------------------------------------------------------- below the sensor: views, tiles
+
+TILES = 4  # tiles per side of the shared grid for per-region LiDAR decisions
+HALO = 8  # shared cells added on every side of a tile when its fine stage runs alone (the stage's reach)
+
+
+@dataclass(frozen=True)
+class FineCosts:
+    """Costs of decisions below the sensor, in the units of a latency table (ms per branch, fusion/cost.py's table;
+    a configuration's cost is its sum over the full configuration's).
+
+    camera_fixed[mode]: what the camera pays at `mode` once any view runs at it (its BEV stage, the lift's set-up);
+    camera_view[mode]: each view that runs at `mode` (its image CNN and its lift), so that camera_fixed[mode] +
+    views * camera_view[mode] is the table's camera cost with every view. LiDAR: `lidar_coarse` and `lidar_fine` as
+    in the table; a frame fine in some of the tiles x tiles tiles pays the coarse mode plus `lidar_tile` per fine
+    tile: the fine pillars of its points and the fine BEV stage on the tile with `halo` shared cells around it, run
+    alone (the block-sparse scheme of SBNet: gather the tiles, run the stage, scatter back). The detector composites
+    the whole fine map today (FusionDetector.coarse_outside_tiles): lidar_tile is the cost of that scheme, measured on
+    a crop, not a saving the detector already makes."""
+
+    views: int
+    camera_fixed: dict[str, float]
+    camera_view: dict[str, float]
+    lidar_coarse: float
+    lidar_fine: float
+    lidar_tile: float
+    radar: float
+    shared: float
+    tiles: int = TILES
+    halo: int = HALO
+
+    def cost(self, views, tiles=None, lidar: str = "fine", radar: bool = True) -> float:
+        """One frame's cost: `views` (N,) camera mode indices (0 off, 1 low, 2 high), `tiles` (T, T) bool fine tiles
+        (None: all, where lidar is "fine"), LiDAR mode, radar on or off."""
+        modes = [int(v) for v in views]
+        total = self.shared + (self.radar if radar else 0.0)
+        for m_i, mode in enumerate(MODES["camera"][1:], 1):
+            k = sum(v == m_i for v in modes)
+            total += (self.camera_fixed[mode] + k * self.camera_view[mode]) if k else 0.0
+        if lidar == "coarse":
+            total += self.lidar_coarse
+        elif lidar == "fine":
+            n = self.tiles ** 2 if tiles is None else int(torch.as_tensor(tiles).sum())
+            total += self.lidar_fine if n == self.tiles ** 2 else self.lidar_coarse + n * self.lidar_tile
+        return total
+
+    def full(self) -> float:
+        return self.cost([len(MODES["camera"]) - 1] * self.views)
+
+    def rows(self) -> list[str]:
+        """Markdown rows: each part and its share of full."""
+        full = self.full()
+        parts = [*((f"camera {m}, fixed", self.camera_fixed[m]) for m in MODES["camera"][1:]),
+                 *((f"camera {m}, per view", self.camera_view[m]) for m in MODES["camera"][1:]),
+                 ("lidar coarse, whole grid", self.lidar_coarse), ("lidar fine, whole grid", self.lidar_fine),
+                 (f"lidar fine, per tile ({self.tiles}x{self.tiles}, halo {self.halo})", self.lidar_tile),
+                 ("radar", self.radar), ("shared", self.shared)]
+        return [f"| {name:<34} | {v:8.2f} | {v / full:5.3f} |" for name, v in parts]
+
+
+def fine_costs(detector: FusionDetector, batch: Batch, table: dict[tuple[str, str], float], repeats: int,
+               tiles: int = TILES, halo: int = HALO) -> FineCosts:
+    """FineCosts of `detector` in the units of `table`, from shares measured on the one-frame `batch` (interleaved
+    medians): the camera with one view against all views at each mode (per view = the difference over the other
+    views), and the LiDAR's fine mode whole against its pillars alone and its BEV stage on one tile crop."""
+    idx = torch.zeros(1, dtype=torch.long, device=batch.present.device)
+    N = batch.camera.images.shape[1]
+    one = torch.zeros(1, N, dtype=torch.bool, device=idx.device)
+    one[0, 0] = True
+    fine = detector.lidar.modes["fine"]
+    cells = detector.grid.H // tiles + 2 * halo  # a tile with its halo, in shared cells
+    ratio = round(detector.grid.cell / fine.pillar_grid.cell)
+    crop = torch.zeros(1, fine.bev.body[0][0].in_channels, cells * ratio, cells * ratio, device=idx.device)
+    fns = {("camera", m, "all"): (lambda m=m: detector.run_encoder("camera", batch, idx, m))
+           for m in MODES["camera"][1:]}
+    fns.update({("camera", m, "one"): (lambda m=m: detector.run_encoder("camera", batch, idx, m, views=one))
+                for m in MODES["camera"][1:]})
+    fns[("lidar", "fine")] = lambda: detector.run_encoder("lidar", batch, idx, "fine")
+    fns[("lidar", "tile")] = lambda: fine.bev.features(crop)
+    fns[("lidar", "stage")] = lambda: fine.bev(torch.zeros(1, crop.shape[1], fine.pillar_grid.H, fine.pillar_grid.W,
+                                                           device=idx.device))
+    was_training = detector.training
+    detector.eval()
+    try:
+        with torch.no_grad():
+            ms = interleaved_ms(fns, repeats)
+    finally:
+        detector.train(was_training)
+    fixed, view = {}, {}
+    for m in MODES["camera"][1:]:
+        share = max(0.0, (ms[("camera", m, "all")] - ms[("camera", m, "one")]) / (N - 1)) / ms[("camera", m, "all")]
+        view[m] = table[("camera", m)] * share
+        fixed[m] = table[("camera", m)] - N * view[m]
+    whole = ms[("lidar", "fine")]
+    points = max(0.0, whole - ms[("lidar", "stage")])  # pillars, scatter and the motion map
+    tile = table[("lidar", "fine")] * (ms[("lidar", "tile")] + points / tiles ** 2) / whole
+    return FineCosts(N, fixed, view, table[("lidar", "coarse")], table[("lidar", "fine")], tile,
+                     table[("radar", "on")], table[SHARED], tiles, halo)
+
+
+MIXED_VIEWS = ((2, 2, 2, 2, 2, 0), (2, 2, 0, 0, 0, 2), (2, 0, 0, 0, 0, 0), (2, 2, 1, 1, 1, 2), (1, 1, 0, 0, 0, 1),
+               (0, 0, 0, 2, 0, 0))  # camera modes per view (CAMERAS order) of the sample fine_report times
+
+
+def fine_report(detector: FusionDetector, batch: Batch, table: dict[tuple[str, str], float], full_ms: float,
+                repeats: int) -> list[str]:
+    """The rows of fine_costs in the units of `table`, and MIXED_VIEWS (LiDAR fine, radar on) as modelled cost/full
+    beside end-to-end ms/full measured in one interleaved run with full (full_ms: full measured before)."""
+    fc = fine_costs(detector, batch, table, repeats)
+    full = fc.full()
+    lines = ["below the sensor (fusion.cost.FineCosts, in the fitted table's ms): camera views and LiDAR tiles",
+             "| part                               | ms       | /full |", "|" + "-" * 36 + "|----------|-------|",
+             *fc.rows(), "",
+             "camera views (modes per view, CAMERAS order; LiDAR fine, radar on): modelled cost and measured ms as "
+             "shares of full, timed interleaved with full; LiDAR tiles are costed, not yet run block-sparse",
+             "| views              | cost/full | ms/full | cost vs ms |", "|--------------------|-----------|---------|"
+             "------------|"]
+    N = batch.camera.images.shape[1]
+    samples = [v for v in MIXED_VIEWS if len(v) == N]
+    dec = torch.tensor([[len(MODES[s]) - 1 for s in SENSORS]], device=batch.present.device)
+    was_training = detector.training
+    detector.eval()
+
+    def run(v):
+        views = None if v is None else torch.tensor([v], device=dec.device)
+        return lambda: detector.head.decode(detector(batch, dec, views=views))
+
+    try:
+        with torch.no_grad():
+            ms = interleaved_ms({None: run(None), **{v: run(v) for v in samples}}, repeats)
+    finally:
+        detector.train(was_training)
+    for v in samples:
+        c, m = fc.cost(v) / full, ms[v] / ms[None]
+        name = " ".join(MODES["camera"][i][0] for i in v)
+        lines.append(f"| {name:<18} | {c:9.2f} | {m:7.2f} | {(c - m) / m:+10.0%} |")
+    return lines
+
+
 def read_config(*paths: str) -> tuple[dict, dict]:
     """(model, data) sections of LightningCLI config files applied in order: a later file's keys win, as
     `train.py fit --config base --config overlay` applies them."""
@@ -284,6 +424,7 @@ def cost_report(detector: FusionDetector, batch: Batch, repeats: int, gate_own_g
         g, t, m = config_cost(flops, c), config_cost(fitted, c) / full_t, measured[c] / full_ms
         lines.append(f"| {str(c):<35} | {g:6.3f} | {g / full_g:11.2f} | {t:9.2f} | {measured[c]:6.1f} | {m:7.2f} | "
                      f"{(t - m) / m:+10.0%} |")
+    lines += ["", *fine_report(detector, batch, fitted, measured[configs[0]], repeats)]
     lines += ["", "the fitted latency table (gate_costs of a config, ms):",
               "gate_costs: {" + ", ".join(f"{k}: {v:.2f}" for k, v in table_to_dict(fitted).items()) + "}"]
     return "\n".join(lines)

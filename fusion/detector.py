@@ -7,6 +7,9 @@ so choosing sensors and resolutions per frame decides what a frame costs (fusion
 Per-frame decisions are a (B, 3) long tensor over SENSORS holding a mode index into sensors.names.MODES
 (0 = "off"). A branch runs only on the sub-batch of frames that chose that mode; a mode chosen by
 no frame is not computed at all. `SensorConfig` is one static choice ("camera=high,lidar=fine,radar=on").
+Below the sensor, `forward` also takes the camera's mode per view (a view turned off never runs) and, for the LiDAR,
+the tiles of the BEV grid where it runs fine (coarse elsewhere; composited from the whole fine map for now, the
+block-sparse execution is fusion/cost.py's FineCosts model): bench/oracle.py --fine searches these decisions.
 """
 from __future__ import annotations
 
@@ -160,20 +163,20 @@ class FusionDetector(nn.Module):
         self.grid: BEVGrid = head.grid
         self.set_doppler_velocity(doppler_velocity)
 
-    def run_encoder(self, sensor: str, batch: Batch, idx: Tensor, mode: str, aux: list[dict] | None = None
-                    ) -> Tensor:
+    def run_encoder(self, sensor: str, batch: Batch, idx: Tensor, mode: str, aux: list[dict] | None = None,
+                    views: Tensor | None = None) -> Tensor:
         """The `sensor` encoder at `mode` on frames `idx` (K,) of the batch -> (K, C, H, W). With a list `aux`,
         the camera's training losses on these frames are appended to it: its depth supervised by the batch's
         LiDAR points (used whether or not the frame chose LiDAR) and its image semantics supervised by the boxes
-        (sensors/camera.py)."""
+        (sensors/camera.py). `views` (K, N_cam) bool: the camera views that run (default all)."""
         B = len(batch)
         whole = len(idx) == B and bool((idx == torch.arange(B, device=idx.device)).all())
         if sensor == "camera":
             camera = batch.camera if whole else batch.camera.select(idx)
             if aux is None:
-                return self.camera(camera, mode)[0]
+                return self.camera(camera, mode, views=views)[0]
             (p, i), _ = select_points(batch.lidar.points, batch.lidar.batch_index, idx, B)
-            bev, losses = self.camera(camera, mode, p, i, [batch.gt[j] for j in idx.tolist()])
+            bev, losses = self.camera(camera, mode, p, i, [batch.gt[j] for j in idx.tolist()], views=views)
             aux.append(losses)
             return bev
         data = batch.lidar if sensor == "lidar" else batch.radar
@@ -181,37 +184,76 @@ class FusionDetector(nn.Module):
         encoder = self.lidar if sensor == "lidar" else self.radar
         return encoder(type(data)(p, i), len(idx), mode)
 
-    def encode(self, batch: Batch, decisions: Tensor, aux: list[dict] | None = None) -> dict[str, Tensor | None]:
+    def encode(self, batch: Batch, decisions: Tensor, aux: list[dict] | None = None, views: Tensor | None = None,
+               tiles: Tensor | None = None) -> dict[str, Tensor | None]:
         """sensor -> (B, C_s, H, W) (zeros for frames that did not use it) or None where no frame used it; `aux`
-        collects auxiliary losses (see run_encoder)."""
+        collects auxiliary losses (see run_encoder); `views` and `tiles`: the decisions below the sensor (forward)."""
         B = len(batch)
         out: dict[str, Tensor | None] = {}
         for s_i, s in enumerate(SENSORS):
-            feat = None
+            feat, filled = None, torch.zeros(B, dtype=torch.bool, device=decisions.device)
             for m_i, mode in enumerate(MODES[s]):
                 if m_i == 0:
                     continue
-                idx = torch.nonzero(decisions[:, s_i] == m_i).flatten()
+                on = None
+                if s == "camera" and views is not None:  # the frames with a view at this mode, and those views
+                    idx = torch.nonzero((decisions[:, s_i] > 0) & (views == m_i).any(1)).flatten()
+                    on = views[idx] == m_i
+                else:
+                    idx = torch.nonzero(decisions[:, s_i] == m_i).flatten()
                 if len(idx) == 0:
                     continue
-                sub = self.run_encoder(s, batch, idx, mode, aux)
-                if len(idx) == B:
-                    feat = sub
+                sub = self.run_encoder(s, batch, idx, mode, aux, on)
+                if s == "lidar" and mode == "fine" and tiles is not None:
+                    sub = self.coarse_outside_tiles(batch, idx, sub, tiles[idx])
+                if feat is None:
+                    feat = sub if len(idx) == B else sub.new_zeros(B, *sub.shape[1:]).index_copy(0, idx, sub)
+                elif on is not None and bool(filled[idx].any()):  # views of both modes: high where its views see
+                    keep = ~self.camera.coverage(batch.camera.select(idx), on) & filled[idx, None, None, None]
+                    feat = feat.index_copy(0, idx, torch.where(keep, feat[idx], sub))
                 else:
-                    feat = (sub.new_zeros(B, *sub.shape[1:]) if feat is None else feat).index_copy(0, idx, sub)
+                    feat = feat.index_copy(0, idx, sub)
+                filled[idx] = True
             out[s] = feat
         return out
 
-    def forward(self, batch: Batch, decisions: Tensor, weights: Tensor | None = None) -> DetectorOutput:
+    def coarse_outside_tiles(self, batch: Batch, idx: Tensor, fine: Tensor, tiles: Tensor) -> Tensor:
+        """The LiDAR features of frames `idx` (K,) that chose fine, (K, C, H, W), with the coarse mode's in the cells
+        outside their fine tiles (K, T, T) bool (tile_cells). The fine map is computed whole and composited: the
+        detection value of a per-region decision; the compute it saves is fusion/cost.py's tile cost."""
+        partial = torch.nonzero(~tiles.flatten(1).all(1)).flatten()
+        if len(partial) == 0:
+            return fine
+        coarse = self.run_encoder("lidar", batch, idx[partial], "coarse")
+        mask = tile_cells(tiles[partial], self.grid)[:, None]
+        return fine.index_copy(0, partial, torch.where(mask, fine[partial], coarse))
+
+    def forward(self, batch: Batch, decisions: Tensor, weights: Tensor | None = None, views: Tensor | None = None,
+                tiles: Tensor | None = None) -> DetectorOutput:
         """decisions (B, 3) long mode indices (a sensor not present is forced off) -> DetectorOutput; weights (B, 3):
         the gate's straight-through selection values that multiply each sensor's features (MaskedFusion). In training
         mode, where a camera ran, the output also carries the camera's depth and semantic losses and, with a
-        camera_heatmap head, the logits of the camera's BEV alone and the frames they are of."""
-        if decisions.shape != (len(batch), len(SENSORS)):
-            raise ValueError(f"FusionDetector: decisions must be ({len(batch)}, 3), got {tuple(decisions.shape)}")
-        decisions = torch.where(batch.present.bool(), decisions.long(), torch.zeros_like(decisions.long()))
+        camera_heatmap head, the logits of the camera's BEV alone and the frames they are of.
+
+        Decisions below the sensor, optional: `views` (B, N_cam) long, the camera's mode index per view (a view at 0
+        never runs; where views of both modes run, each cell takes the high views' features where they see it,
+        CameraEncoder.coverage); the camera column of `decisions` then becomes the highest mode of each frame's views.
+        `tiles` (B, T, T) bool: where a frame's LiDAR runs fine, fine in these tiles of the grid and coarse outside
+        them (coarse_outside_tiles)."""
+        B = len(batch)
+        if decisions.shape != (B, len(SENSORS)):
+            raise ValueError(f"FusionDetector: decisions must be ({B}, 3), got {tuple(decisions.shape)}")
+        decisions = decisions.long()
+        if views is not None:
+            if views.ndim != 2 or len(views) != B:
+                raise ValueError(f"FusionDetector: views must be ({B}, N_cam), got {tuple(views.shape)}")
+            decisions = decisions.clone()
+            decisions[:, SENSORS.index("camera")] = views.long().amax(1)
+        if tiles is not None and (tiles.ndim != 3 or len(tiles) != B or tiles.shape[1] != tiles.shape[2]):
+            raise ValueError(f"FusionDetector: tiles must be ({B}, T, T), got {tuple(tiles.shape)}")
+        decisions = torch.where(batch.present.bool(), decisions, torch.zeros_like(decisions))
         aux: list[dict] | None = [] if self.training else None
-        features = self.encode(batch, decisions, aux)
+        features = self.encode(batch, decisions, aux, views, tiles)
         outputs = self.shared(features, decisions > 0, weights)
         if aux:
             outputs.camera_depth_loss = torch.stack([a["depth"] for a in aux]).mean()
@@ -256,6 +298,15 @@ class FusionDetector(nn.Module):
             return bev
         return torch.cat([bev] + [bev.new_zeros(len(bev), n, *bev.shape[-2:]) if m is None else m.to(bev.dtype)
                                   for n, m in measured], 1)
+
+
+def tile_cells(tiles: Tensor, grid: BEVGrid) -> Tensor:
+    """(B, T, T) bool per tile -> (B, H, W) bool per cell of `grid`: T x T tiles of equal size (rows of tiles along
+    the grid's rows, +y; columns along +x; where T does not divide H or W, cell i belongs to tile i * T // H)."""
+    T = tiles.shape[-1]
+    rows = torch.arange(grid.H, device=tiles.device) * T // grid.H
+    cols = torch.arange(grid.W, device=tiles.device) * T // grid.W
+    return tiles[:, rows][:, :, cols]
 
 
 def build_detector(bev_range: float = 51.2, bev_cell: float = 0.8, z_min: float = -2.0, z_max: float = 4.0,

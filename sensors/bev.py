@@ -121,10 +121,15 @@ class BEVStage(torch.nn.Module):
                                       torch.nn.ReLU(inplace=True))
         self.merge = conv_block(2 * c, c)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def features(self, x: Tensor) -> Tensor:
+        """The stage before it is brought to the shared grid's size: on a crop of the branch's grid (a tile), the
+        crop's features at the shared cell size (fusion/cost.py times tiles this way)."""
         x = self.body(x)
         y = self.up(self.down(x))
-        x = self.merge(torch.cat([x, y[..., :x.shape[-2], :x.shape[-1]]], 1))
+        return self.merge(torch.cat([x, y[..., :x.shape[-2], :x.shape[-1]]], 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.features(x)
         if x.shape[-2:] != (self.shared.H, self.shared.W):
             x = torch.nn.functional.interpolate(x, size=(self.shared.H, self.shared.W), mode="bilinear",
                                                 align_corners=False)

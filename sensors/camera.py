@@ -35,6 +35,7 @@ wheel of the matching release.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -214,19 +215,32 @@ class CameraEncoder(nn.Module):
         self.bev_grids = {mode: grid.scaled(bev_factor / scale) for mode, scale in CAMERA_RESOLUTIONS.items()}
         self.stages = nn.ModuleDict({mode: BEVStage(channels * heights, channels, blocks, g, grid)
                                      for mode, g in self.bev_grids.items()})
-        for mode, g in self.bev_grids.items():
+        for mode, g in {**self.bev_grids, "shared": grid}.items():
             self.register_buffer(f"points_{mode}", rearrange(g.sample_points(heights), "z h w c -> (z h w) c"),
                                  persistent=False)
 
-    def image_features(self, data: CameraData, mode: str) -> Tensor:
-        """Images (B, N, 3, H, W) -> (B, N, C + depth_bins + SEMANTIC_CLASSES, h, w) at the mode's input scale:
-        features, depth logits, semantic logits. The CNN sees RGB and the ray geometry of every pixel
-        (ray_geometry), both at the mode's resolution."""
+    def coverage(self, data: CameraData, views: Tensor | None = None) -> Tensor:
+        """(B, 1, H, W) bool on the shared grid: the cells whose centre, at any of the lift's heights, lies in the
+        image of a valid camera among `views` (B, N) bool (default: all)."""
+        valid = data.valid.bool() if views is None else data.valid.bool() & views.bool()
+        _, visible = project_to_images(self.points_shared, data.ego_T_cam, data.intrinsics,
+                                       tuple(data.images.shape[-2:]))
+        seen = (visible & valid[:, :, None]).any(1)
+        return rearrange(seen, "b (z h w) -> b z h w", z=self.heights, h=self.grid.H).any(1, keepdim=True)
+
+    def image_features(self, data: CameraData, mode: str, rows: Tensor | None = None) -> Tensor:
+        """Images (B, N, 3, H, W) -> (B * N, C + depth_bins + SEMANTIC_CLASSES, h, w) at the mode's input scale:
+        features, depth logits, semantic logits; with `rows` (R,) long, only those of the (B * N) views (frame-major)
+        enter the CNN: (R, ...). The CNN sees RGB and the ray geometry of every pixel (ray_geometry), both at the
+        mode's resolution."""
         if mode not in CAMERA_RESOLUTIONS:
             raise ValueError(f"CameraEncoder: unknown mode {mode!r}; expected one of {tuple(CAMERA_RESOLUTIONS)}")
-        images, intrinsics = unit_images(data.images), data.intrinsics.float()  # uint8 when not moved by .to
-        B = images.shape[0]
-        x = rearrange(images, "b n c h w -> (b n) c h w")
+        x = rearrange(data.images, "b n c h w -> (b n) c h w")
+        intrinsics = rearrange(data.intrinsics, "b n i j -> 1 (b n) i j").float()
+        ego_T_cam = rearrange(data.ego_T_cam, "b n i j -> 1 (b n) i j")
+        if rows is not None:
+            x, intrinsics, ego_T_cam = x[rows], intrinsics[:, rows], ego_T_cam[:, rows]
+        x = unit_images(x)  # uint8 when not moved by .to
         scale = CAMERA_RESOLUTIONS[mode]
         if scale != 1.0:  # a k x k box filter: the anti-aliased downsample, at a tenth of bilinear-aa's time
             k = int(round(1 / scale))
@@ -236,9 +250,8 @@ class CameraEncoder(nn.Module):
             else:
                 x = F.avg_pool2d(x, k, ceil_mode=True, count_include_pad=False)
             intrinsics = intrinsics * intrinsics.new_tensor([scale, scale, 1.0])[:, None]
-        geometry = ray_geometry(data.ego_T_cam, intrinsics, tuple(x.shape[-2:])).to(x.dtype)
-        x = torch.cat([(x - 0.45) / 0.25, rearrange(geometry, "b n c h w -> (b n) c h w")], 1)
-        return rearrange(self.backbone(x), "(b n) c h w -> b n c h w", b=B)
+        geometry = ray_geometry(ego_T_cam, intrinsics, tuple(x.shape[-2:]))[0].to(x.dtype)
+        return self.backbone(torch.cat([(x - 0.45) / 0.25, geometry], 1))
 
     def depth_coordinate(self, depth: Tensor) -> Tensor:
         """Metric depth -> grid_sample's normalised coordinate over the depth bins (align_corners=False)."""
@@ -246,40 +259,56 @@ class CameraEncoder(nn.Module):
         return (depth - lo) / (hi - lo) * 2 - 1
 
     def forward(self, data: CameraData, mode: str = "high", lidar_points: Tensor | None = None,
-                lidar_index: Tensor | None = None, boxes: list[Boxes] | None = None) -> tuple[Tensor, dict]:
+                lidar_index: Tensor | None = None, boxes: list[Boxes] | None = None, views: Tensor | None = None
+                ) -> tuple[Tensor, dict]:
         """-> (BEV (B, C, H, W), training losses). The losses (scalars) are "depth" when LiDAR points (P, >=3) of
         the same frames with their frame index (P,) are given (see depth_loss) and "semantic" when the frames'
-        ground-truth boxes are given (see semantic_loss)."""
+        ground-truth boxes are given (see semantic_loss). `views` (B, N) bool: the views that run; a view left out
+        never enters the image CNN nor the lift (its features are zeros, and it counts as not valid). Default: all."""
         images = data.images
         if images.ndim != 5 or images.shape[2] != 3:
             raise ValueError(f"CameraEncoder: images must be (B, N_cam, 3, H, W), got {tuple(images.shape)}")
         B, N = images.shape[:2]
-        out = self.image_features(data, mode)
+        rows = None
+        if views is not None:
+            if views.shape != (B, N):
+                raise ValueError(f"CameraEncoder: views must be ({B}, {N}), got {tuple(views.shape)}")
+            data = replace(data, valid=data.valid.bool() & views.bool())
+            rows = torch.nonzero(views.flatten()).flatten()
+        out = self.image_features(data, mode, rows)  # (R, C + D + S, h, w): the views that run
         c, d = self.channels, self.depth_bins
-        feats, depth_logits, semantic_logits = out[:, :, :c], out[:, :, c:c + d], out[:, :, c + d:]
         hw = tuple(images.shape[-2:])
         bev_grid = self.bev_grids[mode]
         points = getattr(self, f"points_{mode}")
         norm, visible, depth = project_to_images(points, data.ego_T_cam, data.intrinsics, hw, with_depth=True)
-        weight = (visible & data.valid[:, :, None].bool()).to(feats.dtype)
-        grid = rearrange(norm, "b n p t -> (b n) 1 p t").to(feats.dtype)
-        sampled = F.grid_sample(rearrange(feats, "b n c h w -> (b n) c h w"), grid,
-                                mode="bilinear", padding_mode="zeros", align_corners=False)
-        prob = rearrange(depth_logits.float().softmax(2), "b n d h w -> (b n) 1 d h w")
-        grid3 = torch.cat([grid, rearrange(self.depth_coordinate(depth), "b n p -> (b n) 1 p 1")], -1)
-        p_depth = F.grid_sample(prob, grid3[:, None], mode="bilinear", padding_mode="zeros", align_corners=False)
+        weight = (visible & data.valid[:, :, None].bool()).to(out.dtype)
+        grid = rearrange(norm, "b n p t -> (b n) 1 p t").to(out.dtype)
+        depth = rearrange(self.depth_coordinate(depth), "b n p -> (b n) 1 p 1")
+        if rows is not None:
+            grid, depth = grid[rows], depth[rows]
+        sampled = F.grid_sample(out[:, :c], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        prob = out[:, None, c:c + d].float().softmax(2)
+        p_depth = F.grid_sample(prob, torch.cat([grid, depth], -1)[:, None], mode="bilinear", padding_mode="zeros",
+                                align_corners=False).flatten(1)
+        if rows is not None:  # zeros for the views that did not run (their weight is 0 too)
+            sampled = sampled.new_zeros(B * N, *sampled.shape[1:]).index_copy(0, rows, sampled)
+            p_depth = p_depth.new_zeros(B * N, *p_depth.shape[1:]).index_copy(0, rows, p_depth)
         sampled = rearrange(sampled, "(b n) c 1 (z h w) -> b n c z h w", b=B, z=self.heights, h=bev_grid.H)
         weight = rearrange(weight, "b n (z h w) -> b n 1 z h w", z=self.heights, h=bev_grid.H)
         # the depth probability (x depth_bins: 1 for a flat distribution) and the visibility weight, combined on
         # the small tensor without channels, then one product with the features
-        p_depth = rearrange(p_depth.flatten(1), "(b n) (z h w) -> b n 1 z h w", b=B, z=self.heights, h=bev_grid.H)
+        p_depth = rearrange(p_depth, "(b n) (z h w) -> b n 1 z h w", b=B, z=self.heights, h=bev_grid.H)
         bev = (sampled * (weight * p_depth.to(weight.dtype) * self.depth_bins)).sum(1) / weight.sum(1).clamp(min=1.0)
         bev = self.stages[mode](rearrange(bev, "b c z h w -> b (c z) h w"))
         losses = {}
-        if lidar_points is not None and lidar_index is not None:
-            losses["depth"] = self.depth_loss(depth_logits, data, lidar_points, lidar_index)
-        if boxes is not None:
-            losses["semantic"] = self.semantic_loss(semantic_logits, data, boxes)
+        if (lidar_points is not None and lidar_index is not None) or boxes is not None:
+            if rows is not None:
+                out = out.new_zeros(B * N, *out.shape[1:]).index_copy(0, rows, out)
+            out = rearrange(out, "(b n) c h w -> b n c h w", b=B)
+            if lidar_points is not None and lidar_index is not None:
+                losses["depth"] = self.depth_loss(out[:, :, c:c + d], data, lidar_points, lidar_index)
+            if boxes is not None:
+                losses["semantic"] = self.semantic_loss(out[:, :, c + d:], data, boxes)
         return bev, losses
 
     def depth_loss(self, depth_logits: Tensor, data: CameraData, points: Tensor, index: Tensor) -> Tensor:

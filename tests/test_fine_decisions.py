@@ -1,0 +1,134 @@
+"""Decisions below the sensor: camera views off/low/high per frame and LiDAR fine per BEV tile
+(FusionDetector.forward's views and tiles), their costs (fusion/cost.py FineCosts) and the oracle that searches them
+(bench/fine_oracle.py, bench/oracle.py --fine)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from fusion.cost import FineCosts, synthetic_frame
+from fusion.detector import build_detector, tile_cells
+
+
+@pytest.fixture(scope="module")
+def detector_and_frame():
+    torch.manual_seed(0)
+    det = build_detector(bev_range=25.6, bev_cell=0.8, camera_width=4, camera_channels=8, lidar_channels=8,
+                         radar_channels=4, lidar_motion=True, radar_doppler=True).eval()
+    return det, synthetic_frame(det.grid, (160, 96), 4096, 100)
+
+
+FULL = torch.tensor([[2, 2, 1]])
+
+
+def test_a_view_turned_off_never_reaches_the_image_backbone(detector_and_frame):
+    """The backbone sees only the views that run, and the result is the camera's with the others invalid."""
+    det, frame = detector_and_frame
+    seen = []
+    hook = det.camera.backbone.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[0]))
+    try:
+        with torch.no_grad():
+            one = det(frame, FULL, views=torch.tensor([[2, 0, 0, 0, 0, 0]])).heatmap
+            assert seen == [1]
+            frame.camera.valid[0, 1:] = False
+            invalid = det(frame, FULL).heatmap
+            assert seen == [1, 6]
+    finally:
+        hook.remove()
+        frame.camera.valid[0, 1:] = True
+    torch.testing.assert_close(one, invalid, atol=1e-5, rtol=1e-4)
+
+
+def test_every_view_or_tile_at_the_top_is_the_frame_level_choice(detector_and_frame):
+    det, frame = detector_and_frame
+    with torch.no_grad():
+        full = det(frame, FULL).heatmap
+        assert torch.equal(det(frame, FULL, views=torch.full((1, 6), 2)).heatmap, full)
+        assert torch.equal(det(frame, FULL, tiles=torch.ones(1, 4, 4, dtype=torch.bool)).heatmap, full)
+        coarse = det(frame, torch.tensor([[2, 1, 1]])).heatmap
+        assert torch.equal(det(frame, FULL, tiles=torch.zeros(1, 4, 4, dtype=torch.bool)).heatmap, coarse)
+        low = det(frame, torch.tensor([[1, 2, 1]])).heatmap
+        assert torch.equal(det(frame, FULL, views=torch.ones(1, 6, dtype=torch.long)).heatmap, low)
+
+
+def test_tiles_mix_fine_and_coarse_by_cell_and_views_mix_by_coverage(detector_and_frame):
+    """One fine tile: the LiDAR features are the fine mode's in its cells and the coarse mode's elsewhere. Views of
+    both modes: the high views' features where they see, the low views' elsewhere."""
+    det, frame = detector_and_frame
+    idx = torch.zeros(1, dtype=torch.long)
+    tiles = torch.zeros(1, 4, 4, dtype=torch.bool)
+    tiles[0, 1, 2] = True
+    cells = tile_cells(tiles, det.grid)[0]
+    assert cells.sum() == det.grid.H * det.grid.W // 16 and cells[16:32, 32:48].all()
+    with torch.no_grad():
+        fine = det.run_encoder("lidar", frame, idx, "fine")
+        coarse = det.run_encoder("lidar", frame, idx, "coarse")
+        mixed = det.encode(frame, FULL, tiles=tiles)["lidar"]
+        assert torch.equal(mixed[0][:, cells], fine[0][:, cells]) and torch.equal(mixed[0][:, ~cells],
+                                                                                  coarse[0][:, ~cells])
+        views = torch.tensor([[2, 1, 1, 1, 1, 1]])
+        cam = det.encode(frame, FULL, views=views)["camera"][0]
+        high = det.run_encoder("camera", frame, idx, "high", views=views == 2)[0]
+        low = det.run_encoder("camera", frame, idx, "low", views=views == 1)[0]
+    seen = det.camera.coverage(frame.camera, views == 2)[0, 0]
+    xy = det.grid.cell_centers()
+    assert seen[(xy[..., 0] > 5) & (xy[..., 1].abs() < 1)].all() and not seen[xy[..., 0] < -5].any()
+    assert torch.equal(cam[:, seen], high[:, seen]) and torch.equal(cam[:, ~seen], low[:, ~seen])
+
+
+def costs() -> FineCosts:
+    return FineCosts(views=6, camera_fixed={"low": 1.0, "high": 2.0}, camera_view={"low": 0.5, "high": 3.0},
+                     lidar_coarse=4.0, lidar_fine=10.0, lidar_tile=0.5, radar=1.0, shared=5.0, tiles=4)
+
+
+def test_fine_costs_add_up():
+    fc = costs()
+    assert fc.full() == pytest.approx(5 + 1 + 2 + 18 + 10)
+    assert fc.cost([2, 2, 0, 0, 0, 0]) == pytest.approx(5 + 1 + 2 + 6 + 10)
+    assert fc.cost([2, 1, 1, 0, 0, 0], radar=False) == pytest.approx(5 + 2 + 3 + 1 + 1 + 10)
+    tiles = torch.zeros(4, 4, dtype=torch.bool)
+    tiles[0, :3] = True
+    assert fc.cost([0] * 6, tiles) == pytest.approx(5 + 1 + 4 + 3 * 0.5)
+    assert fc.cost([0] * 6, torch.ones(4, 4, dtype=torch.bool)) == fc.cost([0] * 6) == pytest.approx(16)
+    assert fc.cost([0] * 6, lidar="off", radar=False) == pytest.approx(5)
+
+
+def test_the_greedy_pass_keeps_only_what_the_frame_needs():
+    """A frame whose score needs view 0 (at least low) and tile (1, 2): everything else is turned down; a frame
+    that needs nothing keeps one sensor on."""
+    from bench.fine_oracle import search
+
+    fc = costs()
+
+    def needs(views, tiles, lidar, radar):
+        ok = views[0] >= 1 and lidar == "fine" and tiles[1][2]
+        return (3, 0) if ok else (2, 1)
+
+    def cost(views, tiles, lidar, radar):
+        return fc.cost(views, tiles, lidar, radar) / fc.full()
+
+    choice, runs = search(needs, [2] * 6, True, True, 4, cost)
+    assert choice["views"] == [1, 0, 0, 0, 0, 0] and choice["lidar"] == "fine" and not choice["radar"]
+    assert [(r, c) for r in range(4) for c in range(4) if choice["tiles"][r][c]] == [(1, 2)]
+    assert choice["score"] == [3, 0] and choice["cost"] == pytest.approx(cost(**{k: choice[k] for k in
+                                                                               ("views", "tiles", "lidar", "radar")}))
+    nothing, _ = search(lambda **k: (0, 0), [2] * 6, True, True, 4, cost)
+    assert nothing["views"] == [0] * 6 and nothing["lidar"] == "off" and nothing["radar"]
+
+
+def test_fine_oracle_cli_on_the_tiny_world(tiny_world, tiny_run, tmp_path, capsys):
+    """bench/oracle.py --fine on two frames: the static and fine oracles beside full fusion, their choices written;
+    the one-step model detects nothing, so both oracles pick something cheaper than full."""
+    from bench.oracle import main
+
+    ckpt, cache = tiny_run
+    m = main(["--ckpt", str(ckpt), "--dataroot", str(tiny_world), "--out", str(tmp_path), "--fine", "--frames", "2",
+              "--repeats", "1", "--cache-dir", str(cache), "--device", "cpu"])
+    assert m["frames"] == 2 and m["fine_oracle"]["cost"]["mean"] < 1.0 and m["static_oracle"]["cost"]["mean"] < 1.0
+    choices = [json.loads(line) for line in (tmp_path / "fine" / "choices.jsonl").read_text().splitlines()]
+    assert len(choices) == 2 and all(len(c["views"]) == 6 and len(c["tiles"]) == 4 for c in choices)
+    for name in ("full", "static", "fine"):
+        assert (tmp_path / "fine" / name / "results.json").is_file()
+    assert "| per view and tile" in capsys.readouterr().out
