@@ -8,13 +8,16 @@ sensors/camera.py); the LiDAR off, coarse, or fine in any subset of the T x T ti
 the rest (FusionDetector.forward's `tiles`); the radar on or off. Its cost is fusion/cost.py's FineCosts, in the
 units of the model's latency table, as a fraction of full.
 
-The search is greedy, one pass, in this order, from full fusion: for each view (CAMERAS order), off if that keeps
-the frame as good as full, else low if that does; then each tile coarse (row-major); then, with every tile coarse,
-the LiDAR off; then the radar off (never every sensor off). A step is kept when the frame's score stays
-at_least_as_good as full's (bench/frame_oracle.py: at least as many ground-truth boxes matched by detections with
-score > threshold within 2 m, at most as many such detections matching nothing). One pass finds a cheap choice, not
-the cheapest: a step refused early is not retried after later ones. Each frame also gets the per-frame oracle over
-the static configurations (bench/frame_oracle.py's rule), so that both stand on the same frames.
+The search starts from the per-frame static oracle's choice (bench/frame_oracle.py's rule: the cheapest static
+configuration as good as full fusion on the frame; the cameras that are not valid left off) and goes down from
+there, greedy, one pass, in this order: for each view (CAMERAS order), off if that keeps the frame as good as full,
+else each mode below its own that does; then each tile coarse (row-major), and back to fine everywhere if the few
+fine tiles left cost more; then, with every tile coarse, the LiDAR off; then the radar off (never every sensor off).
+A step is kept when the frame's score stays at_least_as_good as full fusion's (at least as many ground-truth boxes
+matched by detections with score > threshold within 2 m, at most as many such detections matching nothing). So it
+never costs more than the static oracle, and finds a cheap choice, not the cheapest: a step refused early is not
+retried after later ones, and a choice reached only by first raising something is never seen. Full fusion and both
+oracles are scored by the devkit on the same frames.
 """
 from __future__ import annotations
 
@@ -28,14 +31,17 @@ from bench.frame_oracle import (FULL, SCORE_THRESHOLD, at_least_as_good, choose,
                                 load_ground_truth, stats)
 
 
-def search(detect, full_views: list[int], lidar: bool, radar: bool, tiles: int, cost) -> tuple[dict, int]:
-    """The greedy pass over one frame (module docstring). detect(views, tiles, lidar_mode, radar_on) -> score;
-    cost(views, tiles, lidar_mode, radar_on) -> cost. Returns the choice {views, tiles, lidar, radar, cost,
-    score} and the number of forward passes it took."""
-    state = {"views": list(full_views), "tiles": [[True] * tiles for _ in range(tiles)],
-             "lidar": "fine" if lidar else "off", "radar": radar}
-    runs = 1
-    reference = detect(**state)
+def search(detect, full: dict, start: dict, tiles: int, cost) -> tuple[dict, int]:
+    """The greedy pass over one frame (module docstring) from the choice `start`, which must be as good as `full`
+    (both {views, lidar, radar}: each view's mode index, the LiDAR's mode, the radar on or off; every tile fine).
+    detect(views, tiles, lidar, radar) -> score; cost(views, tiles, lidar, radar) -> cost. Returns the choice
+    {views, tiles, lidar, radar, cost, score} and the number of choices it scored."""
+    every = [[True] * tiles for _ in range(tiles)]
+    reference = detect(**full, tiles=every)
+    state = {**start, "views": list(start["views"]), "tiles": every}
+    runs = 2
+    if not at_least_as_good(detect(**state), reference):
+        raise ValueError(f"search: the start {start} is not as good as full {full}")
 
     def attempt(**change) -> bool:
         nonlocal runs
@@ -48,7 +54,7 @@ def search(detect, full_views: list[int], lidar: bool, radar: bool, tiles: int, 
             return True
         return False
 
-    for n, mode in enumerate(full_views):
+    for n, mode in enumerate(start["views"]):
         if mode == 0:
             continue
         for lower in range(mode):  # off first, then each mode below
@@ -56,17 +62,90 @@ def search(detect, full_views: list[int], lidar: bool, radar: bool, tiles: int, 
             views[n] = lower
             if attempt(views=views):
                 break
+    needed = 0  # tiles whose score needed fine
     if state["lidar"] == "fine":
+        fine = {"tiles": state["tiles"], "lidar": "fine"}
         for r in range(tiles):
             for c in range(tiles):
                 grid = [list(row) for row in state["tiles"]]
                 grid[r][c] = False
                 attempt(tiles=grid, lidar="coarse" if not any(map(any, grid)) else "fine")
-        if state["lidar"] == "coarse":
-            attempt(lidar="off")
+        needed = sum(map(sum, state["tiles"]))
+        if cost(**state) > cost(**{**state, **fine}):  # a few fine tiles cost more than fine everywhere
+            state.update(fine)
+    if state["lidar"] == "coarse":
+        attempt(lidar="off")
     if state["radar"]:
         attempt(radar=False)
-    return {**state, "cost": cost(**state), "score": list(detect(**state))}, runs + 1
+    return {**state, "cost": cost(**state), "score": list(detect(**state)), "tiles_needed": needed}, runs + 1
+
+
+class FrameRunner:
+    """One frame's detections under any decision below the sensor, as FusionDetector.forward computes them in eval
+    mode, each encoder output computed once and kept: the camera per set of views, the LiDAR's fine and coarse maps
+    (composited per set of fine tiles, as coarse_outside_tiles does), the radar; then the shared part and the
+    decoding. The search runs dozens of choices on one frame; most change one encoder."""
+
+    def __init__(self, detector, batch, tiles: int):
+        self.detector, self.batch, self.tiles = detector, batch, tiles
+        self.cache: dict = {}
+
+    def encoder(self, sensor: str, mode: str, views: tuple | None = None) -> torch.Tensor:
+        key = (sensor, mode, views)
+        if key not in self.cache:
+            idx = torch.zeros(1, dtype=torch.long)
+            on = None if views is None else torch.tensor([views]) > 0
+            with torch.no_grad():
+                if views is not None:  # each view at its own mode: FusionDetector.encode's composite
+                    decisions = torch.tensor([[max(views), 0, 0]])
+                    self.cache[key] = self.detector.encode(self.batch, decisions, views=torch.tensor([views]))[sensor]
+                else:
+                    self.cache[key] = self.detector.run_encoder(sensor, self.batch, idx, mode, views=on)
+        return self.cache[key]
+
+    def rows(self, views, tiles, lidar: str, radar: bool, score_threshold: float | None = None) -> list[dict]:
+        """results.json rows of the frame under the choice (the head's score threshold, or `score_threshold`)."""
+        from datasets.evaluation import detections_to_results
+        from fusion.detector import tile_cells
+
+        features = {}
+        if any(views):
+            features["camera"] = self.encoder("camera", "views", tuple(views))
+        if lidar == "coarse" or (lidar == "fine" and not all(map(all, tiles))):
+            features["lidar"] = self.encoder("lidar", "coarse")
+        if lidar == "fine":
+            fine = self.encoder("lidar", "fine")
+            if "lidar" in features:
+                cells = tile_cells(torch.tensor([tiles]), self.detector.grid)[:, None]
+                fine = torch.where(cells, fine, features["lidar"])
+            features["lidar"] = fine
+        if radar:
+            features["radar"] = self.encoder("radar", "on")
+        used = torch.tensor([[s in features for s in ("camera", "lidar", "radar")]])
+        with torch.no_grad():
+            out = self.detector.shared(features, used)
+            detections = self.detector.head.decode(out, score_threshold)
+        meta = self.batch.meta[0]
+        return detections_to_results(detections, [meta])[meta.sample_token]
+
+
+def selection(choices: list[dict], tiles: int) -> dict:
+    """What the fine oracle chose on `choices`: frames, mean cost, the share of views at each camera mode, of frames
+    at each LiDAR mode, of fine tiles among the frames whose LiDAR ran fine, of frames with the radar on, and the
+    static oracle's mean cost on the same frames."""
+    from sensors.names import MODES
+
+    views = [v for c in choices for v in c["views"]]
+    fine = [c for c in choices if c["lidar"] == "fine"]
+    return {"frames": len(choices), "cost": sum(c["cost"] for c in choices) / len(choices),
+            "static_cost": sum(c["static_cost"] for c in choices) / len(choices),
+            "views": {m: sum(v == i for v in views) / max(1, len(views)) for i, m in enumerate(MODES["camera"])},
+            "lidar": {m: sum(c["lidar"] == m for c in choices) / len(choices) for m in MODES["lidar"]},
+            "fine_tiles": sum(sum(map(sum, c["tiles"])) for c in fine) / max(1, len(fine) * tiles * tiles),
+            "tiles_needed": sum(c["tiles_needed"] for c in fine) / max(1, len(fine) * tiles * tiles),
+            "cost_parts": {k: sum(c["cost_parts"][k] for c in choices) / len(choices)
+                           for k in choices[0]["cost_parts"]},
+            "radar_on": sum(c["radar"] for c in choices) / len(choices)}
 
 
 def fine_oracle(model, dataset, positions: list[int], nusc, split: str, fine_costs, table: dict, out: str | Path,
@@ -78,19 +157,19 @@ def fine_oracle(model, dataset, positions: list[int], nusc, split: str, fine_cos
     tiles, of LiDAR and radar modes) and return the metrics."""
     from tqdm import tqdm
 
-    from datasets.evaluation import detections_to_results, official_eval, write_json, write_results
+    from datasets.evaluation import official_eval, write_json, write_results
     from fusion.cost import config_cost, static_configs
     from fusion.detector import SensorConfig
     from sensors.frame import collate
     from sensors.names import MODES, SENSORS
 
     out = Path(out)
-    detector = model.detector
     keep = detections_filter(nusc)
     configs = static_configs()
     full_table = config_cost(table, configs[0])
     full_fine = fine_costs.full()
     T = fine_costs.tiles
+    top = {s: MODES[s][-1] for s in SENSORS}
     results = {"fine": {}, "static": {}, "full": {}}
     choices = []
     bar = tqdm(positions, unit="frame", disable=not progress)
@@ -99,39 +178,42 @@ def fine_oracle(model, dataset, positions: list[int], nusc, split: str, fine_cos
         meta = batch.meta[0]
         token = meta.sample_token
         gt = load_ground_truth(nusc, split, [token])[token]
-        present = batch.present[0].bool().tolist()
+        runner = FrameRunner(model.detector, batch, T)
         memo: dict = {}
-
-        def rows(decisions, views=None, tiles=None):
-            with torch.no_grad():
-                det = detector.head.decode(detector(batch, decisions, views=views, tiles=tiles))
-            return detections_to_results(det, [meta])[token]
 
         def detect(views, tiles, lidar, radar):
             key = (tuple(views), tuple(map(tuple, tiles)), lidar, radar)
             if key not in memo:
-                dec = torch.tensor([[max(views), MODES["lidar"].index(lidar), int(radar)]])
-                kept = keep({token: rows(dec, torch.tensor([views]), torch.tensor([tiles]))})[token]
-                memo[key] = (frame_score(kept, gt, threshold), kept)
-            return memo[key][0]
+                kept = keep({token: runner.rows(views, tiles, lidar, radar, threshold)})[token]
+                memo[key] = frame_score(kept, gt, threshold)
+            return memo[key]
 
         def cost(views, tiles, lidar, radar):
             return fine_costs.cost(views, tiles, lidar, radar) / full_fine
 
-        full_views = [len(MODES["camera"]) - 1 if ok else 0
-                      for ok in batch.camera.valid[0].bool().tolist()] if present[0] else [0] * fine_costs.views
-        choice, runs = search(detect, full_views, present[1], present[2], T, cost)
-        key = (tuple(choice["views"]), tuple(map(tuple, choice["tiles"])), choice["lidar"], choice["radar"])
-        results["fine"][token] = memo[key][1]
+        def final(views, tiles, lidar, radar):  # every detection, as results.json keeps them
+            return keep({token: runner.rows(views, tiles, lidar, radar)})[token]
 
-        scores, costs, kept = {}, {}, {}
+        every = [[True] * T for _ in range(T)]
+        valid = batch.camera.valid[0].bool().tolist()
+
+        def state(config: SensorConfig) -> dict:  # a static configuration as a choice below the sensor
+            used = SensorConfig.from_indices(config.decisions(batch.present)[0])
+            mode = MODES["camera"].index(used.camera)
+            return {"views": [mode if ok else 0 for ok in valid], "lidar": used.lidar, "radar": used.radar == "on"}
+
+        scores, costs = {}, {}
         for c in configs:
-            dec = c.decisions(batch.present)
-            kept[str(c)] = keep({token: rows(dec)})[token]
-            scores[str(c)] = frame_score(kept[str(c)], gt, threshold)
-            costs[str(c)] = (config_cost(table, SensorConfig.from_indices(dec[0])) / full_table,)
+            scores[str(c)] = detect(**state(c), tiles=every)
+            costs[str(c)] = (config_cost(table, SensorConfig.from_indices(c.decisions(batch.present)[0]))
+                             / full_table,)
         static = choose(scores, costs)
-        results["static"][token], results["full"][token] = kept[static], kept[FULL]
+        for name, config in (("static", SensorConfig.parse(static)), ("full", SensorConfig(**top))):
+            results[name][token] = final(**state(config), tiles=every)
+        choice, runs = search(detect, state(SensorConfig(**top)), state(SensorConfig.parse(static)), T, cost)
+        results["fine"][token] = final(choice["views"], choice["tiles"], choice["lidar"], choice["radar"])
+        choice["cost_parts"] = {k: v / full_fine for k, v in fine_costs.parts(
+            choice["views"], choice["tiles"], choice["lidar"], choice["radar"]).items()}
         choices.append({"sample_token": token, "scene": meta.scene_name, "conditions": list(meta.conditions),
                         "faults": list(meta.faults), "gt_boxes": len(gt), **choice, "runs": runs,
                         "full_score": list(scores[FULL]), "static": static, "static_cost": costs[static][0]})
@@ -146,8 +228,10 @@ def fine_oracle(model, dataset, positions: list[int], nusc, split: str, fine_cos
     for name, res in results.items():
         path = write_results(out / name / "results.json", res, {s: True for s in SENSORS})
         summaries[name] = official_eval(nusc, path, split, out / name / "devkit")["overall"]
-    views = [v for c in choices for v in c["views"]]
-    lidar_fine = [c for c in choices if c["lidar"] == "fine"]
+    groups = {"all": choices}
+    for c in choices:
+        for g in c["conditions"] + (["fault"] if c["faults"] else []):
+            groups.setdefault(g, []).append(c)
     metrics = {
         "frames": len(choices), "split": split, "score_threshold": threshold, "tiles": T,
         "full": {"nds": summaries["full"]["nds"], "map": summaries["full"]["map"], "cost": stats([1.0] * len(choices))},
@@ -155,12 +239,7 @@ def fine_oracle(model, dataset, positions: list[int], nusc, split: str, fine_cos
                           "cost": stats(c["static_cost"] for c in choices)},
         "fine_oracle": {"nds": summaries["fine"]["nds"], "map": summaries["fine"]["map"],
                         "cost": stats(c["cost"] for c in choices)},
-        "selection": {
-            "views": {m: sum(v == i for v in views) / max(1, len(views)) for i, m in enumerate(MODES["camera"])},
-            "lidar": {m: sum(c["lidar"] == m for c in choices) / len(choices) for m in MODES["lidar"]},
-            "fine_tiles_when_fine": (sum(sum(map(sum, c["tiles"])) for c in lidar_fine)
-                                     / max(1, len(lidar_fine) * T * T)),
-            "radar_on": sum(c["radar"] for c in choices) / len(choices)},
+        "selection": {g: selection(cs, T) for g, cs in groups.items()},
         "costs": dataclasses.asdict(fine_costs),
         "forward_passes": stats(c["runs"] for c in choices),
     }
@@ -169,6 +248,8 @@ def fine_oracle(model, dataset, positions: list[int], nusc, split: str, fine_cos
 
 
 HEADER = ("frames", "NDS  ", "x full", "mAP  ", "cost/full")  # after 'oracle'
+SELECTION_HEADER = ("view off", "view low", "view high", "lidar off", "coarse", "fine", "fine tiles", "radar",
+                    "cost fine", "cost static")  # after 'frames', 'n'
 
 
 def format_fine(m: dict) -> str:
@@ -186,8 +267,19 @@ def format_fine(m: dict) -> str:
         ratio = f"{r['nds'] / full:6.2f}" if full > 0 else "     -"
         lines.append(f"| {name:<23} | {m['frames']:6d} | {r['nds']:.3f} | {ratio} | {r['map']:.3f} | "
                      f"{r['cost']['mean']:9.3f} |")
-    s = m["selection"]
-    lines += ["", "the fine oracle's choices: views " + ", ".join(f"{k} {v:.0%}" for k, v in s["views"].items())
-              + "; LiDAR " + ", ".join(f"{k} {v:.0%}" for k, v in s["lidar"].items())
-              + f"; fine tiles where LiDAR is fine {s['fine_tiles_when_fine']:.0%}; radar on {s['radar_on']:.0%}"]
+    lines += ["", "what the fine oracle chose per frame group: share of views per camera mode, of frames per LiDAR "
+              "mode, of tiles fine where the LiDAR ran fine, of frames with the radar; mean cost of the fine and the "
+              "static oracle",
+              "| frames        |    n | " + " | ".join(SELECTION_HEADER) + " |",
+              "|---------------|------|" + "|".join("-" * (len(h) + 2) for h in SELECTION_HEADER) + "|"]
+    for g, x in m["selection"].items():
+        cells = [*(x["views"][k] for k in ("off", "low", "high")), *(x["lidar"][k] for k in ("off", "coarse", "fine")),
+                 x["fine_tiles"], x["radar_on"]]
+        shares = [f"{v:>{len(h)}.0%}" for v, h in zip(cells, SELECTION_HEADER)]
+        costs = [f"{v:>{len(h)}.3f}" for v, h in zip((x["cost"], x["static_cost"]), SELECTION_HEADER[-2:])]
+        lines.append(f"| {g:<13} | {x['frames']:4d} | " + " | ".join(shares + costs) + " |")
+    every = m["selection"]["all"]
+    lines += ["", "the fine oracle's mean cost by part (fraction of full): "
+              + ", ".join(f"{k} {v:.3f}" for k, v in every["cost_parts"].items())
+              + f"; where the LiDAR ran fine, tiles whose score needed fine: {every['tiles_needed']:.0%}"]
     return "\n".join(lines)

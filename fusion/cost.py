@@ -255,20 +255,27 @@ class FineCosts:
     tiles: int = TILES
     halo: int = HALO
 
-    def cost(self, views, tiles=None, lidar: str = "fine", radar: bool = True) -> float:
-        """One frame's cost: `views` (N,) camera mode indices (0 off, 1 low, 2 high), `tiles` (T, T) bool fine tiles
-        (None: all, where lidar is "fine"), LiDAR mode, radar on or off."""
+    def parts(self, views, tiles=None, lidar: str = "fine", radar: bool = True) -> dict[str, float]:
+        """One frame's cost by part ("shared", "radar", "camera fixed", "camera views", "lidar"): `views` (N,)
+        camera mode indices (0 off, 1 low, 2 high), `tiles` (T, T) bool fine tiles (None: all, where lidar is
+        "fine"), LiDAR mode, radar on or off."""
         modes = [int(v) for v in views]
-        total = self.shared + (self.radar if radar else 0.0)
+        out = {"shared": self.shared, "radar": self.radar if radar else 0.0, "camera fixed": 0.0,
+               "camera views": 0.0, "lidar": 0.0}
         for m_i, mode in enumerate(MODES["camera"][1:], 1):
             k = sum(v == m_i for v in modes)
-            total += (self.camera_fixed[mode] + k * self.camera_view[mode]) if k else 0.0
+            out["camera fixed"] += self.camera_fixed[mode] if k else 0.0
+            out["camera views"] += k * self.camera_view[mode]
         if lidar == "coarse":
-            total += self.lidar_coarse
+            out["lidar"] = self.lidar_coarse
         elif lidar == "fine":
             n = self.tiles ** 2 if tiles is None else int(torch.as_tensor(tiles).sum())
-            total += self.lidar_fine if n == self.tiles ** 2 else self.lidar_coarse + n * self.lidar_tile
-        return total
+            out["lidar"] = self.lidar_fine if n == self.tiles ** 2 else self.lidar_coarse + n * self.lidar_tile
+        return out
+
+    def cost(self, views, tiles=None, lidar: str = "fine", radar: bool = True) -> float:
+        """One frame's cost, the sum of its parts."""
+        return sum(self.parts(views, tiles, lidar, radar).values())
 
     def full(self) -> float:
         return self.cost([len(MODES["camera"]) - 1] * self.views)

@@ -93,11 +93,14 @@ def test_fine_costs_add_up():
     assert fc.cost([0] * 6, tiles) == pytest.approx(5 + 1 + 4 + 3 * 0.5)
     assert fc.cost([0] * 6, torch.ones(4, 4, dtype=torch.bool)) == fc.cost([0] * 6) == pytest.approx(16)
     assert fc.cost([0] * 6, lidar="off", radar=False) == pytest.approx(5)
+    assert fc.parts([2, 1, 0, 0, 0, 0], tiles) == pytest.approx(
+        {"shared": 5, "radar": 1, "camera fixed": 3, "camera views": 3.5, "lidar": 5.5})
 
 
 def test_the_greedy_pass_keeps_only_what_the_frame_needs():
-    """A frame whose score needs view 0 (at least low) and tile (1, 2): everything else is turned down; a frame
-    that needs nothing keeps one sensor on."""
+    """A frame whose score needs view 0 (at least low) and tile (1, 2): everything else is turned down, also from a
+    cheaper start; a start worse than full is refused; a frame that needs nothing keeps one sensor on; tiles whose
+    cost is above fine everywhere go back to fine everywhere."""
     from bench.fine_oracle import search
 
     fc = costs()
@@ -109,13 +112,21 @@ def test_the_greedy_pass_keeps_only_what_the_frame_needs():
     def cost(views, tiles, lidar, radar):
         return fc.cost(views, tiles, lidar, radar) / fc.full()
 
-    choice, runs = search(needs, [2] * 6, True, True, 4, cost)
+    full = {"views": [2] * 6, "lidar": "fine", "radar": True}
+    choice, runs = search(needs, full, full, 4, cost)
     assert choice["views"] == [1, 0, 0, 0, 0, 0] and choice["lidar"] == "fine" and not choice["radar"]
     assert [(r, c) for r in range(4) for c in range(4) if choice["tiles"][r][c]] == [(1, 2)]
     assert choice["score"] == [3, 0] and choice["cost"] == pytest.approx(cost(**{k: choice[k] for k in
                                                                                ("views", "tiles", "lidar", "radar")}))
-    nothing, _ = search(lambda **k: (0, 0), [2] * 6, True, True, 4, cost)
+    start = {"views": [2, 2, 0, 0, 0, 0], "lidar": "fine", "radar": False}  # from a cheaper start, downwards only
+    assert search(needs, full, start, 4, cost)[0]["views"] == [1, 0, 0, 0, 0, 0]
+    with pytest.raises(ValueError, match="not as good"):
+        search(needs, full, {**start, "views": [0] * 6}, 4, cost)
+    nothing, _ = search(lambda **k: (0, 0), full, full, 4, cost)
     assert nothing["views"] == [0] * 6 and nothing["lidar"] == "off" and nothing["radar"]
+    expensive = FineCosts(**{**vars(fc), "lidar_tile": 7.0})  # one fine tile costs more than fine everywhere
+    kept, _ = search(needs, full, full, 4, lambda **k: expensive.cost(**k) / expensive.full())
+    assert all(map(all, kept["tiles"])) and kept["lidar"] == "fine"
 
 
 def test_fine_oracle_cli_on_the_tiny_world(tiny_world, tiny_run, tmp_path, capsys):
@@ -132,3 +143,24 @@ def test_fine_oracle_cli_on_the_tiny_world(tiny_world, tiny_run, tmp_path, capsy
     for name in ("full", "static", "fine"):
         assert (tmp_path / "fine" / name / "results.json").is_file()
     assert "| per view and tile" in capsys.readouterr().out
+
+
+def test_the_oracles_frame_runner_gives_the_detectors_detections(detector_and_frame):
+    """FrameRunner (cached encoders, composited) detects what FusionDetector.forward does for the same choice."""
+    from bench.fine_oracle import FrameRunner
+
+    det, frame = detector_and_frame
+    frame.meta[0].global_T_ego = torch.eye(4).tolist()
+    views = [2, 0, 1, 1, 0, 2]
+    tiles = [[r == c for c in range(4)] for r in range(4)]
+    runner = FrameRunner(det, frame, 4)
+    got = runner.rows(views, tiles, "fine", True, score_threshold=0.0)
+    with torch.no_grad():
+        out = det(frame, FULL, views=torch.tensor([views]), tiles=torch.tensor([tiles]))
+    from datasets.evaluation import detections_to_results
+    want = detections_to_results(det.head.decode(out, 0.0), frame.meta)[frame.meta[0].sample_token]
+    assert len(got) == len(want) > 0
+    for a, b in zip(got, want):
+        assert a["detection_name"] == b["detection_name"]
+        assert a["detection_score"] == pytest.approx(b["detection_score"], abs=1e-5)
+        assert a["translation"] == pytest.approx(b["translation"], abs=1e-4)
