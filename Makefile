@@ -45,7 +45,7 @@ tiny-world: setup
 	@if [ -f $(TINY_WORLD)/v1.0-synth/sample.json ]; then echo "tiny world exists: $(TINY_WORLD)"; \
 	else $(BIN)/python -m datasets.synthetic --out $(TINY_WORLD) --preset tiny --workers 2; fi
 
-# Train the gated model, configs/demo.yaml with the configs/gate.yaml and configs/short.yaml (half the schedule, to fit
+# Train the gated model, configs/demo.yaml with the configs/gate.yaml and configs/short.yaml (3 of the 8 epochs, to fit
 # 20 minutes on 2 cores) overlays (or resume an interrupted run; a
 # finished run is kept: rm -r $(DEMO_RUN) to retrain), evaluate it with the gate at DEMO_BUDGET and with every sensor
 # at its top mode (the full static configuration), print the two side by side, draw.

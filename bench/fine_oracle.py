@@ -88,25 +88,26 @@ class FrameRunner:
 
     def __init__(self, detector, batch, tiles: int):
         self.detector, self.batch, self.tiles = detector, batch, tiles
+        self.device = batch.present.device
         self.cache: dict = {}
 
     def encoder(self, sensor: str, mode: str, views: tuple | None = None) -> torch.Tensor:
         key = (sensor, mode, views)
         if key not in self.cache:
-            idx = torch.zeros(1, dtype=torch.long)
-            on = None if views is None else torch.tensor([views]) > 0
             with torch.no_grad():
                 if views is not None:  # each view at its own mode: FusionDetector.encode's composite
-                    decisions = torch.tensor([[max(views), 0, 0]])
-                    self.cache[key] = self.detector.encode(self.batch, decisions, views=torch.tensor([views]))[sensor]
+                    decisions = torch.tensor([[max(views), 0, 0]], device=self.device)
+                    self.cache[key] = self.detector.encode(self.batch, decisions,
+                                                           views=torch.tensor([views], device=self.device))[sensor]
                 else:
-                    self.cache[key] = self.detector.run_encoder(sensor, self.batch, idx, mode, views=on)
+                    idx = torch.zeros(1, dtype=torch.long, device=self.device)
+                    self.cache[key] = self.detector.run_encoder(sensor, self.batch, idx, mode)
         return self.cache[key]
 
     def rows(self, views, tiles, lidar: str, radar: bool, score_threshold: float | None = None) -> list[dict]:
         """results.json rows of the frame under the choice (the head's score threshold, or `score_threshold`)."""
         from datasets.evaluation import detections_to_results
-        from fusion.detector import tile_cells
+        from fusion.detector import composite_tiles
 
         features = {}
         if any(views):
@@ -116,12 +117,12 @@ class FrameRunner:
         if lidar == "fine":
             fine = self.encoder("lidar", "fine")
             if "lidar" in features:
-                cells = tile_cells(torch.tensor([tiles]), self.detector.grid)[:, None]
-                fine = torch.where(cells, fine, features["lidar"])
+                fine = composite_tiles(fine, features["lidar"], torch.tensor([tiles], device=self.device),
+                                       self.detector.grid)
             features["lidar"] = fine
         if radar:
             features["radar"] = self.encoder("radar", "on")
-        used = torch.tensor([[s in features for s in ("camera", "lidar", "radar")]])
+        used = torch.tensor([[s in features for s in ("camera", "lidar", "radar")]], device=self.device)
         with torch.no_grad():
             out = self.detector.shared(features, used)
             detections = self.detector.head.decode(out, score_threshold)
@@ -164,6 +165,7 @@ def fine_oracle(model, dataset, positions: list[int], nusc, split: str, fine_cos
     from sensors.names import MODES, SENSORS
 
     out = Path(out)
+    device = next(model.parameters()).device
     keep = detections_filter(nusc)
     configs = static_configs()
     full_table = config_cost(table, configs[0])
@@ -174,7 +176,7 @@ def fine_oracle(model, dataset, positions: list[int], nusc, split: str, fine_cos
     choices = []
     bar = tqdm(positions, unit="frame", disable=not progress)
     for i in bar:
-        batch = collate([dataset[i]])
+        batch = collate([dataset[i]]).to(device)
         meta = batch.meta[0]
         token = meta.sample_token
         gt = load_ground_truth(nusc, split, [token])[token]

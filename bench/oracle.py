@@ -9,7 +9,7 @@ detections there are as good as full fusion's, chosen with the ground truth. It 
 --fine: the oracle below the sensor instead, per camera view and per BEV tile (bench/fine_oracle.py: its decision
 space, its greedy search and its cost), beside full fusion and the per-frame static oracle, all three on the same
 --frames frames evenly spread over the split (default all), scored by the devkit on those frames; it runs the model
-itself (three forward passes per view and one per tile at most, and the 17 static configurations per frame) and
+itself (up to two choices per view and one per tile, and the 17 static configurations per frame) and
 writes --out/fine/. The rest of this docstring is the per-frame oracle's.
 
 For every static configuration of fusion.cost.static_configs() (17; --configs restricts them, full must be one) it
@@ -114,6 +114,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=10, help="--fine: timed runs per cost measurement (median)")
     add_eval_flags(p, out="runs/oracle", num_workers=2)
     args = p.parse_args(argv)
+    if args.fine and args.limit is not None:
+        p.error("--limit: --fine takes --frames (evenly spread over the split) instead")
     for name in ("frames", "tiles", "repeats"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
@@ -139,13 +141,17 @@ def fine(args: argparse.Namespace, nusc) -> dict:
     from fusion.operating_points import data_settings
     from sensors.frame import collate
 
+    import torch
+
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)
     model, data_hp = load_checkpoint(args.ckpt)
-    model.eval()
+    model = model.to(device).eval()
     settings = data_settings(data_hp, args.cache_dir)
     dataset = NuScenesDataset(args.dataroot, args.version, args.split, **settings)
     positions = sorted(spread(len(dataset), args.frames) or range(len(dataset)))
-    table = model.latency_table(collate([dataset[positions[0]]]))
-    frame = synthetic_frame(model.detector.grid, settings["image_size"], 32768, 300)
+    table = model.latency_table(collate([dataset[positions[0]]]).to(device))
+    frame = synthetic_frame(model.detector.grid, settings["image_size"], 32768, 300).to(device)
     costs = fine_costs(model.detector, frame, table, args.repeats, args.tiles)
     metrics = fine_oracle.fine_oracle(model, dataset, positions, nusc, args.split, costs, table,
                                       Path(args.out) / "fine", args.score_threshold)

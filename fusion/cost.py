@@ -295,23 +295,28 @@ def fine_costs(detector: FusionDetector, batch: Batch, table: dict[tuple[str, st
                tiles: int = TILES, halo: int = HALO) -> FineCosts:
     """FineCosts of `detector` in the units of `table`, from shares measured on the one-frame `batch` (interleaved
     medians): the camera with one view against all views at each mode (per view = the difference over the other
-    views), and the LiDAR's fine mode whole against its pillars alone and its BEV stage on one tile crop."""
+    views), and the LiDAR's fine mode whole against its BEV stage alone, its motion map alone (paid by the coarse
+    mode already) and its BEV stage on one tile crop with the halo."""
     idx = torch.zeros(1, dtype=torch.long, device=batch.present.device)
     N = batch.camera.images.shape[1]
     one = torch.zeros(1, N, dtype=torch.bool, device=idx.device)
     one[0, 0] = True
-    fine = detector.lidar.modes["fine"]
-    cells = detector.grid.H // tiles + 2 * halo  # a tile with its halo, in shared cells
+    lidar = detector.lidar
+    fine = lidar.modes["fine"]
     ratio = round(detector.grid.cell / fine.pillar_grid.cell)
-    crop = torch.zeros(1, fine.bev.body[0][0].in_channels, cells * ratio, cells * ratio, device=idx.device)
+    h, w = (detector.grid.H // tiles + 2 * halo) * ratio, (detector.grid.W // tiles + 2 * halo) * ratio
+    crop = torch.zeros(1, fine.bev.body[0][0].in_channels, h, w, device=idx.device)
+    canvas = torch.zeros(1, crop.shape[1], fine.pillar_grid.H, fine.pillar_grid.W, device=idx.device)
+    points, index = batch.lidar.points.float(), batch.lidar.batch_index.long()
     fns = {("camera", m, "all"): (lambda m=m: detector.run_encoder("camera", batch, idx, m))
            for m in MODES["camera"][1:]}
     fns.update({("camera", m, "one"): (lambda m=m: detector.run_encoder("camera", batch, idx, m, views=one))
                 for m in MODES["camera"][1:]})
     fns[("lidar", "fine")] = lambda: detector.run_encoder("lidar", batch, idx, "fine")
     fns[("lidar", "tile")] = lambda: fine.bev.features(crop)
-    fns[("lidar", "stage")] = lambda: fine.bev(torch.zeros(1, crop.shape[1], fine.pillar_grid.H, fine.pillar_grid.W,
-                                                           device=idx.device))
+    fns[("lidar", "stage")] = lambda: fine.bev(canvas)
+    if lidar.motion:
+        fns[("lidar", "motion")] = lambda: lidar.motion_map(points, index, 1)
     was_training = detector.training
     detector.eval()
     try:
@@ -321,12 +326,13 @@ def fine_costs(detector: FusionDetector, batch: Batch, table: dict[tuple[str, st
         detector.train(was_training)
     fixed, view = {}, {}
     for m in MODES["camera"][1:]:
-        share = max(0.0, (ms[("camera", m, "all")] - ms[("camera", m, "one")]) / (N - 1)) / ms[("camera", m, "all")]
+        every, single = ms[("camera", m, "all")], ms[("camera", m, "one")]
+        share = min(1.0 / N, max(0.0, (every - single) / (N - 1)) / every) if N > 1 else 1.0
         view[m] = table[("camera", m)] * share
         fixed[m] = table[("camera", m)] - N * view[m]
     whole = ms[("lidar", "fine")]
-    points = max(0.0, whole - ms[("lidar", "stage")])  # pillars, scatter and the motion map
-    tile = table[("lidar", "fine")] * (ms[("lidar", "tile")] + points / tiles ** 2) / whole
+    pillars = max(0.0, whole - ms[("lidar", "stage")] - ms.get(("lidar", "motion"), 0.0))
+    tile = table[("lidar", "fine")] * (ms[("lidar", "tile")] + pillars / tiles ** 2) / whole
     return FineCosts(N, fixed, view, table[("lidar", "coarse")], table[("lidar", "fine")], tile,
                      table[("radar", "on")], table[SHARED], tiles, halo)
 
@@ -335,10 +341,10 @@ MIXED_VIEWS = ((2, 2, 2, 2, 2, 0), (2, 2, 0, 0, 0, 2), (2, 0, 0, 0, 0, 0), (2, 2
                (0, 0, 0, 2, 0, 0))  # camera modes per view (CAMERAS order) of the sample fine_report times
 
 
-def fine_report(detector: FusionDetector, batch: Batch, table: dict[tuple[str, str], float], full_ms: float,
-                repeats: int) -> list[str]:
+def fine_report(detector: FusionDetector, batch: Batch, table: dict[tuple[str, str], float], repeats: int
+                ) -> list[str]:
     """The rows of fine_costs in the units of `table`, and MIXED_VIEWS (LiDAR fine, radar on) as modelled cost/full
-    beside end-to-end ms/full measured in one interleaved run with full (full_ms: full measured before)."""
+    beside end-to-end ms/full measured in one interleaved run with full."""
     fc = fine_costs(detector, batch, table, repeats)
     full = fc.full()
     lines = ["below the sensor (fusion.cost.FineCosts, in the fitted table's ms): camera views and LiDAR tiles",
@@ -431,7 +437,7 @@ def cost_report(detector: FusionDetector, batch: Batch, repeats: int, gate_own_g
         g, t, m = config_cost(flops, c), config_cost(fitted, c) / full_t, measured[c] / full_ms
         lines.append(f"| {str(c):<35} | {g:6.3f} | {g / full_g:11.2f} | {t:9.2f} | {measured[c]:6.1f} | {m:7.2f} | "
                      f"{(t - m) / m:+10.0%} |")
-    lines += ["", *fine_report(detector, batch, fitted, measured[configs[0]], repeats)]
+    lines += ["", *fine_report(detector, batch, fitted, repeats)]
     lines += ["", "the fitted latency table (gate_costs of a config, ms):",
               "gate_costs: {" + ", ".join(f"{k}: {v:.2f}" for k, v in table_to_dict(fitted).items()) + "}"]
     return "\n".join(lines)

@@ -225,8 +225,7 @@ class FusionDetector(nn.Module):
         if len(partial) == 0:
             return fine
         coarse = self.run_encoder("lidar", batch, idx[partial], "coarse")
-        mask = tile_cells(tiles[partial], self.grid)[:, None]
-        return fine.index_copy(0, partial, torch.where(mask, fine[partial], coarse))
+        return fine.index_copy(0, partial, composite_tiles(fine[partial], coarse, tiles[partial], self.grid))
 
     def forward(self, batch: Batch, decisions: Tensor, weights: Tensor | None = None, views: Tensor | None = None,
                 tiles: Tensor | None = None) -> DetectorOutput:
@@ -245,12 +244,17 @@ class FusionDetector(nn.Module):
             raise ValueError(f"FusionDetector: decisions must be ({B}, 3), got {tuple(decisions.shape)}")
         decisions = decisions.long()
         if views is not None:
-            if views.ndim != 2 or len(views) != B:
-                raise ValueError(f"FusionDetector: views must be ({B}, N_cam), got {tuple(views.shape)}")
+            if views.ndim != 2 or len(views) != B or views.dtype == torch.bool:
+                raise ValueError(f"FusionDetector: views must be ({B}, N_cam) camera mode indices, got "
+                                 f"{tuple(views.shape)} {views.dtype}")
+            if bool(((views < 0) | (views >= len(MODES["camera"]))).any()):
+                raise ValueError(f"FusionDetector: views must be camera mode indices 0-{len(MODES['camera']) - 1} "
+                                 f"({MODES['camera']}), got {views.tolist()}")
             decisions = decisions.clone()
             decisions[:, SENSORS.index("camera")] = views.long().amax(1)
-        if tiles is not None and (tiles.ndim != 3 or len(tiles) != B or tiles.shape[1] != tiles.shape[2]):
-            raise ValueError(f"FusionDetector: tiles must be ({B}, T, T), got {tuple(tiles.shape)}")
+        if tiles is not None and (tiles.ndim != 3 or len(tiles) != B or tiles.shape[1] != tiles.shape[2]
+                                  or tiles.dtype != torch.bool):
+            raise ValueError(f"FusionDetector: tiles must be ({B}, T, T) bool, got {tuple(tiles.shape)} {tiles.dtype}")
         decisions = torch.where(batch.present.bool(), decisions, torch.zeros_like(decisions))
         aux: list[dict] | None = [] if self.training else None
         features = self.encode(batch, decisions, aux, views, tiles)
@@ -307,6 +311,11 @@ def tile_cells(tiles: Tensor, grid: BEVGrid) -> Tensor:
     rows = torch.arange(grid.H, device=tiles.device) * T // grid.H
     cols = torch.arange(grid.W, device=tiles.device) * T // grid.W
     return tiles[:, rows][:, :, cols]
+
+
+def composite_tiles(fine: Tensor, coarse: Tensor, tiles: Tensor, grid: BEVGrid) -> Tensor:
+    """(B, C, H, W) LiDAR features: `fine`'s in the cells of the fine tiles (B, T, T) bool, `coarse`'s elsewhere."""
+    return torch.where(tile_cells(tiles, grid)[:, None], fine, coarse)
 
 
 def build_detector(bev_range: float = 51.2, bev_cell: float = 0.8, z_min: float = -2.0, z_max: float = 4.0,

@@ -123,7 +123,8 @@ class BEVStage(torch.nn.Module):
 
     def features(self, x: Tensor) -> Tensor:
         """The stage before it is brought to the shared grid's size: on a crop of the branch's grid (a tile), the
-        crop's features at the shared cell size (fusion/cost.py times tiles this way)."""
+        crop's features, at the shared cell size where the branch's grid is as fine or finer (LiDAR fine; coarser
+        grids keep their own cell size). fusion/cost.py times the fine LiDAR's tiles this way."""
         x = self.body(x)
         y = self.up(self.down(x))
         return self.merge(torch.cat([x, y[..., :x.shape[-2], :x.shape[-1]]], 1))

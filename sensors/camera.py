@@ -280,21 +280,25 @@ class CameraEncoder(nn.Module):
         hw = tuple(images.shape[-2:])
         bev_grid = self.bev_grids[mode]
         points = getattr(self, f"points_{mode}")
-        norm, visible, depth = project_to_images(points, data.ego_T_cam, data.intrinsics, hw, with_depth=True)
-        weight = (visible & data.valid[:, :, None].bool()).to(out.dtype)
-        grid = rearrange(norm, "b n p t -> (b n) 1 p t").to(out.dtype)
-        depth = rearrange(self.depth_coordinate(depth), "b n p -> (b n) 1 p 1")
-        if rows is not None:
-            grid, depth = grid[rows], depth[rows]
+        ego_T_cam = rearrange(data.ego_T_cam, "b n i j -> 1 (b n) i j")
+        intrinsics = rearrange(data.intrinsics, "b n i j -> 1 (b n) i j")
+        if rows is not None:  # only the views that run are projected into
+            ego_T_cam, intrinsics = ego_T_cam[:, rows], intrinsics[:, rows]
+        norm, visible, depth = project_to_images(points, ego_T_cam, intrinsics, hw, with_depth=True)
+        grid = rearrange(norm, "1 r p t -> r 1 p t").to(out.dtype)
         sampled = F.grid_sample(out[:, :c], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         prob = out[:, None, c:c + d].float().softmax(2)
+        depth = rearrange(self.depth_coordinate(depth), "1 r p -> r 1 p 1")
         p_depth = F.grid_sample(prob, torch.cat([grid, depth], -1)[:, None], mode="bilinear", padding_mode="zeros",
                                 align_corners=False).flatten(1)
+        weight = visible[0] & rearrange(data.valid.bool(), "b n -> (b n) 1")[rows if rows is not None else slice(None)]
         if rows is not None:  # zeros for the views that did not run (their weight is 0 too)
             sampled = sampled.new_zeros(B * N, *sampled.shape[1:]).index_copy(0, rows, sampled)
             p_depth = p_depth.new_zeros(B * N, *p_depth.shape[1:]).index_copy(0, rows, p_depth)
+            weight = weight.new_zeros(B * N, weight.shape[1]).index_copy(0, rows, weight)
+        weight = weight.to(out.dtype)
         sampled = rearrange(sampled, "(b n) c 1 (z h w) -> b n c z h w", b=B, z=self.heights, h=bev_grid.H)
-        weight = rearrange(weight, "b n (z h w) -> b n 1 z h w", z=self.heights, h=bev_grid.H)
+        weight = rearrange(weight, "(b n) (z h w) -> b n 1 z h w", b=B, z=self.heights, h=bev_grid.H)
         # the depth probability (x depth_bins: 1 for a flat distribution) and the visibility weight, combined on
         # the small tensor without channels, then one product with the features
         p_depth = rearrange(p_depth, "(b n) (z h w) -> b n 1 z h w", b=B, z=self.heights, h=bev_grid.H)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from fusion.cost import (SHARED, branch_gflops, config_cost, detector_from_config, main, read_config,
+from fusion.cost import (MIXED_VIEWS, SHARED, branch_gflops, config_cost, detector_from_config, main, read_config,
                          static_configs, synthetic_frame)
 from sensors.names import MODES, SENSORS
 
@@ -20,9 +20,13 @@ def test_static_configs_are_every_nonempty_choice_full_first():
 def test_cost_command_prints_every_branch_and_configuration():
     report = main(["--config", str(REPO / "configs" / "tiny.yaml"), "--repeats", "1", "--lidar-points", "2000",
                    "--radar-points", "50"])
-    rows = [r for r in report.splitlines() if r.startswith("| ") and not r.startswith("| branch")
+    main_part, below = report.split("below the sensor")
+    rows = [r for r in main_part.splitlines() if r.startswith("| ") and not r.startswith("| branch")
             and not r.startswith("| configuration")]
     assert len(rows) == sum(len(MODES[s]) - 1 for s in SENSORS) + 2 + len(static_configs())  # + shared, gate
+    # below the sensor: every part of FineCosts, then each sampled mix of views modelled beside measured
+    assert "| camera high, per view " in below and "| lidar fine, per tile (4x4, halo 8) " in below
+    assert sum(r.startswith("| ") and r[2] in "hlo" and r[3] == " " for r in below.splitlines()) == len(MIXED_VIEWS)
     assert re.search(r"^gate_costs: \{camera=low: [0-9.]+, .*shared: [0-9.]+\}$", report, re.M)
     detector, image_size = detector_from_config(str(REPO / "configs" / "tiny.yaml"))
     assert image_size == (160, 90) and detector.grid.cell == 3.2

@@ -164,3 +164,60 @@ def test_the_oracles_frame_runner_gives_the_detectors_detections(detector_and_fr
         assert a["detection_name"] == b["detection_name"]
         assert a["detection_score"] == pytest.approx(b["detection_score"], abs=1e-5)
         assert a["translation"] == pytest.approx(b["translation"], abs=1e-4)
+
+
+def test_a_batch_mixing_views_tiles_and_absent_sensors_detects_each_frame_as_alone(detector_and_frame):
+    """Three frames in one batch (both camera modes / all views low / camera absent; LiDAR fine in one tile / fine
+    everywhere / coarse) give each frame's output of that frame run alone."""
+    from sensors.frame import collate
+
+    det, frame = detector_and_frame
+    batch = collate([frame_of(frame)] * 3)
+    batch.present[2, 0] = False
+    decisions = torch.tensor([[2, 2, 1], [1, 2, 1], [2, 1, 1]])
+    views = torch.tensor([[2, 1, 1, 1, 1, 1], [1] * 6, [2] * 6])
+    tiles = torch.ones(3, 4, 4, dtype=torch.bool)
+    tiles[0] = False
+    tiles[0, 2, 1] = True
+    with torch.no_grad():
+        together = det(batch, decisions, views=views, tiles=tiles).heatmap
+        for b in range(3):
+            alone = det(batch.select(torch.tensor([b])), decisions[b:b + 1], views=views[b:b + 1],
+                        tiles=tiles[b:b + 1]).heatmap
+            torch.testing.assert_close(together[b:b + 1], alone, atol=1e-5, rtol=1e-4)
+
+
+def test_views_in_training_give_the_camera_losses_of_the_views_that_ran(detector_and_frame):
+    """Training mode with views of both modes: the camera's depth and semantic losses (over the views that ran)
+    exist and backpropagate into the image CNN."""
+    det, frame = detector_and_frame
+    det.train()
+    try:
+        out = det(frame, FULL, views=torch.tensor([[2, 0, 0, 1, 0, 0]]))
+        assert out.camera_depth_loss is not None and out.camera_semantic_loss is not None
+        (out.heatmap.mean() + out.camera_depth_loss + out.camera_semantic_loss).backward()
+        assert det.camera.backbone.body[0][0].weight.grad.abs().sum() > 0
+    finally:
+        det.zero_grad()
+        det.eval()
+
+
+def test_bad_views_and_tiles_are_refused(detector_and_frame):
+    det, frame = detector_and_frame
+    with pytest.raises(ValueError, match="mode indices"):
+        det(frame, FULL, views=torch.ones(1, 6, dtype=torch.bool))
+    with pytest.raises(ValueError, match="0-2"):
+        det(frame, FULL, views=torch.full((1, 6), 3))
+    with pytest.raises(ValueError, match="bool"):
+        det(frame, FULL, tiles=torch.ones(1, 4, 4, dtype=torch.long))
+
+
+def frame_of(batch):
+    """The one-frame batch's Frame (sensors/frame.py), to collate copies of it."""
+    from sensors.frame import CameraData, Frame, LidarData, RadarData
+
+    cam = batch.camera
+    return Frame(CameraData(cam.images[0], cam.intrinsics[0], cam.ego_T_cam[0], cam.valid[0]),
+                 LidarData(batch.lidar.points, batch.lidar.batch_index), RadarData(batch.radar.points,
+                                                                                  batch.radar.batch_index),
+                 batch.gt[0], batch.present[0], batch.meta[0])
