@@ -55,7 +55,8 @@ from bench import fine_oracle  # noqa: E402
 from fusion.cost import TILES, static_configs  # noqa: E402
 
 
-FINE_HEADER = fine_oracle.HEADER  # the --fine table's columns (tests/test_docs_tables.py reads every *HEADER)
+FINE_HEADER = fine_oracle.HEADER  # the --fine tables' columns (tests/test_docs_tables.py reads every *HEADER)
+FINE_SELECTION_HEADER = fine_oracle.SELECTION_HEADER
 HEADER = ("n   ", "NDS full", "NDS oracle", "GFLOPs full", "GFLOPs oracle", "ms full", "ms oracle")  # after 'frames'
 
 

@@ -89,7 +89,8 @@ def static_configs() -> list[SensorConfig]:
 @dataclass
 class FrameRecord:
     """What ran on one frame: the modes, its cost as a fraction of full by the model's latency table (fusion/cost.py)
-    and, where a gate chose, its probabilities per sensor and mode (sensor -> one per MODES[sensor]).
+    and, where a gate chose, its probabilities per sensor and mode at the price it chose at (sensor -> one per
+    MODES[sensor]).
     Evaluation adds what it measured on the frame: FLOPs counted on its own forward pass and ms."""
 
     sample_token: str

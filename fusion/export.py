@@ -46,7 +46,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from fusion.cost import SHARED, synthetic_frame
 from fusion.detector import FusionDetector
 from fusion.gate import Gate, configurations, glimpses
-from sensors.frame import Batch, CameraData, LidarData, RadarData
+from sensors.frame import Batch, CameraData, RadarData
 from sensors.names import CLASSES, IMAGE_SIZE, LIDAR_DIMS, MODES, RADAR_DIMS, SENSORS
 from sensors.points import budget_points
 

@@ -315,7 +315,8 @@ class GateFusionModule(pl.LightningModule):
                price: float = 0.0) -> tuple[Tensor, dict[str, Tensor] | None]:
         """(decisions (B, 3) long, the gate's per-sensor mode probabilities or None): the gate's hard choice at
         `budget` and `price` (fusion/gate.py calibrate_price), else the static configuration `sensors` (default:
-        the hyperparameters')."""
+        the hyperparameters'). The probabilities are those of the logits at that price, the ones the choice is the
+        argmax of (softmax, summed per sensor and mode)."""
         if budget is None:
             return (sensors if sensors is not None else self.static).decisions(batch.present), None
         if self.gate is None:
@@ -324,7 +325,7 @@ class GateFusionModule(pl.LightningModule):
         logits = self.gate(batch, torch.full((len(batch),), float(budget), device=batch.present.device))
         decisions = self.gate.table[self.gate.decide(logits, price)]
         decisions = torch.where(batch.present.bool(), decisions, torch.zeros_like(decisions))
-        return decisions, self.gate.marginals(logits)
+        return decisions, self.gate.marginals(logits - price * self.gate.costs)
 
     @torch.no_grad()
     def configuration_losses(self, batch: Batch) -> Tensor:
