@@ -69,13 +69,15 @@ def test_gate_respects_present_and_never_turns_everything_off():
 
 def test_the_recorded_probabilities_are_those_the_choice_was_made_at():
     """At a high price the cheapest configuration wins, and the probabilities recorded with it (what the report
-    draws) say so: the radar alone, its modes at the top; the same logits without the price would not."""
+    draws) say so: the radar alone, each chosen mode the likeliest of its sensor; the same logits without the price
+    give other probabilities."""
     m = gated().eval()
     batch = make_batch(B=2)
     decisions, probs = m.choose(batch, budget=0.6, price=50.0)
     assert decisions.tolist() == [[0, 0, 1]] * 2
-    assert (probs["camera"][:, 0] > 0.99).all() and (probs["lidar"][:, 0] > 0.99).all()
-    assert (probs["radar"][:, 1] > 0.99).all()
+    for i, s in enumerate(SENSORS):
+        assert torch.equal(probs[s].argmax(1), decisions[:, i]), s
+    assert (probs["camera"][:, 0] > 0.9).all() and (probs["radar"][:, 1] > 0.5).all()
     _, free = m.choose(batch, budget=0.6, price=0.0)
     assert not torch.allclose(free["camera"], probs["camera"])
 

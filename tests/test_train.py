@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 BASES = ("demo", "nuscenes-mini", "nuscenes-trainval", "tiny")  # whole configs; the others are overlays on them
 # every base alone, and each overlay on the bases its header names: --config base --config overlay ...
 STACKS = [(b,) for b in BASES] + [(b, "gate") for b in BASES if b != "tiny"] + [
-    ("demo", "long"), ("demo", "gate", "robust"), ("nuscenes-trainval", "one-gpu"),
+    ("demo", "long"), ("demo", "gate", "short"), ("demo", "gate", "robust"), ("nuscenes-trainval", "one-gpu"),
     ("nuscenes-trainval", "gate", "one-gpu")]
 
 
@@ -121,6 +121,8 @@ def test_every_config_parses(stack, tmp_path, capsys):
     if "long" in stack:
         assert printed["trainer"]["max_epochs"] == 40 and printed["model"]["radar_doppler"] is True
         assert any(c["class_path"].endswith("EarlyStopping") for c in printed["trainer"]["callbacks"])
+    if "short" in stack:  # make demo's: 3 of the 8 epochs, validated once at the end
+        assert printed["trainer"]["max_epochs"] == printed["trainer"]["check_val_every_n_epoch"] == 3
     if "one-gpu" in stack:
         assert printed["trainer"]["devices"] == 1 and printed["trainer"]["strategy"] == "auto"
     assert all("dirpath" not in (c.get("init_args") or {}) or c["init_args"]["dirpath"] is None
