@@ -232,17 +232,18 @@ HALO = 8  # shared cells added on every side of a tile when its fine stage runs 
 
 @dataclass(frozen=True)
 class FineCosts:
-    """Costs of decisions below the sensor, in the units of a latency table (ms per branch, fusion/cost.py's table;
-    a configuration's cost is its sum over the full configuration's).
+    """Costs of decisions below the sensor, in the units of a latency table (ms per branch, fusion/cost.py's table; a
+    configuration's cost is its sum over the full configuration's).
 
     camera_fixed[mode]: what the camera pays at `mode` once any view runs at it (its BEV stage, the lift's set-up);
     camera_view[mode]: each view that runs at `mode` (its image CNN and its lift), so that camera_fixed[mode] +
     views * camera_view[mode] is the table's camera cost with every view. LiDAR: `lidar_coarse` and `lidar_fine` as
     in the table; a frame fine in some of the tiles x tiles tiles pays the coarse mode plus `lidar_tile` per fine
     tile: the fine pillars of its points and the fine BEV stage on the tile with `halo` shared cells around it, run
-    alone (the block-sparse scheme of SBNet: gather the tiles, run the stage, scatter back). The detector composites
-    the whole fine map today (FusionDetector.coarse_outside_tiles): lidar_tile is the cost of that scheme, measured on
-    a crop, not a saving the detector already makes."""
+    alone (the block-sparse scheme of SBNet: gather the tiles, run the stage, scatter back). `lidar_motion`, the
+    LiDAR's motion map (from all the points, at the shared grid), is part of both LiDAR modes' costs: shown, not
+    added. The detector composites the whole fine map today (FusionDetector.coarse_outside_tiles): lidar_tile is the
+    cost of that scheme, measured on a crop, not a saving the detector already makes."""
 
     views: int
     camera_fixed: dict[str, float]
@@ -254,6 +255,7 @@ class FineCosts:
     shared: float
     tiles: int = TILES
     halo: int = HALO
+    lidar_motion: float = 0.0  # the motion map's part of lidar_coarse and lidar_fine (all points, the shared grid)
 
     def parts(self, views, tiles=None, lidar: str = "fine", radar: bool = True) -> dict[str, float]:
         """One frame's cost by part ("shared", "radar", "camera fixed", "camera views", "lidar"): `views` (N,)
@@ -286,6 +288,7 @@ class FineCosts:
         parts = [*((f"camera {m}, fixed", self.camera_fixed[m]) for m in MODES["camera"][1:]),
                  *((f"camera {m}, per view", self.camera_view[m]) for m in MODES["camera"][1:]),
                  ("lidar coarse, whole grid", self.lidar_coarse), ("lidar fine, whole grid", self.lidar_fine),
+                 ("lidar motion map, in either mode", self.lidar_motion),
                  (f"lidar fine, per tile ({self.tiles}x{self.tiles}, halo {self.halo})", self.lidar_tile),
                  ("radar", self.radar), ("shared", self.shared)]
         return [f"| {name:<34} | {v:8.2f} | {v / full:5.3f} |" for name, v in parts]
@@ -333,8 +336,9 @@ def fine_costs(detector: FusionDetector, batch: Batch, table: dict[tuple[str, st
     whole = ms[("lidar", "fine")]
     pillars = max(0.0, whole - ms[("lidar", "stage")] - ms.get(("lidar", "motion"), 0.0))
     tile = table[("lidar", "fine")] * (ms[("lidar", "tile")] + pillars / tiles ** 2) / whole
+    motion = table[("lidar", "fine")] * ms.get(("lidar", "motion"), 0.0) / whole
     return FineCosts(N, fixed, view, table[("lidar", "coarse")], table[("lidar", "fine")], tile,
-                     table[("radar", "on")], table[SHARED], tiles, halo)
+                     table[("radar", "on")], table[SHARED], tiles, halo, motion)
 
 
 MIXED_VIEWS = ((2, 2, 2, 2, 2, 0), (2, 2, 0, 0, 0, 2), (2, 0, 0, 0, 0, 0), (2, 2, 1, 1, 1, 2), (1, 1, 0, 0, 0, 1),
