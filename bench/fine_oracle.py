@@ -86,8 +86,8 @@ class FrameRunner:
     (composited per set of fine tiles, as coarse_outside_tiles does), the radar; then the shared part and the
     decoding. The search runs dozens of choices on one frame; most change one encoder."""
 
-    def __init__(self, detector, batch, tiles: int):
-        self.detector, self.batch, self.tiles = detector, batch, tiles
+    def __init__(self, detector, batch):
+        self.detector, self.batch = detector, batch
         self.device = batch.present.device
         self.cache: dict = {}
 
@@ -174,13 +174,14 @@ def fine_oracle(model, dataset, positions: list[int], nusc, split: str, fine_cos
     top = {s: MODES[s][-1] for s in SENSORS}
     results = {"fine": {}, "static": {}, "full": {}}
     choices = []
+    truth = load_ground_truth(nusc, split, [dataset.infos[i]["token"] for i in positions])
     bar = tqdm(positions, unit="frame", disable=not progress)
     for i in bar:
         batch = collate([dataset[i]]).to(device)
         meta = batch.meta[0]
         token = meta.sample_token
-        gt = load_ground_truth(nusc, split, [token])[token]
-        runner = FrameRunner(model.detector, batch, T)
+        gt = truth[token]
+        runner = FrameRunner(model.detector, batch)
         memo: dict = {}
 
         def detect(views, tiles, lidar, radar):
@@ -199,16 +200,18 @@ def fine_oracle(model, dataset, positions: list[int], nusc, split: str, fine_cos
         every = [[True] * T for _ in range(T)]
         valid = batch.camera.valid[0].bool().tolist()
 
+        def ran(config: SensorConfig) -> SensorConfig:  # the configuration with this frame's absent sensors off
+            return SensorConfig.from_indices(config.decisions(batch.present)[0])
+
         def state(config: SensorConfig) -> dict:  # a static configuration as a choice below the sensor
-            used = SensorConfig.from_indices(config.decisions(batch.present)[0])
+            used = ran(config)
             mode = MODES["camera"].index(used.camera)
             return {"views": [mode if ok else 0 for ok in valid], "lidar": used.lidar, "radar": used.radar == "on"}
 
         scores, costs = {}, {}
         for c in configs:
             scores[str(c)] = detect(**state(c), tiles=every)
-            costs[str(c)] = (config_cost(table, SensorConfig.from_indices(c.decisions(batch.present)[0]))
-                             / full_table,)
+            costs[str(c)] = (config_cost(table, ran(c)) / full_table,)
         static = choose(scores, costs)
         for name, config in (("static", SensorConfig.parse(static)), ("full", SensorConfig(**top))):
             results[name][token] = final(**state(config), tiles=every)

@@ -153,6 +153,14 @@ def image_backbone(name: str, width: int, out_channels: int, weights: str | None
     return TorchvisionBackbone(name, out_channels, weights)
 
 
+def view_rows(data: CameraData, rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """(ego_T_cam (1, R, 4, 4), intrinsics (1, R, 3, 3)) of the (B * N) views of `data`, frame-major, as one frame of
+    R views: those at `rows` (R,) long, or all of them."""
+    ego_T_cam = rearrange(data.ego_T_cam, "b n i j -> 1 (b n) i j")
+    intrinsics = rearrange(data.intrinsics, "b n i j -> 1 (b n) i j")
+    return (ego_T_cam, intrinsics) if rows is None else (ego_T_cam[:, rows], intrinsics[:, rows])
+
+
 def ray_geometry(ego_T_cam: Tensor, intrinsics: Tensor, image_hw: tuple[int, int]) -> Tensor:
     """(B, N, 4, 4), (B, N, 3, 3) for images of size image_hw -> (B, N, GEOMETRY_CHANNELS, H, W): per pixel, the
     depth along the optical axis at which its ray meets the ground (ego z = 0) as GROUND_DEPTH_SCALE / depth (0 for
@@ -236,11 +244,9 @@ class CameraEncoder(nn.Module):
         if mode not in CAMERA_RESOLUTIONS:
             raise ValueError(f"CameraEncoder: unknown mode {mode!r}; expected one of {tuple(CAMERA_RESOLUTIONS)}")
         x = rearrange(data.images, "b n c h w -> (b n) c h w")
-        intrinsics = rearrange(data.intrinsics, "b n i j -> 1 (b n) i j").float()
-        ego_T_cam = rearrange(data.ego_T_cam, "b n i j -> 1 (b n) i j")
-        if rows is not None:
-            x, intrinsics, ego_T_cam = x[rows], intrinsics[:, rows], ego_T_cam[:, rows]
-        x = unit_images(x)  # uint8 when not moved by .to
+        ego_T_cam, intrinsics = view_rows(data, rows)
+        intrinsics = intrinsics.float()
+        x = unit_images(x if rows is None else x[rows])  # uint8 when not moved by .to
         scale = CAMERA_RESOLUTIONS[mode]
         if scale != 1.0:  # a k x k box filter: the anti-aliased downsample, at a tenth of bilinear-aa's time
             k = int(round(1 / scale))
@@ -280,11 +286,7 @@ class CameraEncoder(nn.Module):
         hw = tuple(images.shape[-2:])
         bev_grid = self.bev_grids[mode]
         points = getattr(self, f"points_{mode}")
-        ego_T_cam = rearrange(data.ego_T_cam, "b n i j -> 1 (b n) i j")
-        intrinsics = rearrange(data.intrinsics, "b n i j -> 1 (b n) i j")
-        if rows is not None:  # only the views that run are projected into
-            ego_T_cam, intrinsics = ego_T_cam[:, rows], intrinsics[:, rows]
-        norm, visible, depth = project_to_images(points, ego_T_cam, intrinsics, hw, with_depth=True)
+        norm, visible, depth = project_to_images(points, *view_rows(data, rows), hw, with_depth=True)  # views run
         grid = rearrange(norm, "1 r p t -> r 1 p t").to(out.dtype)
         sampled = F.grid_sample(out[:, :c], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         prob = out[:, None, c:c + d].float().softmax(2)

@@ -153,7 +153,7 @@ def test_the_oracles_frame_runner_gives_the_detectors_detections(detector_and_fr
     frame.meta[0].global_T_ego = torch.eye(4).tolist()
     views = [2, 0, 1, 1, 0, 2]
     tiles = [[r == c for c in range(4)] for r in range(4)]
-    runner = FrameRunner(det, frame, 4)
+    runner = FrameRunner(det, frame)
     got = runner.rows(views, tiles, "fine", True, score_threshold=0.0)
     with torch.no_grad():
         out = det(frame, FULL, views=torch.tensor([views]), tiles=torch.tensor([tiles]))
