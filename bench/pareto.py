@@ -13,10 +13,14 @@ measured and its price calibrated on training frames; --budget-control G also st
 stream). The oracle (bench/oracle.py) picks per frame among the gated model's static configurations, with the
 ground truth.
 
-Prints: the table (NDS, mAP, cost as a fraction of full by the latency table, GFLOPs counted per frame, measured ms
-per frame at batch size 1; mean over seeds and spread = max - min), for each budget the static configurations that
-cost no more and by how much the gate beats them, and what the gate and the oracle choose per condition. Writes
---out/pareto.png (NDS against GFLOPs and against ms) and --out/pareto.json.
+Prints: the table (NDS, mAP, cost as a fraction of full by the latency table, GFLOPs counted per frame, ms per frame
+at batch size 1 as each evaluation measured it; mean over seeds and spread = max - min), for each budget the static
+configurations that cost no more and by how much the gate beats them; the gate against the static frontier (the upper
+hull of the static configurations' cost and NDS, per seed on the same model) and its margin at each budget; the ms of
+every configuration, the gate at each budget and the oracle timed interleaved in one process over the same frames
+(--timing-frames), whose ratios compare where separately timed evaluations' do not; and what the gate and the oracle
+choose per condition. Writes --out/NAME.png (NDS against GFLOPs and against the evaluations' ms, with the static
+frontier) and --out/NAME.json.
 """
 from __future__ import annotations
 
@@ -27,12 +31,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (CONFIGS, add_eval_flags, budget_folder, config_folder, evaluation, run,  # noqa: E402
                           train_run, write_markdown)
 from bench.frame_oracle import oracle_from_dirs  # noqa: E402
+from fusion.evaluate import operating_point  # noqa: E402
 
 BUDGETS = (0.35, 0.5, 0.65, 0.8)
 GROUPS = ("day", "dusk", "night", "clear", "rain", "fog", "fault", "empty", "dense")
@@ -75,10 +81,10 @@ def row(m: dict) -> dict:
             "selection": {g: s["selection"] for g, s in m["selection"].items()}}
 
 
-def aggregate(rows: list[dict]) -> dict:
-    """Mean and spread (max - min) over seeds of every scalar of row()."""
+def aggregate(rows: list[dict], keys=("nds", "map", "cost", "cost_p95", "gflops", "ms")) -> dict:
+    """Mean and spread (max - min) over seeds of every scalar of row() (or of `keys`)."""
     out = {}
-    for key in ("nds", "map", "cost", "cost_p95", "gflops", "ms"):
+    for key in keys:
         values = [r[key] for r in rows]
         out[key], out[key + "_spread"] = float(np.mean(values)), float(np.max(values) - np.min(values))
     return out
@@ -135,6 +141,9 @@ def plot(path: Path, table: dict) -> None:
             if kind.startswith("static (gated"):
                 for name, r in rows.items():
                     ax.annotate(name, (r[key], r["nds"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+                hull = upper_hull({name: (r[key], r["nds"]) for name, r in rows.items()})
+                ax.plot([h[0] for h in hull], [h[1] for h in hull], "--", color="#636363", lw=1,
+                        label="static frontier (two configurations mixed per frame)")
         gated = table["gated"]
         xs = [gated[b][key] for b in sorted(gated)]
         ax.errorbar(xs, [gated[b]["nds"] for b in sorted(gated)],
@@ -157,6 +166,131 @@ def plot(path: Path, table: dict) -> None:
     plt.close(fig)
 
 
+# ------------------------------------------------------------------------------------------- the static frontier
+
+def upper_hull(points: dict[str, tuple[float, float]]) -> list[tuple[float, float, str]]:
+    """The static frontier: of named (cost, NDS) points, the upper concave hull from the cheapest point up to the
+    best NDS, as (cost, NDS, name) vertices by rising cost. Between two vertices it is the NDS that running the one
+    on some frames and the other on the rest reaches at each mean cost (for frames alike, the mix's NDS is the mix
+    of the two NDS); past the best it is flat (a budget need not be spent)."""
+    best_at: dict[float, tuple[float, str]] = {}
+    for name, (cost, nds) in points.items():  # at one cost only the best point counts
+        if cost not in best_at or nds > best_at[cost][0]:
+            best_at[cost] = (nds, name)
+    hull: list[tuple[float, float, str]] = []
+    for cost in sorted(best_at):
+        p = (cost, *best_at[cost])
+        while len(hull) >= 2 and ((hull[-1][0] - hull[-2][0]) * (p[1] - hull[-2][1]) -
+                                  (hull[-1][1] - hull[-2][1]) * (p[0] - hull[-2][0])) >= -1e-12:
+            hull.pop()  # hull[-1] lies on or below the chord from hull[-2] to p
+        hull.append(p)
+    top = max(range(len(hull)), key=lambda i: hull[i][1]) if hull else -1
+    return hull[:top + 1]
+
+
+def frontier_at(hull: list[tuple[float, float, str]], cost: float) -> tuple[float, str]:
+    """(the frontier's NDS at mean cost `cost`, what it mixes: "A" or "A + B"); NaN below the cheapest point."""
+    if not hull or cost < hull[0][0] - 1e-9:
+        return float("nan"), "nothing costs as little"
+    for (c0, n0, a), (c1, n1, b) in zip(hull, hull[1:]):
+        if cost <= c1:
+            w = (cost - c0) / (c1 - c0)
+            return n0 + w * (n1 - n0), (a if w <= 1e-9 else b if w >= 1 - 1e-9 else f"{a} + {b}")
+    return hull[-1][1], hull[-1][2]
+
+
+def frontier_margins(gated: dict[float, dict], statics: dict[str, dict]) -> dict[float, dict]:
+    """One seed's gate against the static frontier of the same model's static configurations: per budget, the
+    frontier's NDS at the gate's mean cost, what it mixes there and the gate's margin over it."""
+    hull = upper_hull({name: (r["cost"], r["nds"]) for name, r in statics.items()})
+    out = {}
+    for b, g in gated.items():
+        nds, mix = frontier_at(hull, g["cost"])
+        out[b] = {"frontier_nds": nds, "mix": mix, "margin": g["nds"] - nds}
+    return out
+
+
+FRONTIER_HEADER = ("| budget | gate NDS     | cost  | frontier NDS | frontier mixes                           "
+                   "| margin         | verdict                    |")
+
+
+def frontier_table(table: dict, margins: dict[float, list[dict]]) -> list[str]:
+    """The gate against the static frontier at each budget (mean of seeds, ± half the spread), the verdict
+    "above"/"below" only where the margin exceeds the larger of the gate's and the frontier's seed spreads."""
+    lines = [FRONTIER_HEADER, "|" + "|".join("-" * len(c) for c in FRONTIER_HEADER[1:-1].split("|")) + "|"]
+    for b in sorted(margins):
+        g, per_seed = table["gated"][b], margins[b]
+        fr = np.array([m["frontier_nds"] for m in per_seed])
+        mg = np.array([m["margin"] for m in per_seed])
+        spread = max(g["nds_spread"], float(np.ptp(fr)) if len(fr) else 0.0)
+        verdict = ("no static point costs as little" if np.isnan(mg).any() else
+                   "within the seed spread" if abs(mg.mean()) <= spread else
+                   "above" if mg.mean() > 0 else "below")
+        mixes = sorted({m["mix"] for m in per_seed})
+        lines.append(f"| {b:<6} | {g['nds']:.3f} ± {g['nds_spread'] / 2:.3f} | {g['cost']:.3f} | "
+                     f"{fr.mean():.3f} ± {np.ptp(fr) / 2:.3f} | {'; '.join(mixes):<40} | "
+                     f"{mg.mean():+.3f} ± {np.ptp(mg) / 2:.3f} | {verdict:<26} |")
+    return lines
+
+
+# ------------------------------------------------------------------------------- ms timed interleaved
+
+def interleaved_ms(ckpt: Path, choices: dict[str, dict], args) -> dict[str, float]:
+    """Mean ms per frame at batch size 1 of each choice ({"sensors": S}, or {"budget": b, "price": p, "offsets":
+    (K,)} for the gate), all timed in this one process on the same --timing-frames frames evenly spread over the
+    split: each frame runs every choice in turn, the order rotated from frame to frame, after one untimed run of
+    every choice. Load on the machine then falls on all choices alike, so their ratios compare; separate
+    evaluations, each timed under whatever load there was, do not. The host-to-device copy, the gate and the
+    detector are timed, as eval.py times a frame."""
+    from datasets.evaluation import spread
+    from datasets.nuscenes import NuScenesDataset
+    from fusion.checkpoint import load_checkpoint
+    from fusion.detector import SensorConfig
+    from fusion.operating_points import data_settings
+    from sensors.frame import collate
+
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    model, data_hp = load_checkpoint(ckpt)
+    model = model.to(device).eval()
+    dataset = NuScenesDataset(args.dataroot, args.version, args.split, **data_settings(data_hp, args.cache_dir))
+    n = len(dataset) if args.limit is None else min(args.limit, len(dataset))
+    frames = [collate([dataset[i]]) for i in sorted(spread(n, args.timing_frames))]
+    runs = [(label, SensorConfig.parse(c["sensors"]) if "sensors" in c else None, c.get("budget"),
+             c.get("price", 0.0), c.get("offsets")) for label, c in choices.items()]
+    times: dict[str, list[float]] = {label: [] for label in choices}
+    with torch.no_grad():
+        for f, frame in enumerate(frames):
+            shift = f % len(runs)
+            for label, sensors, budget, price, offsets in runs[shift:] + runs[:shift]:
+                if offsets is not None:
+                    model.gate.offset.copy_(torch.as_tensor(offsets))
+                if f == 0:  # start-up costs (first use of each branch) are not timed
+                    model.detect(frame.to(device), sensors, budget, price)
+                sync()
+                t0 = time.perf_counter()
+                model.detect(frame.to(device), sensors, budget, price)
+                sync()
+                times[label].append((time.perf_counter() - t0) * 1000.0)
+    return {label: float(np.mean(t)) for label, t in times.items()}
+
+
+INTERLEAVED_HEADER = "| choice                    | ms interleaved | x full |"
+
+
+def interleaved_table(table: dict, args) -> list[str]:
+    """Every timed choice's interleaved ms (mean of seeds ± half the spread) and its ratio to full fusion's."""
+    ms = table["interleaved_ms"]
+    full = ms["all high"]["ms"]
+    lines = [f"ms per frame timed interleaved in one process per seed (round-robin over the same {args.timing_frames} "
+             "frames; the static recipe has the same branches, so these hold for its rows too)",
+             INTERLEAVED_HEADER, "|" + "|".join("-" * len(c) for c in INTERLEAVED_HEADER[1:-1].split("|")) + "|"]
+    for label, r in sorted(ms.items(), key=lambda kv: -kv[1]["ms"]):
+        lines.append(f"| {label:<25} | {r['ms']:7.1f} ± {r['ms_spread'] / 2:4.1f} | {ratio(r['ms'], full):6.2f} |")
+    return lines
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -177,6 +311,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "training frames alone)")
     p.add_argument("--score-threshold", type=float, default=0.3, help="the oracle's (bench/oracle.py)")
     p.add_argument("--name", default="pareto", help="the plot and table files: --out/NAME.png, NAME.json")
+    p.add_argument("--timing-frames", type=int, default=24,
+                   help="frames on which every choice of a seed is timed interleaved in one process (0: not timed)")
     add_eval_flags(p, out="runs/pareto", num_workers=1)
     args = p.parse_args(argv)
     args.static_configs = args.static_configs or args.configs
@@ -196,6 +332,8 @@ def main(argv=None) -> dict:
     per_seed: dict[str, dict[str, list]] = {"gated": {}, "static (gated model, gate overridden)": {},
                                             "static (static recipe)": {}, "oracle": {"oracle": []}}
     gate_sel, oracle_sel = {b: [] for b in args.budgets}, []
+    margins: dict[float, list[dict]] = {}  # per budget, per seed: frontier_margins
+    interleaved: dict[str, list[dict]] = {}  # per timed choice, per seed: {"ms": interleaved_ms}
     kinds = ("gated",) if args.no_static_recipe else ("static",) if args.no_gated else ("gated", "static")
     for seed in args.seeds:
         for kind in kinds:
@@ -214,10 +352,23 @@ def main(argv=None) -> dict:
                 per_seed[label].setdefault(name, []).append(row(m))
             if kind != "gated":
                 continue
+            gate_prices = {}
             for b in args.budgets:
-                m = evaluate(ckpt, folder / budget_folder(b, args.budget_control), {"budget": b}, args)
+                bf = folder / budget_folder(b, args.budget_control)
+                m = evaluate(ckpt, bf, {"budget": b}, args)
                 per_seed["gated"].setdefault(b, []).append(row(m))
                 gate_sel[b].append({g: s["selection"] for g, s in m["selection"].items()})
+                gate_prices[b] = operating_point(bf / "metrics.json", b, ckpt)
+            for b, mg in frontier_margins({b: per_seed["gated"][b][-1] for b in args.budgets},
+                                          {n: per_seed[label][n][-1] for n in args.configs}).items():
+                margins.setdefault(b, []).append(mg)
+            if args.timing_frames:
+                names = dict.fromkeys([*args.configs, *args.static_configs])
+                timed = interleaved_ms(ckpt, {**{n: {"sensors": CONFIGS[n]} for n in names},
+                                              **{f"gate, budget {b}": {"budget": b, "price": p, "offsets": o}
+                                                 for b, (p, o) in gate_prices.items()}}, args)
+                for name, ms in timed.items():
+                    interleaved.setdefault(name, []).append({"ms": ms})
             if args.no_oracle:
                 continue
             om = oracle_from_dirs(dirs, nusc, args.split, folder / "oracle", args.score_threshold)
@@ -226,16 +377,22 @@ def main(argv=None) -> dict:
                 "cost_p95": om["cost_per_frame"]["p95"], "gflops": om["gflops_per_frame"]["mean"],
                 "ms": om["latency_ms"]["mean"]})
             oracle_sel.append(oracle_selection(om))
+            if args.timing_frames:  # the oracle's frames at the interleaved ms of the configuration each chose
+                by_config = {CONFIGS[n]: timed[n] for n in args.configs}
+                shares = om["per_group"]["overall"]["configs"]
+                interleaved.setdefault("oracle", []).append({"ms": sum(v * by_config[c] for c, v in shares.items())})
     if args.no_gated:
         return {}
     table = {kind: {name: aggregate(rows) for name, rows in d.items() if rows} for kind, d in per_seed.items()}
     table["oracle"] = table["oracle"].get("oracle")
+    table["interleaved_ms"] = {name: aggregate(rows, ("ms",)) for name, rows in interleaved.items()}
     report = format_report(table, args, {b: mean_selection(gate_sel[b]) for b in args.budgets},
-                           mean_selection(oracle_sel) if oracle_sel else None, time.time() - started)
+                           mean_selection(oracle_sel) if oracle_sel else None, time.time() - started, margins)
     print(report)
     plot(out / f"{args.name}.png", table)
     tables = {k: {str(n): v for n, v in t.items()} if k != "oracle" else t for k, t in table.items()}
-    (out / f"{args.name}.json").write_text(json.dumps({"table": tables, "seeds": args.seeds, "budgets": args.budgets},
+    (out / f"{args.name}.json").write_text(json.dumps({"table": tables, "seeds": args.seeds, "budgets": args.budgets,
+                                                       "frontier": {str(b): m for b, m in margins.items()}},
                                                       indent=2))
     print(f"\nwrote {out / (args.name + '.png')} and {out / (args.name + '.json')}")
     write_markdown(args.markdown, "\n".join(main_table(table, args)))
@@ -276,8 +433,14 @@ def main_table(table: dict, args) -> list[str]:
 
 
 def format_report(table: dict, args, gate_selection: dict[float, dict], oracle_selection_: dict,
-                  seconds: float) -> str:
+                  seconds: float, margins: dict[float, list[dict]]) -> str:
     lines = main_table(table, args)
+    lines += ["", "the gate against the static frontier (the upper hull of the gated model's static configurations: "
+              "the NDS that mixing two of them frame by frame reaches at the gate's mean cost), per seed on the same "
+              "model, mean and ± half the spread; a verdict only beyond the larger seed spread"]
+    lines += frontier_table(table, margins)
+    if table["interleaved_ms"]:
+        lines += [""] + interleaved_table(table, args)
     statics = table["static (gated model, gate overridden)"]
     full = statics["all high"]
     lines += ["", "each budget against every static configuration of the same models that costs no more (margin in "
