@@ -5,7 +5,9 @@ frame a random non-empty subset of the present sensors at random resolutions is 
 evaluated under every static configuration and every branch keeps learning. With `gate`, after the first `gate_start`
 of the training steps, the gate (fusion/gate.py) learns too, by `gate_estimator`: "regression" (the default) predicts
 each frame's detection loss under the configuration it ran, the detector training as in the static recipe; "gumbel"
-decides the frames not given a random subset by a straight-through Gumbel-softmax sample. Either way, for a budget b
+decides the frames not given a random subset by a straight-through Gumbel-softmax sample. With
+`gate_chooses_training`, a "regression" gate also decides what the detector trains on: the frames not given a random
+subset run a configuration sampled from its logits at the batch's budget. Either way, for a budget b
 drawn per batch between the cheapest configuration's share and 1, the loss adds `gate_cost_weight * |mean expected
 cost - b|` (costs as fractions of full, from the latency table `gate_costs`), the expectation under a softmax at a
 temperature falling from `gate_tau[0]` to `gate_tau[1]`. Validation uses the static configuration; `detect` the static
@@ -88,6 +90,11 @@ class GateFusionModule(pl.LightningModule):
                           drawn per batch. "gumbel": after gate_start the frames not given a random subset are
                           decided by a straight-through Gumbel-softmax sample, whose one-hot multiplies each sensor's
                           features, so the detection loss reaches the gate through them
+    gate_chooses_training: ("regression") after gate_start, the frames not given a random subset (train_sensor_dropout)
+                          run a configuration sampled from the gate's logits at a budget drawn per batch, at the
+                          temperature gate_tau (exploration), instead of the static configuration: each cheaper
+                          configuration trains on the frames the gate gives it, and the gate regresses the losses
+                          of what it chose. Its choice takes no gradient; the detector's training depends on it
     gate_paired:          ("regression") also run every frame of the gate's phase, without gradients, under a second
                           random configuration, and fit the difference of the gate's two predicted losses to the
                           difference of the two measured ones: the frame's content, most of its loss, cancels, and
@@ -107,7 +114,7 @@ class GateFusionModule(pl.LightningModule):
                  camera_semantic_weight: float = 0.0, gate: bool = False, gate_costs: dict[str, float] | None = None,
                  gate_start: float = 0.3, gate_cost_weight: float = 2.0, gate_tau: tuple[float, float] = (1.0, 0.2),
                  gate_hidden: int = 64, gate_estimator: str = "regression", gate_paired: bool = False,
-                 gate_own_glimpse: bool = False, **detector):
+                 gate_own_glimpse: bool = False, gate_chooses_training: bool = False, **detector):
         super().__init__()
         self.save_hyperparameters()
         self.static = SensorConfig.parse(sensors)
@@ -125,8 +132,9 @@ class GateFusionModule(pl.LightningModule):
         if gate_cost_weight < 0 or len(gate_tau) != 2 or not all(t > 0 for t in gate_tau):
             raise ValueError(f"GateFusionModule: gate_cost_weight must be >= 0 and gate_tau two temperatures > 0, got "
                              f"{gate_cost_weight}, {gate_tau}")
-        if gate_paired and gate_estimator != "regression":
-            raise ValueError(f"GateFusionModule: gate_paired needs gate_estimator 'regression', got {gate_estimator!r}")
+        for name, on in (("gate_paired", gate_paired), ("gate_chooses_training", gate_chooses_training)):
+            if on and gate_estimator != "regression":
+                raise ValueError(f"GateFusionModule: {name} needs gate_estimator 'regression', got {gate_estimator!r}")
         self.detector = build_detector(camera_heatmap=camera_heatmap_weight > 0, **detector)
         self.latency: dict | None = table_from_dict(gate_costs) if gate_costs else None
         costs = relative_costs(self.latency, configurations()) if self.latency else torch.ones(len(configurations()))
@@ -180,9 +188,16 @@ class GateFusionModule(pl.LightningModule):
         """(decisions (B, 3), gate weights (B, 3) or None, compute penalty or None) for one training batch."""
         static = self.static.decisions(batch.present)
         progress = self.gate_progress()
-        if progress is None or self.gate.estimator == "regression":
+        if progress is None or self.gate.estimator == "regression" and not self.hparams.gate_chooses_training:
             return random_decisions(batch.present, static, self.hparams.train_sensor_dropout), None, None
         B = len(batch)
+        if self.gate.estimator == "regression":  # gate_chooses_training: a sample of the gate's choice, no gradient
+            budget, tau = self.gate_budget_and_tau(progress)
+            with torch.no_grad():
+                logits = self.gate(batch, torch.full((B,), budget, device=batch.present.device))
+                chosen = self.gate.table[torch.distributions.Categorical(logits=logits / tau).sample()]
+            chosen = torch.where(batch.present.bool(), chosen, torch.zeros_like(chosen))
+            return random_decisions(batch.present, chosen, self.hparams.train_sensor_dropout), None, None
         by_gate = torch.rand(B) >= self.hparams.train_sensor_dropout  # the other frames: a random subset
         randomised = random_decisions(batch.present, static, 1.0).to(static.device)
         by_gate = by_gate.to(static.device)
