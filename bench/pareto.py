@@ -3,6 +3,7 @@ model with its gate overridden, and of the static recipe), and the per-frame ora
 
     python bench/pareto.py [--seeds 0 1 2] [--budgets 0.35 0.5 0.65 0.8] [--train] [--reuse] [--limit N]
                            [--dataroot data/synth-demo] [--out runs/pareto]
+    python bench/pareto.py --compare A/pareto.json B/pareto.json   # gate recipes side by side
 
 Runs per seed S: the gated model runs/demo-gated (S = 0) or runs/demo-gated-seedS (configs/demo.yaml + gate.yaml), and
 the static recipe runs/demo or runs/demo-seedS (configs/demo.yaml, as bench/static_configs.py names them); --train
@@ -323,6 +324,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> dict:
+    if argv is None and "--compare" in sys.argv or argv is not None and "--compare" in argv:
+        return compare_main(argv)
     args = parse_args(argv)
     started = time.time()
     from nuscenes import NuScenes
@@ -392,7 +395,9 @@ def main(argv=None) -> dict:
     plot(out / f"{args.name}.png", table)
     tables = {k: {str(n): v for n, v in t.items()} if k != "oracle" else t for k, t in table.items()}
     (out / f"{args.name}.json").write_text(json.dumps({"table": tables, "seeds": args.seeds, "budgets": args.budgets,
-                                                       "frontier": {str(b): m for b, m in margins.items()}},
+                                                       "frontier": {str(b): m for b, m in margins.items()},
+                                                       "gated_runs": args.gated_runs, "split": args.split,
+                                                       "dataroot": args.dataroot},
                                                       indent=2))
     print(f"\nwrote {out / (args.name + '.png')} and {out / (args.name + '.json')}")
     write_markdown(args.markdown, "\n".join(main_table(table, args)))
@@ -465,6 +470,51 @@ def format_report(table: dict, args, gate_selection: dict[float, dict], oracle_s
                                                  **({"oracle": oracle_selection_} if oracle_selection_ else {})})
     lines.append(f"\n{len(args.seeds)} seeds, took {seconds / 60:.1f} min")
     return "\n".join(lines)
+
+
+COMPARE_HEADER = ("| gated runs           | choice      | NDS          | x full | cost  | GFLOPs x full | ms x full "
+                  "| margin over frontier |")
+
+
+def compare(paths: list[str]) -> list[str]:
+    """Gate recipes side by side, from the NAME.json of one pareto run each (same seeds, split and dataroot): per
+    recipe its full fusion and each budget, NDS (mean ± half the spread of its seeds), as a multiple of its own full
+    fusion's, the mean cost, GFLOPs and interleaved ms as multiples of full's, and the margin over the static frontier
+    of the same models."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    keys = {(tuple(r["seeds"]), r.get("split"), r.get("dataroot")) for r in runs}
+    if len(keys) != 1:
+        raise SystemExit(f"pareto.py --compare: the runs differ in seeds, split or dataroot: {sorted(map(str, keys))}")
+    lines = [COMPARE_HEADER, "|" + "|".join("-" * len(c) for c in COMPARE_HEADER[1:-1].split("|")) + "|"]
+    for path, r in zip(paths, runs):
+        t, name = r["table"], r.get("gated_runs", path)
+        full = t["static (gated model, gate overridden)"]["all high"]
+        ms = t.get("interleaved_ms") or {}
+        rows = [("full fusion", full, None, ms.get("all high"))]
+        rows += [(f"budget {b}", t["gated"][b], r["frontier"].get(b), ms.get(f"gate, budget {b}"))
+                 for b in sorted(t["gated"], key=float)]
+        for choice, x, margins, timed in rows:
+            ms_x = f"{ratio(timed['ms'], ms['all high']['ms']):9.2f}" if timed else f"{'-':>9}"
+            if margins:
+                mg = np.array([m["margin"] for m in margins])
+                margin = f"{mg.mean():+.3f} ± {np.ptp(mg) / 2:.3f}"
+            else:
+                margin = "-"
+            lines.append(f"| {name:<20} | {choice:<11} | {x['nds']:.3f} ± {x['nds_spread'] / 2:.3f} | "
+                         f"{ratio(x['nds'], full['nds']):6.2f} | {x['cost']:.3f} | "
+                         f"{ratio(x['gflops'], full['gflops']):13.2f} | {ms_x} | {margin:<20} |")
+    return lines
+
+
+def compare_main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description="gate recipes side by side, from the NAME.json of one pareto run each")
+    p.add_argument("--compare", nargs="+", required=True, metavar="NAME.json")
+    p.add_argument("--markdown", default=None, metavar="PATH", help="also write the table to this file")
+    args = p.parse_args(argv)
+    lines = compare(args.compare)
+    print("\n".join(lines))
+    write_markdown(args.markdown, "\n".join(lines))
+    return {"lines": lines}
 
 
 if __name__ == "__main__":

@@ -51,6 +51,15 @@ def test_pareto_bench_end_to_end(tiny_world, tiny_run, tiny_gated_run, tmp_path,
         (seed0,) = saved["frontier"][b]
         assert seed0["frontier_nds"] == pytest.approx(frontier_at(hull, table["gated"][float(b)]["cost"])[0])
         assert seed0["margin"] == pytest.approx(table["gated"][float(b)]["nds"] - seed0["frontier_nds"])
+    # two recipes side by side (here the same run twice): full fusion and each budget per recipe
+    lines = main(["--compare", str(out / "pareto.json"), str(out / "pareto.json")])["lines"]
+    assert len(lines) == 2 + 2 * 3 and lines[2].split("|")[2].strip() == "full fusion"
+    assert lines[3].split("|")[5].strip() == f"{table['gated'][0.9]['cost']:.3f}"
+    other = json.loads((out / "pareto.json").read_text())
+    other["seeds"] = [0, 1]
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="differ in seeds"):
+        main(["--compare", str(out / "pareto.json"), str(tmp_path / "other.json")])
     rows = {"a": {"nds": 0.5, "nds_spread": 0.02, "cost": 0.4}, "b": {"nds": 0.3, "nds_spread": 0.01, "cost": 0.2},
             "c": {"nds": 0.6, "nds_spread": 0.01, "cost": 0.9}}
     assert [r[0] for r in beats({"nds": 0.45, "nds_spread": 0.01, "cost": 0.5}, rows)] == ["a", "b"]
