@@ -217,7 +217,8 @@ FRONTIER_HEADER = ("| budget | gate NDS     | cost  | frontier NDS | frontier mi
 
 def frontier_table(table: dict, margins: dict[float, list[dict]]) -> list[str]:
     """The gate against the static frontier at each budget (mean of seeds, ± half the spread), the verdict
-    "above"/"below" only where the margin exceeds the larger of the gate's and the frontier's seed spreads."""
+    "above"/"below" only where the margin exceeds the larger of the gate's and the frontier's seed spreads (none
+    from one seed)."""
     lines = [FRONTIER_HEADER, "|" + "|".join("-" * len(c) for c in FRONTIER_HEADER[1:-1].split("|")) + "|"]
     for b in sorted(margins):
         g, per_seed = table["gated"][b], margins[b]
@@ -225,6 +226,7 @@ def frontier_table(table: dict, margins: dict[float, list[dict]]) -> list[str]:
         mg = np.array([m["margin"] for m in per_seed])
         spread = max(g["nds_spread"], float(np.ptp(fr)) if len(fr) else 0.0)
         verdict = ("no static point costs as little" if np.isnan(mg).any() else
+                   "one seed: no spread to judge" if len(mg) < 2 else
                    "within the seed spread" if abs(mg.mean()) <= spread else
                    "above" if mg.mean() > 0 else "below")
         mixes = sorted({m["mix"] for m in per_seed})

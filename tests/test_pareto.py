@@ -39,7 +39,7 @@ def test_pareto_bench_end_to_end(tiny_world, tiny_run, tiny_gated_run, tmp_path,
     assert set(timed) == {"all high", "radar", "lidar fine", "gate, budget 0.9", "gate, budget 1.0", "oracle"}
     assert all(r["ms"] > 0 for r in timed.values()) and "ms interleaved" in text
     # the gate's margin over the frontier of the same model's static configurations, printed per budget
-    assert "frontier NDS" in text and "| 0.9    |" in text
+    assert "frontier NDS" in text and "| 0.9    |" in text and "one seed: no spread to judge" in text
     from PIL import Image
     with Image.open(out / "pareto.png") as png:  # two panels side by side, 12 x 4.8 inches at 120 dpi
         assert png.size == (1440, 576) and len(png.convert("L").getcolors(1 << 16)) > 50
