@@ -128,6 +128,11 @@ def budget_folder(budget: float, control: float = 0.0) -> str:
     return f"budget-{budget}" + (f"-control-{control}" if control else "")
 
 
+def separator(header: str) -> str:
+    """The markdown separator row under a header row "| a | b |", each cell as wide as the header's."""
+    return "|" + "|".join("-" * len(c) for c in header[1:-1].split("|")) + "|"
+
+
 def markdown_table(header: tuple[str, ...], rows: list[tuple]) -> list[str]:
     """A markdown table: the header row, its separator, one row per tuple (cells already formatted)."""
     return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",

@@ -49,7 +49,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import add_eval_flags, config_folder, evaluation, run, write_markdown  # noqa: E402
+from bench.common import add_eval_flags, config_folder, evaluation, run, separator, write_markdown  # noqa: E402
 from bench.frame_oracle import FULL, SCORE_THRESHOLD, oracle_from_dirs, static_order  # noqa: E402
 from bench import fine_oracle  # noqa: E402
 from fusion.cost import TILES, static_configs  # noqa: E402
@@ -72,7 +72,7 @@ def group_table(m: dict) -> str:
              f"frame the cheapest whose detections (score > {m['score_threshold']}) match as many ground-truth boxes "
              f"within {m['max_dist']} m with no more false positives as full fusion's ({m['full']['config']})")
     head = f"| {'frames':<{width}} | " + " | ".join(HEADER) + " |"
-    lines = [title, head, "|" + "|".join("-" * len(c) for c in head[1:-1].split("|")) + "|"]
+    lines = [title, head, separator(head)]
     for g, p in m["per_group"].items():
         lines.append(f"| {g:<{width}} | {p['frames']:4d} | {nds(m['full'], g):>8} | {nds(m, g):>10} | "
                      f"{p['full_gflops_per_frame']['mean']:11.2f} | {p['gflops_per_frame']['mean']:13.2f} | "
@@ -139,13 +139,11 @@ def fine(args: argparse.Namespace, nusc) -> dict:
     from datasets.nuscenes import NuScenesDataset
     from fusion.checkpoint import load_checkpoint
     from fusion.cost import fine_costs, synthetic_frame
+    from fusion.evaluate import resolve_device
     from fusion.operating_points import data_settings
     from sensors.frame import collate
 
-    import torch
-
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
+    device = resolve_device(args.device)
     model, data_hp = load_checkpoint(args.ckpt)
     model = model.to(device).eval()
     settings = data_settings(data_hp, args.cache_dir)

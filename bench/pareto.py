@@ -37,9 +37,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (CONFIGS, add_eval_flags, budget_folder, config_folder, evaluation, run,  # noqa: E402
-                          train_run, write_markdown)
+                          separator, train_run, write_markdown)
 from bench.frame_oracle import oracle_from_dirs  # noqa: E402
-from fusion.evaluate import operating_point  # noqa: E402
+from fusion.evaluate import operating_point, resolve_device  # noqa: E402
 
 BUDGETS = (0.35, 0.5, 0.65, 0.8)
 GROUPS = ("day", "dusk", "night", "clear", "rain", "fog", "fault", "empty", "dense")
@@ -219,7 +219,7 @@ def frontier_table(table: dict, margins: dict[float, list[dict]]) -> list[str]:
     """The gate against the static frontier at each budget (mean of seeds, ± half the spread), the verdict
     "above"/"below" only where the margin exceeds the larger of the gate's and the frontier's seed spreads (none
     from one seed)."""
-    lines = [FRONTIER_HEADER, "|" + "|".join("-" * len(c) for c in FRONTIER_HEADER[1:-1].split("|")) + "|"]
+    lines = [FRONTIER_HEADER, separator(FRONTIER_HEADER)]
     for b in sorted(margins):
         g, per_seed = table["gated"][b], margins[b]
         fr = np.array([m["frontier_nds"] for m in per_seed])
@@ -252,8 +252,7 @@ def interleaved_ms(ckpt: Path, choices: dict[str, dict], args) -> dict[str, floa
     from fusion.operating_points import data_settings
     from sensors.frame import collate
 
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
+    device = resolve_device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     model, data_hp = load_checkpoint(ckpt)
     model = model.to(device).eval()
@@ -288,7 +287,7 @@ def interleaved_table(table: dict, args) -> list[str]:
     full = ms["all high"]["ms"]
     lines = [f"ms per frame timed interleaved in one process per seed (round-robin over the same {args.timing_frames} "
              "frames; the static recipe has the same branches, so these hold for its rows too)",
-             INTERLEAVED_HEADER, "|" + "|".join("-" * len(c) for c in INTERLEAVED_HEADER[1:-1].split("|")) + "|"]
+             INTERLEAVED_HEADER, separator(INTERLEAVED_HEADER)]
     for label, r in sorted(ms.items(), key=lambda kv: -kv[1]["ms"]):
         lines.append(f"| {label:<25} | {r['ms']:7.1f} ± {r['ms_spread'] / 2:4.1f} | {ratio(r['ms'], full):6.2f} |")
     return lines
@@ -326,7 +325,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> dict:
-    if argv is None and "--compare" in sys.argv or argv is not None and "--compare" in argv:
+    if "--compare" in (sys.argv[1:] if argv is None else argv):
         return compare_main(argv)
     args = parse_args(argv)
     started = time.time()
@@ -422,7 +421,7 @@ def main_table(table: dict, args) -> list[str]:
     lines = [f"NDS against cost on {args.split} ({args.dataroot}), mean of {n} seeds ({seeds})"
              f" and spread (max - min); cost: fraction of full by the model's latency table; GFLOPs counted per "
              f"frame; ms measured per frame at batch size 1 on this machine",
-             HEADER, "|" + "|".join("-" * len(c) for c in HEADER[1:-1].split("|")) + "|"]
+             HEADER, separator(HEADER)]
 
     def add(model: str, choice: str, r: dict) -> None:
         lines.append(f"| {model:<24} | {choice:<18} | {r['nds']:.3f} ± {r['nds_spread'] / 2:.3f} | {r['map']:.3f} | "
@@ -487,7 +486,7 @@ def compare(paths: list[str]) -> list[str]:
     keys = {(tuple(r["seeds"]), r.get("split"), r.get("dataroot")) for r in runs}
     if len(keys) != 1:
         raise SystemExit(f"pareto.py --compare: the runs differ in seeds, split or dataroot: {sorted(map(str, keys))}")
-    lines = [COMPARE_HEADER, "|" + "|".join("-" * len(c) for c in COMPARE_HEADER[1:-1].split("|")) + "|"]
+    lines = [COMPARE_HEADER, separator(COMPARE_HEADER)]
     for path, r in zip(paths, runs):
         t, name = r["table"], r.get("gated_runs", path)
         full = t["static (gated model, gate overridden)"]["all high"]

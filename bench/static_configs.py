@@ -24,7 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import CONFIGS, add_eval_flags, evaluation, run, run_dirs, train_run, write_markdown  # noqa: E402
+from bench.common import (CONFIGS, add_eval_flags, evaluation, run, run_dirs, separator, train_run,  # noqa: E402
+                          write_markdown)
 
 # The static table's rows (--only picks among all of CONFIGS)
 TABLE = tuple(CONFIGS)[:11]
@@ -146,7 +147,7 @@ def mean_rows(runs: list[dict]) -> dict:
 
 
 def format_table(rows: dict, title: str = "") -> str:
-    sep = "|" + "|".join("-" * len(c) for c in HEADER[1:-1].split("|")) + "|"
+    sep = separator(HEADER)
     lines = ["NDS overall and per condition (synth_val); GFLOPs counted by torch's FLOP counter; ms on this machine"
              + (f"; {title}" if title else ""), HEADER, sep]
     for name, m in rows.items():
@@ -192,7 +193,7 @@ def format_spread(runs: dict[str, dict]) -> str:
     """Max - min over the runs of NDS and mAP, overall and per condition, per configuration."""
     names = [n for n in CONFIGS if all(n in r for r in runs.values())]
     head = f"| {'configuration':<{NAME_WIDTH}} | NDS   | mAP   | " + " | ".join(f"{c:<5}" for c in CONDITIONS) + " |"
-    sep = "|" + "|".join("-" * len(c) for c in head[1:-1].split("|")) + "|"
+    sep = separator(head)
     lines = [f"Spread: max - min over the {len(runs)} checkpoints", head, sep]
     for n in names:
         ms = [r[n] for r in runs.values()]

@@ -95,6 +95,11 @@ class Evaluation:
                              "--price, --gate-offsets or --calibrate-on")
 
 
+def resolve_device(name: str) -> torch.device:
+    """The device a --device flag names: "auto" is CUDA where available, else the CPU."""
+    return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+
+
 def evaluate(ev: Evaluation) -> dict:
     """Run the evaluation `ev`: load its checkpoint, set the gate's operating point (with a budget), run the model
     over the split, score with the devkit, write results.json, metrics.json and records.jsonl into ev.out, and return
@@ -111,8 +116,7 @@ def evaluate(ev: Evaluation) -> dict:
 
     ev.check()
     corruption = Corruption(ev.corruption, ev.severity) if ev.corruption else None
-    device = torch.device("cuda" if ev.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if ev.device == "auto" else ev.device)
+    device = resolve_device(ev.device)
     evaluation.autocast(device, ev.precision)  # refused here, before anything loads
     model, data_hp = load_checkpoint(ev.ckpt)
     if ev.doppler_velocity is not None:
