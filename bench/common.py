@@ -1,6 +1,7 @@
 """What the benches share: their data and evaluation flags (defined here once), the static configurations they
-name, where each evaluation's folder goes, reusing an evaluation already written, and writing a markdown table.
-Not a bench itself: it has no command line."""
+name, where each evaluation's folder goes, reusing an evaluation already written, writing a markdown table, and the
+static frontier (the upper hull of static configurations in cost and NDS) a gate is measured against. Not a bench
+itself: it has no command line."""
 from __future__ import annotations
 
 import argparse
@@ -145,3 +146,45 @@ def write_markdown(path: str | Path | None, text: str) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(text + "\n")
         print(f"wrote {path}")
+
+
+def upper_hull(points: dict[str, tuple[float, float]]) -> list[tuple[float, float, str]]:
+    """The static frontier: of named (cost, NDS) points, the upper concave hull from the cheapest point up to the
+    best NDS, as (cost, NDS, name) vertices by rising cost. Between two vertices it is the NDS that running the one
+    on some frames and the other on the rest reaches at each mean cost (for frames alike, the mix's NDS is the mix
+    of the two NDS); past the best it is flat (a budget need not be spent)."""
+    best_at: dict[float, tuple[float, str]] = {}
+    for name, (cost, nds) in points.items():  # at one cost only the best point counts
+        if cost not in best_at or nds > best_at[cost][0]:
+            best_at[cost] = (nds, name)
+    hull: list[tuple[float, float, str]] = []
+    for cost in sorted(best_at):
+        p = (cost, *best_at[cost])
+        while len(hull) >= 2 and ((hull[-1][0] - hull[-2][0]) * (p[1] - hull[-2][1]) -
+                                  (hull[-1][1] - hull[-2][1]) * (p[0] - hull[-2][0])) >= -1e-12:
+            hull.pop()  # hull[-1] lies on or below the chord from hull[-2] to p
+        hull.append(p)
+    top = max(range(len(hull)), key=lambda i: hull[i][1]) if hull else -1
+    return hull[:top + 1]
+
+
+def frontier_at(hull: list[tuple[float, float, str]], cost: float) -> tuple[float, str]:
+    """(the frontier's NDS at mean cost `cost`, what it mixes: "A" or "A + B"); NaN below the cheapest point."""
+    if not hull or cost < hull[0][0] - 1e-9:
+        return float("nan"), "nothing costs as little"
+    for (c0, n0, a), (c1, n1, b) in zip(hull, hull[1:]):
+        if cost <= c1:
+            w = (cost - c0) / (c1 - c0)
+            return n0 + w * (n1 - n0), (a if w <= 1e-9 else b if w >= 1 - 1e-9 else f"{a} + {b}")
+    return hull[-1][1], hull[-1][2]
+
+
+def frontier_margins(gated: dict[float, dict], statics: dict[str, dict]) -> dict[float, dict]:
+    """One seed's gate against the static frontier of the same model's static configurations: per budget, the
+    frontier's NDS at the gate's mean cost, what it mixes there and the gate's margin over it."""
+    hull = upper_hull({name: (r["cost"], r["nds"]) for name, r in statics.items()})
+    out = {}
+    for b, g in gated.items():
+        nds, mix = frontier_at(hull, g["cost"])
+        out[b] = {"frontier_nds": nds, "mix": mix, "margin": g["nds"] - nds}
+    return out

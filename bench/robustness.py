@@ -3,6 +3,8 @@
     python bench/robustness.py --ckpt runs/demo/checkpoints/last.ckpt [B.ckpt ...] \
         --sensors "camera=high,lidar=fine,radar=on" "lidar=fine" [--budgets 0.5 0.8] [--severities 1 3 5] \
         [--only NAME ...] [--limit 40] [--dataroot data/synth-demo] [--out runs/robustness] [--reuse] [--no-skip]
+    python bench/robustness.py --ckpt runs/demo-gated/checkpoints/last.ckpt --budgets 0.5 --frontier \
+        --only camera_missing_one camera_missing_all lidar_missing radar_dropout --severities 3
 
 For every checkpoint and every choice (each static configuration of --sensors; for a gated checkpoint, when --budgets
 is given, the gate at each budget instead) it evaluates (fusion/evaluate.py) once clean and once per corruption of
@@ -23,7 +25,11 @@ measured on --measure-frames frames only (fusion.cost gives each configuration's
 are left out: the suite runs hundreds of evaluations. With several runs, one table across them all follows (RA per
 corruption, the gate's cost). A checkpoint trained on corrupted frames (the datamodule's train_corruptions, e.g.
 configs/robust.yaml) has the corruptions it saw marked "+" and its mRA also over the ones it did not see;
-the cross-run table adds mRA over the corruptions that no run in it saw in training, the fair comparison. The wall
+the cross-run table adds mRA over the corruptions that no run in it saw in training, the fair comparison. With
+--frontier, a gated checkpoint also runs every one of the 17 static configurations (bench/common.py CONFIGS) under
+the same corruptions, and a last table sets the gate at each budget against the static frontier under each
+corruption: the upper hull of the static configurations' (mean cost, NDS) under it (a configuration the corruption
+cannot touch keeps its clean point), read at the gate's mean cost under it (bench/common.py upper_hull). The wall
 time of the whole run is printed at the end.
 """
 from __future__ import annotations
@@ -37,8 +43,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (add_eval_flags, budget_folder, config_folder, evaluation, reusable,  # noqa: E402
-                          run_dirs, write_markdown)
+from bench.common import (CONFIGS, add_eval_flags, budget_folder, config_folder, evaluation,  # noqa: E402
+                          frontier_margins, reusable, run_dirs, separator, write_markdown)
 from fusion.checkpoint import load_checkpoint  # noqa: E402
 from fusion.evaluate import evaluate, format_metrics  # noqa: E402
 
@@ -211,6 +217,39 @@ def format_summary(results: dict) -> str:
     return "\n".join(lines)
 
 
+def frontier_rows(gates: dict[float, dict], statics: dict[str, dict]) -> list[dict]:
+    """The gate at each budget against the static frontier, clean and under each corruption and severity run. gates:
+    budget -> {"clean": metrics, "runs": {(corruption, severity): metrics}}; statics: configuration -> the same, a
+    skipped run None (the corruption cannot touch it: its clean metrics hold)."""
+    def point(m):
+        return {"cost": m["cost_per_frame"]["mean"], "nds": m["nds"]}
+
+    keys = [("clean", None)] + list(next(iter(gates.values()))["runs"])
+    rows = []
+    for key in keys:
+        def under(r):
+            return r["clean"] if key == ("clean", None) or r["runs"][key] is None else r["runs"][key]
+        gate = {b: point(under(r)) for b, r in gates.items()}
+        margins = frontier_margins(gate, {name: point(under(r)) for name, r in statics.items()})
+        rows += [{"corruption": key[0], "severity": key[1], "budget": b, "nds": gate[b]["nds"],
+                  "cost": gate[b]["cost"], **margins[b]} for b in gates]
+    return rows
+
+
+FRONTIER_HEADER = ("| corruption          | sev | budget | gate NDS | gate cost | frontier NDS | margin "
+                   "| frontier mixes                                  |")
+
+
+def format_frontier(title: str, rows: list[dict]) -> str:
+    """The table of frontier_rows."""
+    lines = [title, FRONTIER_HEADER, separator(FRONTIER_HEADER)]
+    for r in rows:
+        lines.append(f"| {r['corruption']:<19} | {'-' if r['severity'] is None else r['severity']:>3} | "
+                     f"{r['budget']:<6} | {r['nds']:8.3f} | {r['cost']:9.3f} | {r['frontier_nds']:12.3f} | "
+                     f"{r['margin']:+6.3f} | {r['mix']:<47} |")
+    return "\n".join(lines)
+
+
 def folder_name(name: str, severity: int | None) -> str:
     return name if severity is None else f"{name}_{severity}"
 
@@ -234,6 +273,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="frames whose latency and FLOPs are measured (eval.py)")
     p.add_argument("--no-skip", action="store_true", help="also evaluate corruptions that cannot affect a "
                                                           "configuration")
+    p.add_argument("--frontier", action="store_true",
+                   help="gated checkpoints also run all 17 static configurations (not --sensors) under the same "
+                        "corruptions, and the gate at each budget is set against their frontier under each")
     add_eval_flags(p, out="runs/robustness", num_workers=1)
     args = p.parse_args(argv)
     unknown = sorted(set(args.only or ()) - set(CORRUPTIONS))
@@ -242,6 +284,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     bad = sorted(set(args.severities) - set(SEVERITIES))
     if bad:
         p.error(f"--severities: invalid {bad}; valid severities: {list(SEVERITIES)}")
+    if args.frontier and not args.budgets:
+        p.error("--frontier: needs --budgets (the gate is what is set against the static frontier)")
     if any(not 0 < b <= 1 for b in args.budgets):
         p.error(f"--budgets: each must be in (0, 1] (a fraction of the full configuration's cost), got "
                 f"{args.budgets}")
@@ -289,13 +333,18 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     t0 = time.perf_counter()
     todo = plan(args.only or list(CORRUPTIONS), sorted(set(args.severities)))
-    reports, results = [], {}
+    from fusion.detector import SensorConfig
+
+    reports, results, frontiers = [], {}, []
     for ckpt, out in zip(args.ckpt, run_dirs(args.ckpt, Path(args.out))):
         model, data_hparams = load_checkpoint(ckpt)
         gated, seen = model.gate is not None, trained_on(data_hparams)
         choices = [(f"gate, budget {b}" + (f", control {args.budget_control}" if args.budget_control else ""), None, b)
                    for b in args.budgets] \
             if gated and args.budgets else [(str(c), c, None) for c in args.sensors]
+        if gated and args.frontier:
+            choices += [(c, SensorConfig.parse(c), None) for c in CONFIGS.values()]
+        gates, statics = {}, {}
         for label, sensors, budget in choices:
             folder = out / (budget_folder(budget, args.budget_control) if sensors is None else config_folder(label))
             clean, runs, selections = run_choice(args, ckpt, folder, sensors, budget, todo)
@@ -305,16 +354,27 @@ def main(argv=None) -> dict:
             reports.append(format_report(title, clean, runs, selections, reference, seen))
             results[(ckpt, label)] = {"clean": clean, "runs": runs, "summary": summarize(clean, runs, seen),
                                       "selections": selections}
+            (gates if sensors is None else statics)[budget if sensors is None else label] = results[(ckpt, label)]
+        if gated and args.frontier:
+            rows = frontier_rows(gates, statics)
+            for b, label in zip(args.budgets, [c[0] for c in choices]):
+                results[(ckpt, label)]["frontier"] = [r for r in rows if r["budget"] == b]
+            frontiers.append(format_frontier(
+                f"{ckpt}: the gate against the static frontier of its {len(statics)} static configurations, clean "
+                f"and under each corruption (margin: gate NDS - frontier NDS at the gate's mean cost)", rows))
     elapsed = time.perf_counter() - t0
     print()
     print("\n\n".join(reports))
     if len(results) > 1:
         print()
         print(format_summary(results))
+    for table in frontiers:
+        print()
+        print(table)
     print(f"\nrobustness suite: {sum(len(r['runs']) + 1 for r in results.values())} rows, "
           f"{sum(1 + sum(m is not None for m in r['runs'].values()) for r in results.values())} evaluations, "
           f"{elapsed / 60:.1f} min wall time")
-    write_markdown(args.markdown, format_summary(results))
+    write_markdown(args.markdown, "\n\n".join([format_summary(results)] + frontiers))
     return results
 
 

@@ -6,8 +6,8 @@ evaluated under every static configuration and every branch keeps learning. With
 of the training steps, the gate (fusion/gate.py) learns too, by `gate_estimator`: "regression" (the default) predicts
 each frame's detection loss under the configuration it ran, the detector training as in the static recipe; "gumbel"
 decides the frames not given a random subset by a straight-through Gumbel-softmax sample. With
-`gate_chooses_training`, a "regression" gate also decides what the detector trains on: the frames not given a random
-subset run a configuration sampled from its logits at the batch's budget. Either way, for a budget b
+`gate_chooses_training` > 0, a "regression" gate also decides what the detector trains on: that share of the frames not
+given a random subset run a configuration sampled from its logits at the batch's budget, the rest the static one. Either way, for a budget b
 drawn per batch between the cheapest configuration's share and 1, the loss adds `gate_cost_weight * |mean expected
 cost - b|` (costs as fractions of full, from the latency table `gate_costs`), the expectation under a softmax at a
 temperature falling from `gate_tau[0]` to `gate_tau[1]`. Validation uses the static configuration; `detect` the static
@@ -90,11 +90,13 @@ class GateFusionModule(pl.LightningModule):
                           drawn per batch. "gumbel": after gate_start the frames not given a random subset are
                           decided by a straight-through Gumbel-softmax sample, whose one-hot multiplies each sensor's
                           features, so the detection loss reaches the gate through them
-    gate_chooses_training: ("regression") after gate_start, the frames not given a random subset (train_sensor_dropout)
-                          run a configuration sampled from the gate's logits at a budget drawn per batch, at the
-                          temperature gate_tau (exploration), instead of the static configuration: each cheaper
-                          configuration trains on the frames the gate gives it, and the gate regresses the losses
-                          of what it chose. Its choice takes no gradient; the detector's training depends on it
+    gate_chooses_training: ("regression") the share in [0, 1] of the frames not given a random subset
+                          (train_sensor_dropout) that, after gate_start, run a configuration sampled from the gate's
+                          logits at a budget drawn per batch, at the temperature gate_tau (exploration), instead of
+                          the static configuration: each cheaper configuration trains on the frames the gate gives
+                          it, and the gate regresses the losses of what it chose, while the rest of the frames keep
+                          the static configuration (full fusion) trained. 0: the detector trains as in the static
+                          recipe. The choice takes no gradient; the detector's training depends on it
     gate_paired:          ("regression") also run every frame of the gate's phase, without gradients, under a second
                           random configuration, and fit the difference of the gate's two predicted losses to the
                           difference of the two measured ones: the frame's content, most of its loss, cancels, and
@@ -114,7 +116,7 @@ class GateFusionModule(pl.LightningModule):
                  camera_semantic_weight: float = 0.0, gate: bool = False, gate_costs: dict[str, float] | None = None,
                  gate_start: float = 0.3, gate_cost_weight: float = 2.0, gate_tau: tuple[float, float] = (1.0, 0.2),
                  gate_hidden: int = 64, gate_estimator: str = "regression", gate_paired: bool = False,
-                 gate_own_glimpse: bool = False, gate_chooses_training: bool = False, **detector):
+                 gate_own_glimpse: bool = False, gate_chooses_training: float = 0.0, **detector):
         super().__init__()
         self.save_hyperparameters()
         self.static = SensorConfig.parse(sensors)
@@ -125,8 +127,10 @@ class GateFusionModule(pl.LightningModule):
                             ("camera_semantic_weight", camera_semantic_weight)):
             if value < 0:
                 raise ValueError(f"GateFusionModule: {name} must be >= 0, got {value}")
-        if not 0.0 <= train_sensor_dropout <= 1.0:
-            raise ValueError(f"GateFusionModule: train_sensor_dropout must be in [0, 1], got {train_sensor_dropout}")
+        for name, share in (("train_sensor_dropout", train_sensor_dropout),
+                            ("gate_chooses_training", gate_chooses_training)):
+            if not 0.0 <= share <= 1.0:
+                raise ValueError(f"GateFusionModule: {name} must be in [0, 1], got {share}")
         if not 0.0 <= gate_start < 1.0:
             raise ValueError(f"GateFusionModule: gate_start must be in [0, 1), got {gate_start}")
         if gate_cost_weight < 0 or len(gate_tau) != 2 or not all(t > 0 for t in gate_tau):
@@ -197,6 +201,8 @@ class GateFusionModule(pl.LightningModule):
                 logits = self.gate(batch, torch.full((B,), budget, device=batch.present.device))
                 chosen = self.gate.table[torch.distributions.Categorical(logits=logits / tau).sample()]
             chosen = torch.where(batch.present.bool(), chosen, torch.zeros_like(chosen))
+            by_gate = (torch.rand(B) < self.hparams.gate_chooses_training).to(chosen.device)  # the rest: static
+            chosen = torch.where(by_gate[:, None], chosen, static.to(chosen.device))
             return random_decisions(batch.present, chosen, self.hparams.train_sensor_dropout), None, None
         by_gate = torch.rand(B) >= self.hparams.train_sensor_dropout  # the other frames: a random subset
         randomised = random_decisions(batch.present, static, 1.0).to(static.device)

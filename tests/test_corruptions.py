@@ -280,6 +280,55 @@ def test_robustness_bench_runs_the_gate_at_its_clean_price(tiny_run, tiny_gated_
     assert "| **mRA** | all |" in out
 
 
+def test_robustness_frontier_sets_the_gate_against_the_statics_under_the_same_fault(tiny_gated_run, tiny_world,
+                                                                                      tmp_path, capsys, monkeypatch):
+    """--frontier: a gated checkpoint also runs the static configurations (three here, for time) under the same
+    corruptions, and the gate's margin is over their hull under each fault, a configuration the fault cannot touch
+    keeping its clean point."""
+    from bench import robustness
+    from bench.common import frontier_at, upper_hull
+
+    with pytest.raises(SystemExit):
+        robustness.main(["--ckpt", str(tiny_gated_run / "checkpoints" / "last.ckpt"), "--frontier"])
+    assert "--frontier: needs --budgets" in capsys.readouterr().err
+    three = {"all high": "camera=high,lidar=fine,radar=on", "radar": "camera=off,lidar=off,radar=on",
+             "lidar fine": "camera=off,lidar=fine,radar=off"}
+    monkeypatch.setattr(robustness, "CONFIGS", three)
+    gated = str(tiny_gated_run / "checkpoints" / "last.ckpt")
+    results = robustness.main(["--ckpt", gated, "--dataroot", str(tiny_world), "--budgets", "0.6", "--frontier",
+                               "--only", "lidar_missing", "--limit", "2", "--num-workers", "0",
+                               "--out", str(tmp_path / "f")])
+    out = capsys.readouterr().out
+    assert [k[1] for k in results] == ["gate, budget 0.6", *three.values()]
+    rows = results[(gated, "gate, budget 0.6")]["frontier"]
+    assert [(r["corruption"], r["severity"]) for r in rows] == [("clean", None), ("lidar_missing", None)]
+    assert results[(gated, three["radar"])]["runs"][("lidar_missing", None)] is None  # radar alone: skipped
+    for r in rows:
+        def under(label):
+            res = results[(gated, label)]
+            m = res["clean"] if r["corruption"] == "clean" else res["runs"][("lidar_missing", None)] or res["clean"]
+            return m["cost_per_frame"]["mean"], m["nds"]
+        hull = upper_hull({label: under(label) for label in three.values()})
+        nds, mix = frontier_at(hull, r["cost"])
+        assert r["frontier_nds"] == pytest.approx(nds, nan_ok=True) and r["mix"] == mix
+        assert r["margin"] == pytest.approx(r["nds"] - nds, nan_ok=True)
+    assert "the gate against the static frontier" in out and "| lidar_missing       |   - | 0.6    |" in out
+
+
+def test_frontier_rows_keep_a_skipped_configurations_clean_point():
+    from bench.robustness import frontier_rows
+
+    def m(cost, nds):
+        return {"cost_per_frame": {"mean": cost}, "nds": nds}
+    gates = {0.5: {"clean": m(0.5, 0.4), "runs": {("radar_missing", None): m(0.45, 0.38)}}}
+    statics = {"cheap": {"clean": m(0.2, 0.2), "runs": {("radar_missing", None): m(0.1, 0.05)}},
+               "dear": {"clean": m(1.0, 0.5), "runs": {("radar_missing", None): None}}}  # no radar: untouched
+    clean, fault = frontier_rows(gates, statics)
+    assert clean["frontier_nds"] == pytest.approx(0.2 + 0.3 / 0.8 * 0.3) and clean["mix"] == "cheap + dear"
+    assert fault["frontier_nds"] == pytest.approx(0.05 + 0.35 / 0.9 * 0.45)
+    assert fault["margin"] == pytest.approx(0.38 - fault["frontier_nds"]) and fault["cost"] == 0.45
+
+
 def test_summary_counts_each_fault_once_and_averages_severities():
     from bench.robustness import summarize
 

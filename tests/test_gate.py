@@ -307,20 +307,22 @@ def test_paired_regression_fits_loss_differences_of_a_second_configuration_of_th
     with pytest.raises(ValueError, match="gate_paired needs gate_estimator 'regression'"):
         gated(gate_paired=True, gate_estimator="gumbel")
     with pytest.raises(ValueError, match="gate_chooses_training needs gate_estimator 'regression'"):
-        gated(gate_chooses_training=True, gate_estimator="gumbel")
+        gated(gate_chooses_training=1.0, gate_estimator="gumbel")
+    with pytest.raises(ValueError, match="gate_chooses_training must be in"):
+        gated(gate_chooses_training=1.5)
 
 
 def test_a_regression_gate_that_chooses_training_gives_the_detector_its_sampled_choices():
-    """gate_chooses_training: in the gate's phase each training frame runs a configuration sampled from the gate's
-    logits at the batch's budget (a frame's present sensors only), without gradient; before the phase, and without
-    the option, the static configuration (no dropout here)."""
+    """gate_chooses_training: in the gate's phase that share of the training frames runs a configuration sampled from
+    the gate's logits at the batch's budget (a frame's present sensors only), without gradient, the rest the static
+    configuration; before the phase, and without the option, the static configuration (no dropout here)."""
     class Trainer:  # what gate_progress reads
         estimated_stepping_batches = 10
         global_step = 5
 
     batch = make_batch(B=6)
     batch.present[0, 0] = False  # frame 0 has no camera
-    for chooses, start in ((True, 0.0), (False, 0.0), (True, 0.9)):
+    for chooses, start in ((1.0, 0.0), (0.5, 0.0), (0.0, 0.0), (1.0, 0.9)):
         m = gated(gate_start=start, train_sensor_dropout=0.0, gate_chooses_training=chooses)
         m.trainer = None
         m._trainer = Trainer()
@@ -331,7 +333,16 @@ def test_a_regression_gate_that_chooses_training_gives_the_detector_its_sampled_
         m.gate.risk = lambda b, risk=risk: risk
         decisions, weights, penalty = m.training_decisions(batch)
         assert weights is None and penalty is None and not decisions.requires_grad
-        if chooses and start == 0.0:
+        if chooses == 0.5:  # each frame either the gate's sample or the static configuration, both over many draws
+            static = m.static.decisions(batch.present)
+            kinds = set()
+            for _ in range(20):
+                decisions = m.training_decisions(batch)[0]
+                for f in range(1, 6):
+                    kinds.add("gate" if torch.equal(decisions[f], m.gate.table[favoured])
+                              else "static" if torch.equal(decisions[f], static[f]) else "other")
+            assert kinds == {"gate", "static"}
+        elif chooses and start == 0.0:
             assert (decisions[1:] == m.gate.table[favoured]).all()
             # frame 0 cannot run the camera: its sample is among the configurations without one
             assert int(decisions[0, 0]) == 0 and bool((decisions[0] > 0).any())

@@ -8,7 +8,8 @@ import pytest
 
 
 def test_pareto_bench_end_to_end(tiny_world, tiny_run, tiny_gated_run, tmp_path, capsys):
-    from bench.pareto import beats, frontier_at, main, upper_hull
+    from bench.common import frontier_at, upper_hull
+    from bench.pareto import beats, main
 
     gated = tiny_gated_run
     static = tmp_path / "static"
@@ -80,7 +81,7 @@ def test_the_static_frontier_is_the_upper_hull_up_to_the_best_point():
     cheapest up to the best NDS, flat after it, undefined below the cheapest."""
     import math
 
-    from bench.pareto import frontier_at, frontier_margins, upper_hull
+    from bench.common import frontier_at, frontier_margins, upper_hull
 
     points = {"a": (0.2, 0.3), "b": (0.4, 0.5), "c": (0.9, 0.6), "below": (0.5, 0.35), "on b-c": (0.65, 0.55),
               "after best": (1.0, 0.55), "same cost as a, worse": (0.2, 0.1)}
