@@ -1,16 +1,16 @@
 """GateFusionModule: the LightningModule that trains and runs the fusion detector and its gate.
 
-Training uses the static sensor configuration (`sensors`), except that with probability `train_sensor_dropout` per
-frame a random non-empty subset of the present sensors at random resolutions is used instead, so that one model can be
-evaluated under every static configuration and every branch keeps learning. With `gate`, after the first `gate_start`
-of the training steps, the gate (fusion/gate.py) learns too, by `gate_estimator`: "regression" (the default) predicts
-each frame's detection loss under the configuration it ran, the detector training as in the static recipe; "gumbel"
-decides the frames not given a random subset by a straight-through Gumbel-softmax sample. With
-`gate_chooses_training` > 0, a "regression" gate also decides what the detector trains on: that share of the frames not
-given a random subset run a configuration sampled from its logits at the batch's budget, the rest the static one. Either way, for a budget b
-drawn per batch between the cheapest configuration's share and 1, the loss adds `gate_cost_weight * |mean expected
-cost - b|` (costs as fractions of full, from the latency table `gate_costs`), the expectation under a softmax at a
-temperature falling from `gate_tau[0]` to `gate_tau[1]`. Validation uses the static configuration; `detect` the static
+Training uses the static sensor configuration (`sensors`), except that with probability `train_sensor_dropout` per frame
+a random non-empty subset of the present sensors at random resolutions is used instead, so that one model can be
+evaluated under every static configuration and every branch keeps learning. With `gate`, after the first `gate_start` of
+the training steps, the gate (fusion/gate.py) learns too, by `gate_estimator`: "regression" (the default) predicts each
+frame's detection loss under the configuration it ran, the detector training as in the static recipe; "gumbel" decides
+the frames not given a random subset by a straight-through Gumbel-softmax sample. With `gate_chooses_training` > 0, a
+"regression" gate also decides what the detector trains on: that share of the frames not given a random subset run a
+configuration sampled from its logits at the batch's budget, the rest the static one. Either way, for a budget b drawn
+per batch between the cheapest configuration's share and 1, the loss adds `gate_cost_weight * |mean expected cost - b|`
+(costs as fractions of full, from the latency table `gate_costs`), the expectation under a softmax at a temperature
+falling from `gate_tau[0]` to `gate_tau[1]`. Validation uses the static configuration; `detect` the static
 configuration, the one given, or, with a budget, the gate. Hyperparameters are plain values (save_hyperparameters), so
 `GateFusionModule.load_from_checkpoint(path, map_location="cpu")` rebuilds it.
 """

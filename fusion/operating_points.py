@@ -5,8 +5,8 @@ checkpoint, so that evaluating at a budget needs no training data (a dataroot wi
 train.py measures them at the end of fitting and writes them into every checkpoint file of the run
 (`store`); fusion/evaluate.py reads them back (`stored`). Between two grid budgets the price is interpolated
 linearly, an approximation (the gate's logits depend on the budget too, so the budget holds less tightly there than
-on the grid); outside the grid, or for a checkpoint without them, evaluation recalibrates on a named split. `python -m fusion.operating_points --ckpt C` (re)measures them for an
-existing checkpoint.
+on the grid); outside the grid, or for a checkpoint without them, evaluation recalibrates on a named split.
+`python -m fusion.operating_points --ckpt C` (re)measures them for an existing checkpoint.
 """
 from __future__ import annotations
 
