@@ -44,3 +44,14 @@ def tiny_gated_run(tiny_world, tiny_run, tmp_path_factory) -> Path:
                 "--data.cache_dir", str(tiny_run[1]), "--trainer.max_steps", "2", "--trainer.default_root_dir",
                 str(run), "--model.gate", "true", "--model.gate_start", "0.0", "--model.gate_own_glimpse", "true"])
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_gate_budget(tiny_gated_run) -> float:
+    """A budget the tiny gated model can meet: the middle one of its stored operating points. Its latency table is
+    measured at set-up, so the cheapest configuration's share of full (the lowest budget it can meet) moves with the
+    machine's load; a fixed budget such as 0.6 can fall below it."""
+    from fusion.operating_points import stored
+
+    points = stored(tiny_gated_run / "checkpoints" / "last.ckpt")
+    return points.budgets[len(points.budgets) // 2]

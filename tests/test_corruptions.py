@@ -256,22 +256,23 @@ def test_robustness_bench_reports_ra_and_skips_what_cannot_matter(tiny_run, tiny
     assert "mRA" in out and "min wall time" in out
 
 
-def test_robustness_bench_runs_the_gate_at_its_clean_price(tiny_run, tiny_gated_run, tiny_world, tmp_path, capsys):
+def test_robustness_bench_runs_the_gate_at_its_clean_price(tiny_run, tiny_gated_run, tiny_gate_budget, tiny_world,
+                                                           tmp_path, capsys):
     from bench import robustness
 
-    static, gated = str(tiny_run[0]), str(tiny_gated_run / "checkpoints" / "last.ckpt")
+    static, gated, b = str(tiny_run[0]), str(tiny_gated_run / "checkpoints" / "last.ckpt"), tiny_gate_budget
     results = robustness.main(["--ckpt", static, gated, "--dataroot", str(tiny_world), "--sensors",
-                               "lidar=fine,radar=on", "--budgets", "0.6", "--only", "lidar_missing", "camera_dark",
+                               "lidar=fine,radar=on", "--budgets", str(b), "--only", "lidar_missing", "camera_dark",
                                "--severities", "5", "--limit", "3", "--num-workers", "0", "--out", str(tmp_path / "r")])
     out = capsys.readouterr().out
-    assert [k[1] for k in results] == ["camera=off,lidar=fine,radar=on", "gate, budget 0.6"]
-    r = results[(gated, "gate, budget 0.6")]
-    assert r["clean"]["budget"] == 0.6 and r["clean"]["price"] is not None
+    assert [k[1] for k in results] == ["camera=off,lidar=fine,radar=on", f"gate, budget {b}"]
+    r = results[(gated, f"gate, budget {b}")]
+    assert r["clean"]["budget"] == b and r["clean"]["price"] is not None
     # none skipped; each runs at the clean run's price (no steering by default)
     assert all(m is not None and m["price"] == r["clean"]["price"] and m["budget_control"] == 0.0
                for m in r["runs"].values())
     assert r["selections"][("lidar_missing", None)]["lidar"] == {"off": 1.0}  # it spends nothing on a dead LiDAR
-    assert "moved from clean" in out and (tmp_path / "r" / "run-1" / "budget-0.6" / "camera_dark_5" /
+    assert "moved from clean" in out and (tmp_path / "r" / "run-1" / f"budget-{b}" / "camera_dark_5" /
                                           "metrics.json").is_file()
     # the table across both runs: the static run never met the camera corruption (*), the gate did, with its cost
     row = next(line for line in out.splitlines() if line.startswith("| camera_dark |"))
@@ -280,8 +281,9 @@ def test_robustness_bench_runs_the_gate_at_its_clean_price(tiny_run, tiny_gated_
     assert "| **mRA** | all |" in out
 
 
-def test_robustness_frontier_sets_the_gate_against_the_statics_under_the_same_fault(tiny_gated_run, tiny_world,
-                                                                                      tmp_path, capsys, monkeypatch):
+def test_robustness_frontier_sets_the_gate_against_the_statics_under_the_same_fault(tiny_gated_run, tiny_gate_budget,
+                                                                                      tiny_world, tmp_path, capsys,
+                                                                                      monkeypatch):
     """--frontier: a gated checkpoint also runs the static configurations (three here, for time) under the same
     corruptions, and the gate's margin is over their hull under each fault, a configuration the fault cannot touch
     keeping its clean point."""
@@ -295,12 +297,13 @@ def test_robustness_frontier_sets_the_gate_against_the_statics_under_the_same_fa
              "lidar fine": "camera=off,lidar=fine,radar=off"}
     monkeypatch.setattr(robustness, "CONFIGS", three)
     gated = str(tiny_gated_run / "checkpoints" / "last.ckpt")
-    results = robustness.main(["--ckpt", gated, "--dataroot", str(tiny_world), "--budgets", "0.6", "--frontier",
+    b = tiny_gate_budget
+    results = robustness.main(["--ckpt", gated, "--dataroot", str(tiny_world), "--budgets", str(b), "--frontier",
                                "--only", "lidar_missing", "--limit", "2", "--num-workers", "0",
                                "--out", str(tmp_path / "f")])
     out = capsys.readouterr().out
-    assert [k[1] for k in results] == ["gate, budget 0.6", *three.values()]
-    rows = results[(gated, "gate, budget 0.6")]["frontier"]
+    assert [k[1] for k in results] == [f"gate, budget {b}", *three.values()]
+    rows = results[(gated, f"gate, budget {b}")]["frontier"]
     assert [(r["corruption"], r["severity"]) for r in rows] == [("clean", None), ("lidar_missing", None)]
     assert results[(gated, three["radar"])]["runs"][("lidar_missing", None)] is None  # radar alone: skipped
     for r in rows:
@@ -312,7 +315,7 @@ def test_robustness_frontier_sets_the_gate_against_the_statics_under_the_same_fa
         nds, mix = frontier_at(hull, r["cost"])
         assert r["frontier_nds"] == pytest.approx(nds, nan_ok=True) and r["mix"] == mix
         assert r["margin"] == pytest.approx(r["nds"] - nds, nan_ok=True)
-    assert "the gate against the static frontier" in out and "| lidar_missing       |   - | 0.6    |" in out
+    assert "the gate against the static frontier" in out and f"| lidar_missing       |   - | {b:<6} |" in out
 
 
 def test_frontier_rows_keep_a_skipped_configurations_clean_point():

@@ -254,30 +254,31 @@ def test_configuration_losses_and_the_offset_that_removes_the_gates_mean_error()
     assert torch.allclose(g.risk(batch), g.mlp(glimpses(batch)))
 
 
-def test_eval_removes_the_gates_offsets_and_reuses_an_operating_point(tiny_gated_run, tiny_world, tmp_path):
+def test_eval_removes_the_gates_offsets_and_reuses_an_operating_point(tiny_gated_run, tiny_gate_budget, tiny_world,
+                                                                      tmp_path):
     """eval.py --budget measures the gate's offsets on training frames (--gate-offsets) before calibrating the price;
     --operating-point takes both from an earlier run's metrics.json and reproduces its choices; misuse is an error
     naming the problem."""
     import eval as evaluate
 
-    ckpt = str(tiny_gated_run / "checkpoints" / "last.ckpt")
+    ckpt, b = str(tiny_gated_run / "checkpoints" / "last.ckpt"), str(tiny_gate_budget)
     common = ["--ckpt", ckpt, "--dataroot", str(tiny_world), "--limit", "3", "--num-workers", "0", "--measure-frames",
               "0", "--no-per-condition"]
-    first = evaluate.main(common + ["--budget", "0.6", "--gate-offsets", "6", "--calibration-frames", "8", "--out",
+    first = evaluate.main(common + ["--budget", b, "--gate-offsets", "6", "--calibration-frames", "8", "--out",
                                     str(tmp_path / "a")])
     assert len(first["gate_offsets"]) == 17 and any(v != 0.0 for v in first["gate_offsets"].values())
     point = str(tmp_path / "a" / "metrics.json")
-    again = evaluate.main(common + ["--budget", "0.6", "--operating-point", point, "--out", str(tmp_path / "b")])
+    again = evaluate.main(common + ["--budget", b, "--operating-point", point, "--out", str(tmp_path / "b")])
     assert again["price"] == first["price"] and again["gate_offsets"] == first["gate_offsets"]
     choices = [[(r["camera"], r["lidar"], r["radar"]) for r in map(json.loads, open(tmp_path / d / "records.jsonl"))]
                for d in ("a", "b")]
     assert choices[0] == choices[1]
-    with pytest.raises(ValueError, match="its budget is 0.6"):
+    with pytest.raises(ValueError, match=f"its budget is {b}"):
         evaluate.main(common + ["--budget", "0.3", "--operating-point", point, "--out", str(tmp_path / "c")])
     with pytest.raises(ValueError, match="need --budget"):
         evaluate.main(common + ["--gate-offsets", "6", "--out", str(tmp_path / "c")])
     with pytest.raises(ValueError, match="cannot be combined"):
-        evaluate.main(common + ["--budget", "0.6", "--operating-point", point, "--price", "1.0", "--out",
+        evaluate.main(common + ["--budget", b, "--operating-point", point, "--price", "1.0", "--out",
                                 str(tmp_path / "c")])
 
 
