@@ -237,7 +237,7 @@ def frontier_rows(gates: dict[float, dict], statics: dict[str, dict]) -> list[di
 
 
 FRONTIER_HEADER = ("| corruption          | sev | budget | gate NDS | gate cost | frontier NDS | margin "
-                   "| frontier mixes                                  |")
+                   "| frontier mixes                                        |")
 
 
 def format_frontier(title: str, rows: list[dict]) -> str:
@@ -246,7 +246,7 @@ def format_frontier(title: str, rows: list[dict]) -> str:
     for r in rows:
         lines.append(f"| {r['corruption']:<19} | {'-' if r['severity'] is None else r['severity']:>3} | "
                      f"{r['budget']:<6} | {r['nds']:8.3f} | {r['cost']:9.3f} | {r['frontier_nds']:12.3f} | "
-                     f"{r['margin']:+6.3f} | {r['mix']:<47} |")
+                     f"{r['margin']:+6.3f} | {r['mix']:<53} |")
     return "\n".join(lines)
 
 
@@ -354,7 +354,10 @@ def main(argv=None) -> dict:
             reports.append(format_report(title, clean, runs, selections, reference, seen))
             results[(ckpt, label)] = {"clean": clean, "runs": runs, "summary": summarize(clean, runs, seen),
                                       "selections": selections}
-            (gates if sensors is None else statics)[budget if sensors is None else label] = results[(ckpt, label)]
+            if sensors is None:
+                gates[budget] = results[(ckpt, label)]
+            else:  # by the configuration's name in the frontier's table ("lidar+radar")
+                statics[{c: name for name, c in CONFIGS.items()}.get(label, label)] = results[(ckpt, label)]
         if gated and args.frontier:
             rows = frontier_rows(gates, statics)
             for b, label in zip(args.budgets, [c[0] for c in choices]):

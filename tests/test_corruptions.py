@@ -311,7 +311,7 @@ def test_robustness_frontier_sets_the_gate_against_the_statics_under_the_same_fa
             res = results[(gated, label)]
             m = res["clean"] if r["corruption"] == "clean" else res["runs"][("lidar_missing", None)] or res["clean"]
             return m["cost_per_frame"]["mean"], m["nds"]
-        hull = upper_hull({label: under(label) for label in three.values()})
+        hull = upper_hull({name: under(label) for name, label in three.items()})  # named as in CONFIGS
         nds, mix = frontier_at(hull, r["cost"])
         assert r["frontier_nds"] == pytest.approx(nds, nan_ok=True) and r["mix"] == mix
         assert r["margin"] == pytest.approx(r["nds"] - nds, nan_ok=True)
