@@ -271,7 +271,7 @@ class CameraEncoder(nn.Module):
         the same frames with their frame index (P,) are given (see depth_loss) and "semantic" when the frames'
         ground-truth boxes are given (see semantic_loss). `views` (B, N) bool: the views that run; a view left out
         never enters the image CNN nor the lift (its features are zeros, and it counts as not valid). Default: all
-        the valid ones (a dead view, `valid` False, never enters the CNN)."""
+        the valid ones (a dead view, `valid` False, never enters the CNN; under torch.export every view does)."""
         images = data.images
         if images.ndim != 5 or images.shape[2] != 3:
             raise ValueError(f"CameraEncoder: images must be (B, N_cam, 3, H, W), got {tuple(images.shape)}")
@@ -282,8 +282,10 @@ class CameraEncoder(nn.Module):
                 raise ValueError(f"CameraEncoder: views must be ({B}, {N}), got {tuple(views.shape)}")
             data = replace(data, valid=data.valid.bool() & views.bool())
             rows = torch.nonzero(views.flatten()).flatten()
-        elif bool(data.valid.any()) and not bool(data.valid.all()):  # a dead view never enters the CNN either:
-            rows = torch.nonzero(data.valid.bool().flatten()).flatten()  # its weight in the lift is 0 anyway
+        elif not torch.compiler.is_compiling() and bool(data.valid.any()) and not bool(data.valid.all()):
+            # a dead view never enters the CNN either (its weight in the lift is 0 anyway); an exported graph
+            # (fusion/export.py) has no data-dependent branch and runs every view
+            rows = torch.nonzero(data.valid.bool().flatten()).flatten()
         out = self.image_features(data, mode, rows)  # (R, C + D + S, h, w): the views that run
         c, d = self.channels, self.depth_bins
         hw = tuple(images.shape[-2:])
