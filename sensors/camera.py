@@ -276,16 +276,18 @@ class CameraEncoder(nn.Module):
         if images.ndim != 5 or images.shape[2] != 3:
             raise ValueError(f"CameraEncoder: images must be (B, N_cam, 3, H, W), got {tuple(images.shape)}")
         B, N = images.shape[:2]
+        if views is None and not torch.compiler.is_compiling():
+            # a dead view (valid False) is left out as a view the decisions leave out (its weight in the lift is 0
+            # anyway); an exported graph (fusion/export.py) has no data-dependent branch and runs every view
+            n_valid = int(data.valid.sum())
+            if 0 < n_valid < B * N:
+                views = data.valid.bool()
         rows = None
         if views is not None:
             if views.shape != (B, N):
                 raise ValueError(f"CameraEncoder: views must be ({B}, {N}), got {tuple(views.shape)}")
             data = replace(data, valid=data.valid.bool() & views.bool())
             rows = torch.nonzero(views.flatten()).flatten()
-        elif not torch.compiler.is_compiling() and bool(data.valid.any()) and not bool(data.valid.all()):
-            # a dead view never enters the CNN either (its weight in the lift is 0 anyway); an exported graph
-            # (fusion/export.py) has no data-dependent branch and runs every view
-            rows = torch.nonzero(data.valid.bool().flatten()).flatten()
         out = self.image_features(data, mode, rows)  # (R, C + D + S, h, w): the views that run
         c, d = self.channels, self.depth_bins
         hw = tuple(images.shape[-2:])
